@@ -1,0 +1,197 @@
+"""The ``oplab`` command: a thin shell over the Python API.
+
+User errors (:class:`oplab.errors.OplabError`) print one line and exit with
+code 2; nothing here holds logic that the API lacks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import OplabError, ParameterError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="oplab: operator learning for PDEs -- reference data, neural operators, benchmarks.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Inspect data set files.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_params(problem_cls, items: List[str]) -> dict:
+    """``["nu=0.01", "trajectory=true"]`` -> typed parameters of ``problem_cls``."""
+    spec = {p.name: p for p in problem_cls.params_spec}
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ParameterError(f"--param {item!r}: expected key=value")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key not in spec:
+            raise ParameterError(f"{problem_cls.name}: unknown parameter {key!r}; valid: {sorted(spec)}")
+        out[key] = spec[key].parse(value)
+    return out
+
+
+@app.command("problems")
+def problems_cmd(name: Optional[str] = typer.Argument(None, help="Show one problem's parameters.")):
+    """List the PDE problems with their parameters and defaults."""
+    from . import problems
+
+    names = [problems.get(name).name] if name else problems.available()
+    for n in names:
+        cls = problems.get(n)
+        table = Table(title=f"[bold]{n}[/bold]: {cls.summary}", title_justify="left", show_edge=False)
+        table.add_column("parameter")
+        table.add_column("default")
+        table.add_column("valid")
+        table.add_column("meaning")
+        table.add_row("resolution", str(cls.default_resolution), f">= {cls.min_resolution}", "grid points per axis")
+        for p in cls.params_spec:
+            valid = "|".join(map(str, p.choices)) if p.choices else (p.expect or p.kind.__name__)
+            table.add_row(p.name, repr(p.default), valid, p.help)
+        console.print(table)
+        console.print(f"  [dim]{cls.reference}[/dim]\n")
+
+
+class _Bar:
+    """A rich progress bar fed by ``progress(done, total)`` callbacks."""
+
+    def __init__(self, label: str):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=total, completed=done)
+            self.start_done = done
+        self.progress.update(self.task, completed=done)
+
+
+@app.command("generate")
+def generate_cmd(
+    problem: str = typer.Argument(..., help="Problem name (see `oplab problems`)."),
+    n: int = typer.Option(..., "--n", help="Number of samples."),
+    out: Path = typer.Option(..., "--out", help="Output HDF5 file."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid points per axis (default: the problem's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed; sample i depends on (problem, parameters, seed, i) only."),
+    param: List[str] = typer.Option([], "--param", help="Problem parameter key=value (repeatable)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (or Dask workers with --scheduler local)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster."),
+    resume: bool = typer.Option(False, "--resume", help="Keep an existing complete file with the same settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file or partial generation."),
+):
+    """Generate a reference data set (resumable: rerun the same command after an interruption)."""
+    from . import problems
+    from .data import format as fmt
+    from .data.generation import generate
+
+    cls = problems.get(problem)
+    prob = cls(resolution, **parse_params(cls, param))
+    start = time.perf_counter()
+    with _Bar(f"{prob.name} {prob.resolution}") as bar:
+        path = generate(prob, n, out, seed=seed, workers=workers, scheduler=scheduler,
+                        overwrite=overwrite, resume=resume, progress=bar)
+    elapsed = time.perf_counter() - start
+    _print_info(fmt.read_meta(path), path)
+    console.print(f"wrote {path} in {elapsed:.1f} s")
+
+
+def _print_info(meta: dict, path: Path) -> None:
+    from .data import format as fmt
+
+    table = Table(title=str(path), title_justify="left", show_header=False, show_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in fmt.summary(meta):
+        table.add_row(key, value)
+    console.print(table)
+
+
+@data_app.command("info")
+def data_info_cmd(file: Path = typer.Argument(..., help="An oplab HDF5 data set.")):
+    """Print a data set's self-description: problem, shapes, grid, parameters, seed, solver, version."""
+    from .data import format as fmt
+
+    _print_info(fmt.read_meta(file), file)
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    out: Path = typer.Option(Path("oplab-quickstart"), "--out", help="Folder for the data set."),
+    n: int = typer.Option(64, "--n", help="Samples."),
+    resolution: int = typer.Option(64, "--resolution", help="Grid points per axis."),
+):
+    """The main job on its embedded default: a small FNO-recipe Darcy set, generated and summarised.
+
+    (Training and the error table join this command when the training loop lands.)
+    """
+    from . import problems
+    from .data import format as fmt
+    from .data.generation import generate
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"darcy_{resolution}.h5"
+    prob = problems.create("darcy", resolution)
+    start = time.perf_counter()
+    with _Bar(f"darcy {resolution}") as bar:
+        generate(prob, n, path, seed=0, resume=True, progress=bar)
+    elapsed = time.perf_counter() - start
+    _print_info(fmt.read_meta(path), path)
+    from .data import open as open_data
+
+    x, y = open_data(path).arrays()
+    console.print(
+        f"coefficient a in [{x.min():g}, {x.max():g}], high-value fraction {(x == x.max()).mean():.2f}; "
+        f"solution u: max {y.max():.4g}, mean {y.mean():.4g}; {elapsed / n * 1e3:.1f} ms per sample"
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except OplabError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to resume")
+        return 130
+    except SystemExit as exc:  # pragma: no cover - typer exits
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            err_console.print("interrupted; rerun the same command to resume")
+            return 130
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The oplab data set file: HDF5, self-describing.
+
+Layout (format version 1)::
+
+    /inputs            float32 [N, C_in, *S_in]
+    /outputs           float32 [N, C_out, *S_out]  or [N, T, C_out, *S_out]
+    /grid/inputs/<axis>    coordinates of each input axis (float64)
+    /grid/outputs/<axis>   coordinates of each output axis
+    /grid/times            output times (trajectories only)
+    attrs:  format = "oplab-dataset", format_version = 1, complete = True,
+            problem, resolution, params (JSON), seed, n, chunk_size, solver,
+            oplab_version, input_channels, output_channels (JSON lists),
+            domain (JSON), input_axes / output_axes (JSON: name, n, lo, hi,
+            periodic), reference
+
+A file exists under its final name only once every sample is in it
+(generation writes ``FILE.tmp`` and renames); ``complete`` is written last
+as a second guard. :func:`read_meta` refuses anything else with a one-line
+:class:`~oplab.errors.DataFileError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..errors import DataFileError
+from ..problems.base import Axis, Problem
+
+FORMAT = "oplab-dataset"
+FORMAT_VERSION = 1
+_JSON_ATTRS = ("params", "input_channels", "output_channels", "domain", "input_axes", "output_axes")
+
+
+def _axes_json(axes: list[Axis]) -> str:
+    return json.dumps([asdict(a) for a in axes])
+
+
+def create(path: Path, problem: Problem, n: int, seed: int) -> h5py.File:
+    """Create a new, not yet complete, data set file with its metadata and
+    empty arrays; the caller fills ``inputs``/``outputs`` and calls :func:`finish`."""
+    f = h5py.File(path, "w", libver="latest")
+    desc = problem.describe()
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "complete": False,
+        "problem": desc["problem"],
+        "resolution": desc["resolution"],
+        "params": json.dumps(desc["params"], sort_keys=True),
+        "seed": int(seed),
+        "n": int(n),
+        "chunk_size": int(problem.chunk_size),
+        "solver": desc["solver"],
+        "oplab_version": __version__,
+        "input_channels": json.dumps(desc["input_channels"]),
+        "output_channels": json.dumps(desc["output_channels"]),
+        "domain": json.dumps(desc["domain"]),
+        "input_axes": _axes_json(problem.input_axes()),
+        "output_axes": _axes_json(problem.output_axes()),
+        "reference": desc["reference"],
+    }
+    f.attrs.update(attrs)
+    for group, axes in (("inputs", problem.input_axes()), ("outputs", problem.output_axes())):
+        for axis in axes:
+            f.create_dataset(f"grid/{group}/{axis.name}", data=axis.coords())
+    times = problem.output_times()
+    if times is not None:
+        f.create_dataset("grid/times", data=np.asarray(times, dtype=np.float64))
+    for name, shape in (("inputs", problem.input_shape()), ("outputs", problem.output_shape())):
+        # one sample per HDF5 chunk: strided and random access read one chunk per sample
+        f.create_dataset(name, shape=(n, *shape), dtype=np.float32, chunks=(1, *shape))
+    return f
+
+
+def finish(f: h5py.File) -> None:
+    """Mark a filled file complete and close it."""
+    f.attrs["complete"] = True
+    f.flush()
+    f.close()
+
+
+def read_meta(path: str | Path) -> dict:
+    """Metadata of a complete oplab data set file (JSON attributes decoded)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            shapes = {k: tuple(f[k].shape) for k in ("inputs", "outputs") if k in f}
+            times = f["grid/times"][()] if "grid/times" in f else None
+    except OSError as exc:
+        raise DataFileError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or foreign)") from None
+    if attrs.get("format") != FORMAT:
+        raise DataFileError(f"{path}: not an oplab data set (attribute 'format' is {attrs.get('format')!r}, expected {FORMAT!r})")
+    version = int(attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise DataFileError(f"{path}: format_version {version}, this oplab reads {FORMAT_VERSION}")
+    if not bool(attrs.get("complete", False)):
+        raise DataFileError(f"{path}: incomplete data set (generation did not finish); rerun the generate command to resume")
+    if set(shapes) != {"inputs", "outputs"}:
+        raise DataFileError(f"{path}: missing dataset(s) {sorted({'inputs', 'outputs'} - set(shapes))}")
+    meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    for key in _JSON_ATTRS:
+        meta[key] = json.loads(meta[key])
+    meta["input_axes"] = [Axis(**a) for a in meta["input_axes"]]
+    meta["output_axes"] = [Axis(**a) for a in meta["output_axes"]]
+    meta["shapes"] = shapes
+    meta["times"] = times
+    return meta
+
+
+def summary(meta: dict) -> list[tuple[str, str]]:
+    """Rows (key, value) describing a data set, for ``oplab data info``."""
+    axes = lambda axs: " x ".join(f"{a.name}[{a.lo:g}, {a.hi:g}]:{a.n}{' periodic' if a.periodic else ''}" for a in axs)
+    rows = [
+        ("problem", meta["problem"]),
+        ("samples", str(meta["n"])),
+        ("inputs", f"{list(meta['shapes']['inputs'])}  channels {meta['input_channels']}"),
+        ("outputs", f"{list(meta['shapes']['outputs'])}  channels {meta['output_channels']}"),
+        ("input grid", axes(meta["input_axes"])),
+        ("output grid", axes(meta["output_axes"])),
+    ]
+    if meta["times"] is not None:
+        t = meta["times"]
+        rows.append(("times", f"{len(t)} records, t = {t[0]:g} .. {t[-1]:g}"))
+    rows += [
+        ("resolution", str(meta["resolution"])),
+        ("parameters", json.dumps(meta["params"], sort_keys=True)),
+        ("seed", str(meta["seed"])),
+        ("solver", meta["solver"]),
+        ("oplab version", meta["oplab_version"]),
+        ("reference", meta["reference"]),
+    ]
+    return rows

@@ -1,0 +1,264 @@
+"""Resumable, deterministic data set generation.
+
+The ``n`` samples are cut into aligned chunks of ``problem.chunk_size``
+indices; chunk ``c`` holds samples ``[c * size, (c + 1) * size)`` and is
+computed from ``rng_for(seed, i)`` of its own samples only, so the result
+does not depend on the number of workers, their order, or the machine.
+
+Each finished chunk is saved at once (atomically: write, then rename) as
+``FILE.parts/chunk_XXXXXX.npz``. Rerunning the same command after an
+interruption (Ctrl-C, ``kill -9``, a lost Dask worker) computes only the
+missing chunks. When all are there, they are assembled into ``FILE.tmp``,
+which is marked complete and renamed to ``FILE``; only then is the parts
+folder removed. A file under its final name is therefore always complete.
+
+Workers: a local process pool (``workers`` processes), or a Dask cluster
+(``scheduler="local"`` for a ``LocalCluster``, or a scheduler address).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DataFileError, OplabError, ParameterError
+from ..problems import create as create_problem
+from ..problems.base import Problem
+from . import format as fmt
+
+Progress = Callable[[int, int], None]  # (samples done, samples total)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+_WORKER_PROBLEMS: dict = {}
+
+
+def _init_worker() -> None:
+    """Pool/Dask worker set-up: one thread per process (the pool is the parallelism)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:  # torch is only imported by problems that use it (navier_stokes)
+        import sys
+
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def compute_chunk(spec: dict, indices: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Solve samples ``indices`` of the data set described by ``spec``; float32 arrays.
+
+    Runs in a worker process; the problem object is built once per process.
+    """
+    key = json.dumps(spec, sort_keys=True)
+    problem = _WORKER_PROBLEMS.get(key)
+    if problem is None:
+        problem = create_problem(spec["problem"], spec["resolution"], **spec["params"])
+        _WORKER_PROBLEMS.clear()
+        _WORKER_PROBLEMS[key] = problem
+    x, y = problem.generate(indices, spec["seed"])
+    for name, arr in (("inputs", x), ("outputs", y)):
+        bad = ~np.isfinite(arr.reshape(len(indices), -1)).all(axis=1)
+        if bad.any():
+            raise OplabError(
+                f"{spec['problem']}: the solver produced non-finite {name} for sample(s) "
+                f"{[indices[j] for j in np.flatnonzero(bad)]} (seed {spec['seed']})"
+            )
+    return list(indices), x.astype(np.float32), y.astype(np.float32)
+
+
+class _Parts:
+    """The folder of finished chunks beside the output file."""
+
+    def __init__(self, out: Path, spec: dict):
+        self.dir = out.with_name(out.name + ".parts")
+        self.spec = spec
+
+    def path(self, chunk: int) -> Path:
+        return self.dir / f"chunk_{chunk:06d}.npz"
+
+    def open(self, overwrite: bool) -> None:
+        spec_file = self.dir / "spec.json"
+        if self.dir.exists():
+            old = None
+            try:
+                old = json.loads(spec_file.read_text())
+            except (OSError, ValueError):
+                pass
+            if old != self.spec:
+                if not overwrite:
+                    raise OplabError(
+                        f"{self.dir}: holds a partial generation with other settings "
+                        f"({_spec_diff(old, self.spec)}); rerun that command, or pass --overwrite"
+                    )
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not spec_file.exists():
+            tmp = spec_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.spec, sort_keys=True, indent=1))
+            os.replace(tmp, spec_file)
+
+    def done(self, chunk: int) -> bool:
+        return self.path(chunk).exists()
+
+    def save(self, chunk: int, x: np.ndarray, y: np.ndarray) -> None:
+        final = self.path(chunk)
+        tmp = final.with_name(final.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, inputs=x, outputs=y)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    def load(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path(chunk)) as z:
+            return z["inputs"], z["outputs"]
+
+
+def _spec_diff(old: dict | None, new: dict) -> str:
+    if old is None:
+        return "unreadable spec.json"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys)
+
+
+def _run_pool(spec: dict, todo: list[range], workers: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    if workers <= 1:
+        for chunk in todo:
+            yield compute_chunk(spec, list(chunk))
+        return
+    ctx = get_context("spawn")  # no fork of a process that may hold torch/BLAS threads
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    try:
+        pending = set()
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:  # bounded look-ahead: bounded memory
+                pending.add(pool.submit(compute_chunk, spec, list(queue.pop(0))))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(spec: dict, todo: list[range], scheduler: str, workers: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler == "local":
+        cluster = LocalCluster(
+            n_workers=max(workers, 1), threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs="error",
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise OplabError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+    try:
+        client.run(_init_worker)
+        futures = [client.submit(compute_chunk, spec, list(c), pure=False) for c in todo]
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def generate(
+    problem: Problem,
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    workers: int = 1,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Generate ``n`` samples of ``problem`` into the HDF5 file ``out``.
+
+    An existing complete ``out`` is refused unless ``overwrite`` (replace it)
+    or ``resume`` (keep it when its settings match). A partial generation of
+    the same settings (``out.parts``) is always resumed.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ParameterError(f"n must be a positive integer, got {n!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ParameterError(f"workers must be an integer >= 1, got {workers!r}")
+    out = Path(out)
+    spec = {
+        "problem": problem.name,
+        "resolution": problem.resolution,
+        "params": problem.params,
+        "seed": int(seed),
+        "n": int(n),
+        "oplab_version": __version__,
+    }
+    if out.exists():
+        if resume and not overwrite:
+            _check_matches(out, spec)
+            if progress:
+                progress(n, n)
+            return out
+        if not overwrite:
+            raise OplabError(f"{out}: exists; pass --overwrite to replace it or --resume to keep it")
+    if not out.parent.exists():
+        raise OplabError(f"{out.parent}: output folder does not exist")
+
+    parts = _Parts(out, spec)
+    parts.open(overwrite)
+    chunks = _chunks(n, problem.chunk_size)
+    todo_ids = [c for c in range(len(chunks)) if not parts.done(c)]
+    done = n - sum(len(chunks[c]) for c in todo_ids)
+    if progress:
+        progress(done, n)
+    first_of = {chunks[c][0]: c for c in todo_ids}
+    if todo_ids:
+        todo = [chunks[c] for c in todo_ids]
+        runner = (_run_dask(spec, todo, scheduler, workers) if scheduler
+                  else _run_pool(spec, todo, workers))
+        for indices, x, y in runner:
+            parts.save(first_of[indices[0]], x, y)
+            done += len(indices)
+            if progress:
+                progress(done, n)
+
+    tmp = out.with_name(out.name + ".tmp")
+    f = fmt.create(tmp, problem, n, seed)
+    try:
+        for c, chunk in enumerate(chunks):
+            x, y = parts.load(c)
+            f["inputs"][chunk.start : chunk.stop] = x
+            f["outputs"][chunk.start : chunk.stop] = y
+        fmt.finish(f)
+    except BaseException:
+        f.close()
+        raise
+    os.replace(tmp, out)
+    shutil.rmtree(parts.dir)
+    return out
+
+
+def _check_matches(out: Path, spec: dict) -> None:
+    meta = fmt.read_meta(out)
+    have = {k: meta[k] for k in ("problem", "resolution", "params", "seed", "n")}
+    want = {k: spec[k] for k in have}
+    if have != want:
+        raise DataFileError(f"{out}: exists with other settings ({_spec_diff(have, want)}); pass --overwrite to replace it")

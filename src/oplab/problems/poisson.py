@@ -1,0 +1,66 @@
+"""Poisson's equation ``-Laplacian u = f`` (or ``-div(a grad u) = f``) on the unit
+square with zero Dirichlet data and a random source.
+
+A linear family with one matrix for every sample in the constant-coefficient
+case and one matrix per sample in the ``variable`` case; the Sorting Krylov
+Recycling paper (Wang et al. 2024, "Accelerating Data Generation for Neural
+Operators via Krylov Subspace Recycling", ICLR, table 1) uses such Poisson
+sets as the case where recycling gains least. The source ``f`` (and the
+coefficient, ``a = exp(mu)``) are cosine Gaussian random fields (see
+``oplab.solvers.random_fields.cosine_grf``); the discretisation is the
+second-order five-point scheme of ``oplab.solvers.fd``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..solvers import fd, linear
+from ..solvers.random_fields import cosine_grf
+from .base import Axis, Param, Problem, nonnegative, positive
+
+
+class Poisson(Problem):
+    name = "poisson"
+    summary = "2D Poisson -Lap u = f (or -div(a grad u) = f), random source, zero Dirichlet data"
+    reference = "Wang et al. 2024, Sorting Krylov Recycling, ICLR, sec. 5 (Poisson family)"
+    default_resolution = 101
+    min_resolution = 5
+    input_channels = ("f",)
+    output_channels = ("u",)
+    params_spec = (
+        Param("variable", False, "variable coefficient a = exp(mu_a) (adds input channel 'a')"),
+        positive("alpha", 2.0, "GRF smoothness of f (and a)"),
+        positive("tau", 3.0, "GRF inverse length scale"),
+        nonnegative("sigma", 0.0, "GRF amplitude of f (0: tau^(alpha-1))"),
+        positive("coef_scale", 1.0, "scale of log a (variable only)"),
+        Param("solver", "direct", "linear solver (oplab.solvers.linear)", choices=linear.METHODS),
+        positive("tol", 1e-10, "relative residual of iterative solvers"),
+    )
+
+    def __init__(self, resolution=None, **params):
+        super().__init__(resolution, **params)
+        # instance attribute: the variable-coefficient variant has two input channels
+        self.input_channels = ("f", "a") if self.params["variable"] else ("f",)
+
+    def input_axes(self) -> list[Axis]:
+        n = self.resolution
+        return [Axis("x", n), Axis("y", n)]
+
+    @property
+    def solver_name(self) -> str:
+        return f"fd5-flux/{self.params['solver']}"
+
+    def sample_inputs(self, rng: np.random.Generator) -> np.ndarray:
+        p, n = self.params, self.resolution
+        grf = dict(dim=2, alpha=p["alpha"], tau=p["tau"])
+        f = cosine_grf(rng, n, sigma=p["sigma"] or None, zero_mean=False, **grf)
+        if not p["variable"]:
+            return f[None]  # [1, n, n]
+        a = np.exp(p["coef_scale"] * cosine_grf(rng, n, **grf))
+        return np.stack([f, a])  # [2, n, n]
+
+    def solve(self, inputs: np.ndarray) -> np.ndarray:
+        p = self.params
+        a = inputs[1] if p["variable"] else np.ones_like(inputs[0])
+        return fd.solve_dirichlet(a, inputs[0], method=p["solver"], tol=p["tol"])[None]
