@@ -152,7 +152,7 @@ def quickstart_cmd(
     from .data.generation import generate
 
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"darcy_{resolution}.h5"
+    path = out / f"darcy_{resolution}_n{n}.h5"
     prob = problems.create("darcy", resolution)
     start = time.perf_counter()
     with _Bar(f"darcy {resolution}") as bar:

@@ -19,6 +19,7 @@ Workers: a local process pool (``workers`` processes), or a Dask cluster
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -161,7 +162,7 @@ def _run_dask(spec: dict, todo: list[range], scheduler: str, workers: int) -> It
     if scheduler == "local":
         cluster = LocalCluster(
             n_workers=max(workers, 1), threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs="error",
+            dashboard_address=None, silence_logs=logging.ERROR,
         )
         client = Client(cluster)
     else:
