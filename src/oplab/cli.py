@@ -105,9 +105,10 @@ def generate_cmd(
     """Generate a reference data set (resumable: rerun the same command after an interruption)."""
     from . import problems
     from .data import format as fmt
-    from .data.generation import generate
+    from .data.generation import generate, tune_allocator
 
     cls = problems.get(problem)
+    tune_allocator()
     prob = cls(resolution, **parse_params(cls, param))
     start = time.perf_counter()
     with _Bar(f"{prob.name} {prob.resolution}") as bar:

@@ -14,7 +14,7 @@ so batching cannot change a sample either.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -141,7 +141,6 @@ class Axis:
 
 
 # -------------------------------------------------------------------- problem
-@dataclass
 class Problem:
     """Base class of a PDE family. Subclasses fill the class variables and
     implement :meth:`sample_inputs` and :meth:`solve` (or :meth:`solve_batch`).
@@ -157,9 +156,6 @@ class Problem:
     output_channels: ClassVar[tuple[str, ...]] = ("u",)
     #: samples solved together; generation hands out aligned chunks of this size
     chunk_size: ClassVar[int] = 1
-
-    resolution: int = 0
-    params: dict = field(default_factory=dict)
 
     def __init__(self, resolution: int | None = None, **params: Any):
         spec = {p.name: p for p in self.params_spec}
