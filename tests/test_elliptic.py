@@ -103,6 +103,12 @@ def test_linear_solvers_agree_on_darcy(method):
     assert np.linalg.norm(A @ ref - b) <= 1e-10 * np.linalg.norm(b)
 
 
+def test_amg_falls_back_to_direct_when_it_cannot_converge():
+    a = problems.create("darcy", resolution=33).sample_inputs(np.random.default_rng(0))[0]
+    A, b = fd.diffusion_matrix(a), fd.boundary_rhs(a, np.ones_like(a), None)
+    assert np.array_equal(linear.solve(A, b, "amg", tol=1e-30), linear.solve(A, b, "direct"))
+
+
 def test_unknown_linear_solver():
     with pytest.raises(ValueError, match="unknown linear solver"):
         linear.solve(fd.diffusion_matrix(np.ones((5, 5))), np.ones(9), "lu")
