@@ -12,7 +12,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"problems", "solvers", "data", "errors", "cli"}
+_SUBMODULES = {"problems", "solvers", "data", "errors", "cli", "models", "layers", "losses", "train", "predictor"}
+
+
+def load(run_dir, checkpoint: str = "best", device: str = "cpu"):
+    """A trained operator from a run folder: ``op = oplab.load(RUN_DIR); u = op(a)``."""
+    from .predictor import load as _load
+
+    return _load(run_dir, checkpoint, device)
 
 
 def __getattr__(name: str):
@@ -21,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'oplab' has no attribute {name!r}")
 
 
-__all__ = sorted(_SUBMODULES) + ["__version__"]
+__all__ = sorted(_SUBMODULES) + ["__version__", "load"]

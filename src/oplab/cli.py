@@ -138,6 +138,148 @@ def data_info_cmd(file: Path = typer.Argument(..., help="An oplab HDF5 data set.
     _print_info(fmt.read_meta(file), file)
 
 
+@app.command("train")
+def train_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data set (HDF5)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model or preset name (see `oplab models`)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run configuration (YAML); flags override it."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Separate test data set (default: the end of --data)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train"),
+    n_test: Optional[int] = typer.Option(None, "--n-test"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Train at this resolution (stride)."),
+    test_resolution: List[int] = typer.Option([], "--test-resolution", help="Also evaluate at this resolution (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (e.g. model.width=64)."),
+):
+    """Train an operator; writes config, metrics, checkpoints and figures to the run folder."""
+    from .train import config as tc
+    from .train import resume_run, run
+
+    if resume is not None:
+        resume_run(resume, epochs=epochs)
+        return
+    raw = tc.load_yaml(config) if config else {}
+    flags = {
+        "data": {"train": data and str(data), "test": test and str(test), "n_train": n_train, "n_test": n_test,
+                 "resolution": resolution, "test_resolutions": list(test_resolution) or None},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
+    }
+    for section, values in flags.items():
+        for key, value in values.items():
+            if value is not None:
+                raw.setdefault(section, {})[key] = value
+    if model:
+        raw["model"] = {**(raw.get("model") or {}), "name": model} if isinstance(raw.get("model"), dict) else {"name": model}
+    if out:
+        raw["out"] = str(out)
+    raw = tc.apply_overrides(raw, list(set_))
+    if not raw.get("out"):
+        raise ParameterError("a run folder is required: --out RUN_DIR (or out: in the config)")
+    if not raw.get("model"):
+        raise ParameterError("a model is required: --model NAME (see `oplab models`)")
+    run(tc.from_dict(raw))
+
+
+@app.command("models")
+def models_cmd():
+    """List the registered operators and presets."""
+    from . import models
+    from .models.presets import PRESETS
+
+    table = Table(show_edge=False)
+    for col in ("model", "kind", "reference"):
+        table.add_column(col)
+    for name in models.available():
+        cls = models.get(name)
+        table.add_row(name, cls.kind, cls.reference)
+    console.print(table)
+    console.print("presets: " + ", ".join(sorted(PRESETS)))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder."),
+    data: Path = typer.Option(..., "--data", help="Data set to evaluate on."),
+    resolution: List[int] = typer.Option([], "--resolution", help="Resolution(s) to evaluate at (stride)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Use the last N samples (default all)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Relative L2 and H1 errors of a trained operator per resolution."""
+    import json as _json
+
+    from .data.dataset import open_dataset
+    from .predictor import load
+    from .train.data import load as load_data
+    from .train.loop import evaluate
+
+    op = load(run_dir, checkpoint)
+    results = {}
+    for res in (resolution or [None]):
+        ds = open_dataset(data, res)
+        idx = list(range(len(ds)))[-n:] if n else None
+        grid = load_data(ds, idx)
+        _check_fits(op, grid, data)
+        label = str(res if res is not None else grid.out_coords[0].numel())
+        results[label] = {**evaluate(op.bundle, grid), "samples": len(grid)}
+    if as_json:
+        print(_json.dumps(results))
+        return
+    table = Table(title=f"{run_dir} on {data}", title_justify="left", show_edge=False)
+    for col in ("resolution", "samples", "relative L2", "relative H1"):
+        table.add_column(col)
+    for label, m in results.items():
+        table.add_row(label, str(m["samples"]), f"{m['l2']:.4f}", f"{m['h1']:.4f}")
+    console.print(table)
+
+
+def _check_fits(op, grid, path) -> None:
+    want_in, want_out = op.data["train_input_shape"][0], op.data["train_output_shape"][0]
+    if grid.x.shape[1] != want_in or grid.y.shape[1] != want_out:
+        raise ParameterError(f"{path}: {grid.x.shape[1]} input / {grid.y.shape[1]} output channels, "
+                             f"the model takes {want_in} / {want_out}")
+    if op.kind == "point" and list(grid.x.shape[1:]) != op.data["train_input_shape"]:
+        raise ParameterError(f"{path}: inputs on {list(grid.x.shape[2:])}, this point operator takes its "
+                             f"training sensors {op.data['train_input_shape'][1:]}; pass --resolution")
+
+
+@app.command("predict")
+def predict_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder."),
+    input: Path = typer.Option(..., "--input", help="Inputs: .npy [B, C, *S] / [C, *S], or an oplab .h5 data set."),
+    out: Path = typer.Option(..., "--out", help="Where to write the predictions (.npy)."),
+    checkpoint: str = typer.Option("best", "--checkpoint"),
+):
+    """Apply a trained operator to new inputs."""
+    import numpy as np
+
+    from .predictor import load
+
+    op = load(run_dir, checkpoint)
+    if not input.exists():
+        raise ParameterError(f"{input}: no such file")
+    if input.suffix == ".npy":
+        try:
+            a = np.load(input, allow_pickle=False)
+        except ValueError as exc:
+            raise ParameterError(f"{input}: not a plain .npy array ({exc})") from None
+    elif input.suffix in (".h5", ".hdf5"):
+        from .data.dataset import open_dataset
+
+        a = open_dataset(input).arrays()[0]
+    else:
+        raise ParameterError(f"{input}: expected a .npy or .h5 file")
+    y = op(a.astype(np.float32))
+    np.save(out, y)
+    console.print(f"wrote {out} {list(y.shape)}")
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("oplab-quickstart"), "--out", help="Folder for the data set."),

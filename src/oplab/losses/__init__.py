@@ -1,0 +1,86 @@
+"""Relative Sobolev losses that integrate with the grid's quadrature.
+
+For fields ``u`` (prediction) and ``v`` (truth) on a grid with coordinates
+``coords`` (one 1D tensor per spatial axis):
+
+    rel_L2(u, v) = ||u - v||_L2 / ||v||_L2
+    rel_H1(u, v) = sqrt(||u - v||_L2^2 + ||grad(u - v)||_L2^2) / sqrt(||v||_L2^2 + ||grad v||_L2^2)
+
+Integrals use the trapezoidal rule on non-periodic axes and the rectangle rule
+on periodic ones, so a loss means the same at every resolution; gradients are
+second-order central differences (one-sided at non-periodic ends, wrapped on
+periodic axes) with the actual grid spacing. Channel (and time) axes are
+summed inside the norm; the loss of a batch is the **mean** over samples.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+Coords = Sequence[torch.Tensor]
+
+
+def quadrature_weights(coords: Coords, periodic: Sequence[bool]) -> torch.Tensor:
+    """Tensor-product weights ``[*S]`` (trapezoid / rectangle per axis)."""
+    weights = None
+    for c, per in zip(coords, periodic):
+        n = c.numel()
+        if per:
+            span = (c[1] - c[0]) * n if n > 1 else torch.ones((), dtype=c.dtype)
+            w = torch.full((n,), float(span) / n, dtype=c.dtype, device=c.device)
+        else:
+            d = torch.diff(c)
+            w = torch.zeros_like(c)
+            w[:-1] += d / 2
+            w[1:] += d / 2
+        weights = w if weights is None else weights[..., None] * w
+    return weights
+
+
+def _gradient(u: torch.Tensor, coords: Coords, periodic: Sequence[bool]) -> list[torch.Tensor]:
+    """Partial derivatives of ``u [..., *S]`` along each of the last ``d`` axes."""
+    d = len(coords)
+    out = []
+    for axis, (c, per) in enumerate(zip(coords, periodic)):
+        dim = u.ndim - d + axis
+        if per:
+            h = (c[1] - c[0]).to(u.dtype)
+            out.append((torch.roll(u, -1, dim) - torch.roll(u, 1, dim)) / (2 * h))
+        else:
+            out.append(torch.gradient(u, spacing=(c.to(u.dtype),), dim=dim, edge_order=2)[0])
+    return out
+
+
+def _sq_norm(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared L2 norm of ``u [B, ..., *S]`` with weights ``w [*S]``."""
+    return (u.square() * w).reshape(u.shape[0], -1).sum(dim=1)
+
+
+def relative_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
+                reduce: bool = True) -> torch.Tensor:
+    w = quadrature_weights(coords, periodic).to(pred.dtype)
+    err = _sq_norm(pred - target, w).sqrt() / _sq_norm(target, w).sqrt().clamp_min(1e-30)
+    return err.mean() if reduce else err
+
+
+def relative_h1(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
+                reduce: bool = True) -> torch.Tensor:
+    w = quadrature_weights(coords, periodic).to(pred.dtype)
+    diff = pred - target
+    num = _sq_norm(diff, w) + sum(_sq_norm(g, w) for g in _gradient(diff, coords, periodic))
+    den = _sq_norm(target, w) + sum(_sq_norm(g, w) for g in _gradient(target, coords, periodic))
+    err = num.sqrt() / den.sqrt().clamp_min(1e-30)
+    return err.mean() if reduce else err
+
+
+LOSSES = {"l2": relative_l2, "h1": relative_h1}
+
+
+def get(name: str):
+    from ..errors import ParameterError
+
+    if name not in LOSSES:
+        raise ParameterError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,85 @@
+"""The contract of every operator: an ``nn.Module`` rebuilt from plain JSON values.
+
+``Operator.__init_subclass__`` records each constructor's bound arguments in
+``self.config`` (JSON-checked), so a checkpoint is ``weights.safetensors`` +
+``config.json`` and ``models.from_config(config)`` rebuilds the module
+without pickle.
+
+Call signature, the same for every model::
+
+    y = model(x, coords)
+
+* ``x``: ``[B, C_in, *S_in]``, input functions on a grid (point operators take
+  the flattened grid values as sensor values);
+* ``coords``: a tuple of 1D tensors, the coordinates of each output axis
+  (the dataset's output grid); grid operators build positional channels from
+  it, point operators evaluate their trunk at its mesh;
+* ``y``: ``[B, C_out, *S_out]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from typing import ClassVar, Sequence
+
+import torch
+from torch import nn
+
+
+class Operator(nn.Module):
+    #: registry name, set by ``models.register``
+    name: ClassVar[str] = ""
+    #: "grid": any resolution the architecture allows; "point": fixed sensors, any query points
+    kind: ClassVar[str] = "grid"
+    #: the paper the model implements
+    reference: ClassVar[str] = ""
+
+    config: dict
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            bound = signature.bind(self, *args, **kw)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.pop("self")
+            init(self, *args, **kw)
+            if type(self) is cls:  # the most derived constructor records
+                config = _jsonable(arguments, cls.__name__)
+                object.__setattr__(self, "config", config)
+
+        cls.__init__ = recording_init
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in getattr(self, "config", {}).items())
+
+    def n_params(self) -> int:
+        """Real parameters (a complex weight counts twice)."""
+        return sum(p.numel() * (2 if p.is_complex() else 1) for p in self.parameters())
+
+
+def _jsonable(arguments: dict, owner: str) -> dict:
+    out = {}
+    for key, value in arguments.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            raise TypeError(f"{owner}: constructor argument {key!r} must be a plain JSON value, got {type(value).__name__}") from None
+        out[key] = value
+    return out
+
+
+def mesh(coords: Sequence[torch.Tensor], batch: int, dtype=None, device=None) -> torch.Tensor:
+    """Positional channels ``[batch, d, *S]`` from the coordinates of ``d`` axes."""
+    grids = torch.meshgrid(*[c.to(device=device, dtype=dtype) for c in coords], indexing="ij")
+    return torch.stack(grids).unsqueeze(0).expand(batch, *([-1] * (len(coords) + 1)))

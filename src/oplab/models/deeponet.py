@@ -1,0 +1,507 @@
+"""The DeepONet family: point operators that pair a branch net on sensor values
+with a trunk net (or a fixed basis) on query coordinates.
+
+* :class:`DeepONet` (``"deeponet"``): Lu, Jin, Pang, Zhang & Karniadakis
+  2021, "Learning nonlinear operators via DeepONet based on the universal
+  approximation theorem of operators", Nat. Mach. Intell. 3:218
+  (arXiv:1910.03193), with the multiple-output extension of Lu, Meng, Cai,
+  Mao, Goswami, Zhang & Karniadakis 2022, "A comprehensive and fair
+  comparison of two neural operators (with practical extensions) based on
+  FAIR data", CMAME 393:114778 (arXiv:2111.05512);
+* :class:`PODDeepONet` (``"pod_deeponet"``): the POD-DeepONet of Lu et al.
+  2022, whose trunk is the leading principal components of the training
+  outputs;
+* :class:`MultiONet` (``"multionet"``): Zang & Koutsourelakis 2025, "DGNO: a
+  novel physics-aware neural operator ..." (arXiv:2502.06250), which pairs
+  the branch and trunk features of every hidden layer, not only the last.
+
+Inputs and outputs
+------------------
+All three follow the :class:`~oplab.models.base.Operator` call
+``y = model(x, coords)``. The branch net reads the flattened input grid
+``x: [B, C_in, *S_in] -> [B, n_sensors]`` (``n_sensors = C_in * prod(S_in)``,
+the paper's ``m`` sensor values); the trunk net is evaluated on the mesh of
+``coords`` (a tuple of ``d`` 1D tensors, ``'ij'`` indexing, flattened to
+``[P, d]``), and the output is ``[B, C_out, *S_out]``. This is the
+*Cartesian-product* form: every function of the batch is queried at the same
+``P`` points, so the trunk runs once per batch, not once per sample.
+
+``forward_points(x, points)`` (DeepONet and MultiONet) takes per-sample query
+points ``[B, P, d]`` and returns ``[B, C_out, P]``. Naming in DeepXDE: its
+*aligned* data (``TripleCartesianProd`` + ``DeepONetCartesianProd``) is our
+``forward`` -- all functions share the query points; its *unaligned* data
+(``Triple`` + ``DeepONet``) has each function with its own points, which is
+our ``forward_points``. The two agree when every sample's points are the grid.
+
+Training-data hook
+------------------
+:func:`fit_data` lets a model see the (normalized) training set once before
+training; it is a no-op for models without a ``fit_data`` method and fills
+the POD basis of :class:`PODDeepONet`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ParameterError
+from . import register
+from .base import Operator
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+_MULTI_OUTPUT = ("split", "independent")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def fit_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """Show ``model`` its training set once before training.
+
+    Calls ``model.fit_data(x, y)`` when the model defines one (the POD basis
+    of :class:`PODDeepONet`) and does nothing otherwise; returns ``model``.
+    """
+    method = getattr(model, "fit_data", None)
+    if callable(method):
+        method(x, y)
+    return model
+
+
+def make_activation(name: str) -> nn.Module:
+    """``tanh``, ``relu``, ``gelu`` or ``silu`` as a module."""
+    key = str(name).strip().lower()
+    if key not in _ACTIVATIONS:
+        raise ParameterError(f"unknown activation {name!r}; valid: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[key]()
+
+
+def grid_points(coords: Sequence[torch.Tensor], dtype=None, device=None) -> torch.Tensor:
+    """The mesh of ``d`` coordinate axes as points ``[P, d]``, ``'ij'`` order
+    (the last axis varies fastest, as in ``y.reshape(B, C, P)``)."""
+    axes = [torch.as_tensor(c).to(device=device, dtype=dtype).reshape(-1) for c in coords]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], dim=-1)
+
+
+def _positive_int(owner: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _widths(owner: str, name: str, value) -> list[int]:
+    if isinstance(value, int) or not isinstance(value, (list, tuple)):
+        raise ParameterError(f"{owner}: {name} must be a list of hidden widths, got {value!r}")
+    return [_positive_int(owner, f"{name} entry", w) for w in value]
+
+
+def _glorot(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    """Glorot (Xavier) normal initialisation, the DeepONet papers' choice."""
+    with torch.no_grad():
+        weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+class MLP(nn.Sequential):
+    """``n_in -> hidden[0] -> ... -> n_out``: Linear layers with ``activation``
+    between them, and after the last one too when ``final_activation``."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation_name: str, final_activation: bool = False):
+        sizes = [n_in, *hidden, n_out]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            linear = nn.Linear(a, b)
+            _glorot(linear.weight, a, b)
+            nn.init.zeros_(linear.bias)
+            layers.append(linear)
+            if i < len(sizes) - 2 or final_activation:
+                layers.append(make_activation(activation_name))
+        super().__init__(*layers)
+
+
+class StackedMLP(nn.Module):
+    """``groups`` independent MLPs ``n_in -> hidden -> n_out`` fed the same input,
+    evaluated together by batched contractions: ``[..., n_in] -> [..., groups, n_out]``.
+
+    The stacked DeepONet's ``p`` branch nets (one output each), or one trunk
+    per output channel.
+    """
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, groups: int, activation_name: str, final_activation: bool = False):
+        super().__init__()
+        sizes = [n_in, *hidden, n_out]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            weight = nn.Parameter(torch.empty(groups, a, b))
+            _glorot(weight, a, b)
+            self.weights.append(weight)
+            self.biases.append(nn.Parameter(torch.zeros(groups, b)))
+        self.act = make_activation(activation_name)
+        self.final_activation = final_activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.weights)
+        h = torch.einsum("...i,gio->...go", x, self.weights[0]) + self.biases[0]  # [..., G, h0]
+        for i in range(1, n):
+            h = self.act(h)
+            h = torch.einsum("...gi,gio->...go", h, self.weights[i]) + self.biases[i]
+        return self.act(h) if self.final_activation else h
+
+
+# ----------------------------------------------------------------------------- branch-trunk base
+
+
+class _BranchTrunk(Operator):
+    """Shared plumbing: ``G(u)(y)_c = sum_k b_{c,k}(u) t_{c,k}(y) + bias_c``.
+
+    Subclasses provide ``_branch(u: [B, n_sensors]) -> [B, C, K]`` and
+    ``_trunk(points: [..., d]) -> [..., C, K]``.
+    """
+
+    kind = "point"
+    n_sensors: int
+    coord_dim: int
+    out_channels: int
+
+    def _sensors(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.reshape(x.shape[0], -1)  # [B, C_in * prod(S_in)]
+        if u.shape[1] != self.n_sensors:
+            raise ValueError(
+                f"{type(self).__name__}: expected n_sensors={self.n_sensors} input values per sample "
+                f"(C_in * prod(S_in)), got x of shape {tuple(x.shape)} ({u.shape[1]} values)"
+            )
+        return u
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:  # y: [B, C, P]
+        return y if self.bias is None else y + self.bias[:, None]
+
+    def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(coords, torch.Tensor) and coords.dim() == 1:
+            coords = (coords,)
+        if len(coords) != self.coord_dim:
+            raise ValueError(f"{type(self).__name__}: expected {self.coord_dim} coordinate axes (coord_dim), got {len(coords)}")
+        shape = tuple(int(torch.as_tensor(c).numel()) for c in coords)
+        weight = next(self.parameters())
+        points = grid_points(coords, dtype=weight.dtype, device=weight.device)  # [P, d]
+        b = self._branch(self._sensors(x))  # [B, C, K]
+        t = self._trunk(points)  # [P, C, K]
+        y = torch.einsum("bck,pck->bcp", b, t)  # [B, C, P]
+        return self._add_bias(y).reshape(x.shape[0], self.out_channels, *shape)
+
+    def forward_points(self, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Per-sample query points ``[B, P, d]`` (or shared ``[P, d]``) -> ``[B, C_out, P]``."""
+        weight = next(self.parameters())
+        points = points.to(dtype=weight.dtype, device=weight.device)
+        if points.dim() == 2:
+            points = points.unsqueeze(0).expand(x.shape[0], -1, -1)
+        if points.dim() != 3 or points.shape[0] != x.shape[0] or points.shape[-1] != self.coord_dim:
+            raise ValueError(
+                f"{type(self).__name__}: expected points [B={x.shape[0]}, P, d={self.coord_dim}], got {tuple(points.shape)}"
+            )
+        b = self._branch(self._sensors(x))  # [B, C, K]
+        t = self._trunk(points)  # [B, P, C, K]
+        return self._add_bias(torch.einsum("bck,bpck->bcp", b, t))
+
+
+# ----------------------------------------------------------------------------- DeepONet
+
+
+@register("deeponet")
+class DeepONet(_BranchTrunk):
+    """DeepONet (Lu et al. 2021), Cartesian-product form.
+
+    For output channel ``c`` and query point ``y``::
+
+        G(u)(y)_c = sum_{k=1}^{p} b_{c,k}(u) t_{c,k}(y) + b0_c
+
+    with ``b`` the branch net on the ``n_sensors`` input values and ``t`` the
+    trunk net on ``y`` (``coord_dim`` values). As in the paper, the trunk
+    applies the activation after its last layer too (its outputs are basis
+    functions), the branch's last layer is linear, and ``b0`` is a trainable
+    output bias (``output_bias``). Weights are Glorot-normal, biases zero.
+
+    ``stacked``: False is the paper's *unstacked* DeepONet (one branch net
+    ``n_sensors -> branch_layers -> p * out_channels``); True is the *stacked*
+    form, ``p * out_channels`` independent branch nets
+    ``n_sensors -> branch_layers -> 1``. The paper reports lower test errors
+    for the unstacked form with bias, which also has far fewer parameters.
+
+    ``multi_output`` (``out_channels > 1``): the branch always gives
+    ``p * out_channels`` values, grouped as ``[out_channels, p]``.
+
+    * ``"split"``: one trunk net ``d -> trunk_layers -> p * out_channels``,
+      its output split into ``out_channels`` groups of ``p``; channel ``c``
+      pairs branch group ``c`` with trunk group ``c``. This is the "split
+      both the branch and the trunk outputs into n groups" extension of Lu et
+      al. 2022 (their latent width is our ``p * out_channels``).
+    * ``"independent"``: ``out_channels`` separate trunk nets ``d ->
+      trunk_layers -> p``, one per channel (hidden layers not shared).
+
+    With ``out_channels == 1`` the two are the same network.
+
+    DeepXDE's antiderivative example (branch ``[100, 40, 40]``, trunk
+    ``[1, 40, 40]``, ReLU) is ``n_sensors=100, coord_dim=1,
+    branch_layers=[40], trunk_layers=[40], latent=40, activation="relu"``:
+    ``branch_layers``/``trunk_layers`` list the *hidden* widths only.
+    """
+
+    reference = (
+        "Lu et al. 2021, 'Learning nonlinear operators via DeepONet based on the universal approximation "
+        "theorem of operators', Nat. Mach. Intell. 3:218; multiple outputs: Lu et al. 2022, CMAME 393:114778"
+    )
+
+    def __init__(
+        self,
+        n_sensors: int,
+        coord_dim: int,
+        out_channels: int = 1,
+        branch_layers: Sequence[int] = (128, 128),
+        trunk_layers: Sequence[int] = (128, 128),
+        latent: int = 128,
+        activation: str = "tanh",
+        stacked: bool = False,
+        output_bias: bool = True,
+        multi_output: str = "split",
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
+        self.coord_dim = _positive_int(owner, "coord_dim", coord_dim)
+        self.out_channels = _positive_int(owner, "out_channels", out_channels)
+        self.latent = _positive_int(owner, "latent", latent)
+        branch_layers = _widths(owner, "branch_layers", branch_layers)
+        trunk_layers = _widths(owner, "trunk_layers", trunk_layers)
+        if multi_output not in _MULTI_OUTPUT:
+            raise ParameterError(f"{owner}: multi_output must be one of {_MULTI_OUTPUT}, got {multi_output!r}")
+        self.multi_output = multi_output
+        width = self.latent * self.out_channels
+
+        if stacked:
+            self.branch = StackedMLP(n_sensors, branch_layers, 1, width, activation)  # [B, pC, 1]
+        else:
+            self.branch = MLP(n_sensors, branch_layers, width, activation)  # [B, pC]
+        if multi_output == "split" or self.out_channels == 1:
+            self.trunk = MLP(coord_dim, trunk_layers, width, activation, final_activation=True)
+        else:
+            self.trunk = StackedMLP(coord_dim, trunk_layers, latent, out_channels, activation, final_activation=True)
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if output_bias else None
+
+    def _branch(self, u: torch.Tensor) -> torch.Tensor:
+        return self.branch(u).reshape(u.shape[0], self.out_channels, self.latent)  # [B, C, p]
+
+    def _trunk(self, points: torch.Tensor) -> torch.Tensor:
+        t = self.trunk(points)  # [..., C*p] or [..., C, p]
+        return t.reshape(*points.shape[:-1], self.out_channels, self.latent)
+
+
+# ----------------------------------------------------------------------------- MultiONet
+
+
+@register("multionet")
+class MultiONet(_BranchTrunk):
+    """MultiONet (Zang & Koutsourelakis 2025): inner products at every depth.
+
+    Branch and trunk nets have the same depth ``L`` and width ``p``::
+
+        b_1 = s(W^b_1 u + c^b_1),      b_l = s(W^b_l b_{l-1} + c^b_l),
+        t_1 = s(W^t_1 y + c^t_1),      t_l = s(W^t_l t_{l-1} + c^t_l),
+
+        G(u)(y) = (1 / L) sum_{l=1}^{L} w_l <b_l(u), t_l(y)> + b0
+
+    A DeepONet pairs only the last features (``l = L``); MultiONet pairs the
+    features of every hidden layer, so shallow features reach the output
+    directly. The DGNO paper's abstract calls it a more expressive
+    generalisation of DeepONet; the ``1/L`` average with learnable scalar
+    layer weights ``w_l`` follows the authors' public implementation
+    (``out = (w_1 b_1 t_1 + ... + w_L b_L t_L) / L + b``). Here ``w_l``
+    starts at 1, so at initialisation the output is the plain mean of the
+    layer-wise inner products plus bias.
+
+    Equivalently, MultiONet is a DeepONet whose latent vector is the
+    concatenation of all hidden features, the branch half scaled by
+    ``w_l / L``; with ``depth=1`` it is the single inner product
+    ``w_1 <s(W^b u + c^b), s(W^t y + c^t)> + b0``.
+
+    Multiple outputs split the width: channel ``c`` uses features
+    ``[c p/C, (c+1) p/C)`` of every layer and its own weights ``w_{l,c}``
+    (``width`` must be divisible by ``out_channels``).
+
+    Every feature is activated, on both sides: with ``relu`` all ``b_l`` and
+    ``t_l`` are non-negative, so each layer's product is too and the sign of
+    the output comes only from ``w_l`` and ``b0``; prefer ``tanh``, ``silu``
+    or ``gelu`` (the authors pair SiLU-type activations).
+    """
+
+    reference = (
+        "Zang & Koutsourelakis 2025, 'DGNO: a novel physics-aware neural operator for solving forward and "
+        "inverse PDE problems based on deep, generative probabilistic modeling', arXiv:2502.06250 (MultiONet)"
+    )
+
+    def __init__(
+        self,
+        n_sensors: int,
+        coord_dim: int,
+        out_channels: int = 1,
+        width: int = 128,
+        depth: int = 4,
+        activation: str = "tanh",
+        output_bias: bool = True,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
+        self.coord_dim = _positive_int(owner, "coord_dim", coord_dim)
+        self.out_channels = _positive_int(owner, "out_channels", out_channels)
+        self.width = _positive_int(owner, "width", width)
+        self.depth = _positive_int(owner, "depth", depth)
+        if width % out_channels:
+            raise ParameterError(f"{owner}: width={width} must be divisible by out_channels={out_channels}")
+        self.branch = nn.ModuleList(self._linear(n_sensors if l == 0 else width, width) for l in range(depth))
+        self.trunk = nn.ModuleList(self._linear(coord_dim if l == 0 else width, width) for l in range(depth))
+        self.act = make_activation(activation)
+        self.layer_weights = nn.Parameter(torch.ones(depth, out_channels))  # w_{l,c}
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if output_bias else None
+
+    @staticmethod
+    def _linear(a: int, b: int) -> nn.Linear:
+        linear = nn.Linear(a, b)
+        _glorot(linear.weight, a, b)
+        nn.init.zeros_(linear.bias)
+        return linear
+
+    def _features(self, h: torch.Tensor, layers: nn.ModuleList) -> list[torch.Tensor]:
+        out = []
+        for layer in layers:
+            h = self.act(layer(h))
+            out.append(h.reshape(*h.shape[:-1], self.out_channels, self.width // self.out_channels))
+        return out  # L x [..., C, p/C]
+
+    def _branch(self, u: torch.Tensor) -> torch.Tensor:
+        scale = self.layer_weights / self.depth  # [L, C]
+        features = self._features(u, self.branch)
+        return torch.cat([f * scale[l, :, None] for l, f in enumerate(features)], dim=-1)  # [B, C, L p/C]
+
+    def _trunk(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self._features(points, self.trunk), dim=-1)  # [..., C, L p/C]
+
+
+# ----------------------------------------------------------------------------- POD-DeepONet
+
+
+@register("pod_deeponet")
+class PODDeepONet(Operator):
+    """POD-DeepONet (Lu et al. 2022): a branch net on the POD basis of the outputs.
+
+    For channel ``c`` at grid point ``xi_j``::
+
+        G(u)(xi_j)_c = sum_{k=1}^{K} b_{c,k}(u) phi_{c,k}(xi_j) + phi_{c,0}(xi_j)
+
+    where ``phi_{c,0}`` is the mean of the training outputs and
+    ``phi_{c,1..K}`` (``K = n_modes``) their leading principal components
+    (per channel), computed by :meth:`fit_data` from the training set; only
+    the branch net ``n_sensors -> branch_layers -> K * out_channels`` (last
+    layer linear) is trained. The modes are scaled to unit root-mean-square
+    over the grid (``(1/P) sum_j phi_k(xi_j)^2 = 1``), so the branch's
+    coefficients are the modal amplitudes in the units of the field; their
+    sign is fixed so that each mode's largest-magnitude entry is positive.
+
+    The basis lives on the training grid: ``forward`` accepts only coords
+    with ``prod(len) == n_points``. ``mean``, ``basis`` and ``fitted`` are
+    buffers, saved in the state dict (a checkpoint restores them);
+    ``forward`` before ``fit_data`` (or loading a fitted state) is an error.
+    """
+
+    kind = "point"
+    reference = (
+        "Lu et al. 2022, 'A comprehensive and fair comparison of two neural operators (with practical "
+        "extensions) based on FAIR data', CMAME 393:114778 (POD-DeepONet)"
+    )
+
+    def __init__(
+        self,
+        n_sensors: int,
+        n_points: int,
+        out_channels: int = 1,
+        n_modes: int = 32,
+        branch_layers: Sequence[int] = (128, 128),
+        activation: str = "tanh",
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
+        self.n_points = _positive_int(owner, "n_points", n_points)
+        self.out_channels = _positive_int(owner, "out_channels", out_channels)
+        self.n_modes = _positive_int(owner, "n_modes", n_modes)
+        if n_modes > n_points:
+            raise ParameterError(f"{owner}: n_modes={n_modes} exceeds n_points={n_points}")
+        branch_layers = _widths(owner, "branch_layers", branch_layers)
+        self.branch = MLP(n_sensors, branch_layers, n_modes * out_channels, activation)
+        self.register_buffer("mean", torch.zeros(out_channels, n_points))  # phi_0: [C, P]
+        self.register_buffer("basis", torch.zeros(out_channels, n_points, n_modes))  # phi_k: [C, P, K]
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.fitted)
+
+    @torch.no_grad()
+    def fit_data(self, x: torch.Tensor, y: torch.Tensor) -> PODDeepONet:
+        """Mean and leading ``n_modes`` principal components of ``y: [N, C_out, *S_out]``
+        (``x: [N, C_in, *S_in]`` is checked against ``n_sensors``); returns self."""
+        owner = type(self).__name__
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        n = y.shape[0]
+        if x.shape[0] != n or x[0].numel() != self.n_sensors:
+            raise ValueError(
+                f"{owner}.fit_data: expected x [N={n}, C_in, *S_in] with {self.n_sensors} values per sample, "
+                f"got {tuple(x.shape)}"
+            )
+        if y.dim() < 2 or y.shape[1] != self.out_channels or y[0, 0].numel() != self.n_points:
+            raise ValueError(
+                f"{owner}.fit_data: expected y [N, C_out={self.out_channels}, *S_out] with "
+                f"prod(S_out) = n_points = {self.n_points}, got {tuple(y.shape)}"
+            )
+        rank = min(n, self.n_points)
+        if self.n_modes > rank:
+            raise ParameterError(f"{owner}.fit_data: n_modes={self.n_modes} exceeds min(N, n_points) = {rank}")
+        data = y.reshape(n, self.out_channels, self.n_points).to(torch.float64).transpose(0, 1)  # [C, N, P]
+        mean = data.mean(dim=1)  # [C, P]
+        _, _, vh = torch.linalg.svd(data - mean[:, None], full_matrices=False)  # [C, r, P], orthonormal rows
+        modes = vh[:, : self.n_modes].transpose(1, 2)  # [C, P, K]
+        peak = modes.abs().argmax(dim=1, keepdim=True)  # sign convention
+        modes = modes * torch.sign(torch.gather(modes, 1, peak))
+        self.mean.copy_(mean)
+        self.basis.copy_(modes * math.sqrt(self.n_points))
+        self.fitted.fill_(True)
+        return self
+
+    def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
+        owner = type(self).__name__
+        if not self.is_fitted:
+            raise RuntimeError(
+                f"{owner}: the POD basis is not set; call fit_data(x_train, y_train) (or load a fitted state dict) first"
+            )
+        if isinstance(coords, torch.Tensor) and coords.dim() == 1:
+            coords = (coords,)
+        shape = tuple(int(torch.as_tensor(c).numel()) for c in coords)
+        if math.prod(shape) != self.n_points:
+            raise ValueError(
+                f"{owner}: the POD basis lives on the training grid of n_points={self.n_points} points; "
+                f"got coords of lengths {list(shape)} ({math.prod(shape)} points)"
+            )
+        u = x.reshape(x.shape[0], -1)
+        if u.shape[1] != self.n_sensors:
+            raise ValueError(
+                f"{owner}: expected n_sensors={self.n_sensors} input values per sample, got x of shape {tuple(x.shape)}"
+            )
+        b = self.branch(u).reshape(u.shape[0], self.out_channels, self.n_modes)  # [B, C, K]
+        y = torch.einsum("bck,cpk->bcp", b, self.basis) + self.mean  # [B, C, P]
+        return y.reshape(x.shape[0], self.out_channels, *shape)
+
+
+__all__ = ["DeepONet", "MLP", "MultiONet", "PODDeepONet", "StackedMLP", "fit_data", "grid_points", "make_activation"]

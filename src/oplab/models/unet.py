@@ -1,0 +1,106 @@
+"""U-Net baseline for grid problems, in 1, 2 or 3 dimensions (Ronneberger et al. 2015).
+
+Encoder: ``depth`` times [two 3x3 convolutions, each GroupNorm + GELU; 2x max
+pooling], channels ``width * 2**level``; a bottleneck block; decoder: ``depth``
+times [2x transposed convolution halving the channels, concatenation with the
+encoder's features at that level, two 3x3 convolutions]; a 1x1 convolution
+to ``out_channels``. Same-size ("padded") convolutions instead of the
+paper's valid ones, and GroupNorm instead of BatchNorm, so that the output
+does not depend on ``train()``/``eval()`` mode or on the batch.
+
+The input is padded at the end of each axis (edge values repeated) to a
+multiple of ``2**depth`` and the output is cropped back, so any grid size
+works; a U-Net is not resolution-invariant, though: its receptive field is
+fixed in cells, not in physical length.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ParameterError
+from . import register
+from .base import Operator
+from .fno import _check_channels, _positive_int, append_positions
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+def _block(dim: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two (3x3 convolution, GroupNorm, GELU): ``[B, in, *S] -> [B, out, *S]``."""
+    conv = _CONV[dim]
+    return nn.Sequential(
+        conv(in_channels, out_channels, 3, padding=1), _norm(out_channels), nn.GELU(),
+        conv(out_channels, out_channels, 3, padding=1), _norm(out_channels), nn.GELU(),
+    )
+
+
+@register("unet")
+class UNet(Operator):
+    """U-Net (Ronneberger et al. 2015) mapping ``[B, in_channels, *S]`` to ``[B, out_channels, *S]``.
+
+    Args:
+        in_channels, out_channels: channels of the input and output functions.
+        dim: spatial dimension, 1, 2 or 3.
+        width: channels at the finest level (doubled at each coarser one).
+        depth: number of 2x down-samplings; inputs are padded to a multiple of ``2**depth``.
+        positional: append the grid coordinates (from ``coords``) as ``dim`` input channels.
+    """
+
+    kind = "grid"
+    reference = (
+        "O. Ronneberger, P. Fischer, T. Brox, \"U-Net: Convolutional Networks for Biomedical Image "
+        "Segmentation\", MICCAI 2015, arXiv:1505.04597"
+    )
+
+    def __init__(self, in_channels: int, out_channels: int, dim: int = 2, width: int = 32, depth: int = 4, positional: bool = True):
+        super().__init__()
+        if isinstance(dim, bool) or dim not in _CONV:
+            raise ParameterError(f"UNet: dim must be 1, 2 or 3, got {dim!r}")
+        for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
+            if not _positive_int(value):
+                raise ParameterError(f"UNet: {key} must be a positive int, got {value!r}")
+        if not (_positive_int(depth) or depth == 0) or isinstance(depth, bool):
+            raise ParameterError(f"UNet: depth must be a non-negative int, got {depth!r}")
+        self.dim, self.depth = int(dim), int(depth)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.positional = bool(positional)
+        channels = [width * 2**level for level in range(depth + 1)]
+        first = self.in_channels + (self.dim if self.positional else 0)
+        self.down = nn.ModuleList(_block(dim, c_in, c_out) for c_in, c_out in zip([first, *channels[:-2]], channels[:-1]))
+        self.pool = _POOL[dim](2)
+        self.bottleneck = _block(dim, channels[-2] if depth else first, channels[-1])
+        self.up = nn.ModuleList(_CONV_T[dim](channels[level + 1], channels[level], 2, stride=2) for level in reversed(range(depth)))
+        self.decode = nn.ModuleList(_block(dim, 2 * channels[level], channels[level]) for level in reversed(range(depth)))
+        self.head = _CONV[dim](channels[0], self.out_channels, 1)
+
+    def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        _check_channels("UNet", x, self.in_channels, self.dim)
+        sizes = tuple(x.shape[2:])
+        if self.positional:
+            x = append_positions(x, coords, "UNet")  # [B, C_in + dim, *S]
+        multiple = 2**self.depth
+        pads = [-n % multiple for n in sizes]
+        if any(pads):
+            x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)], mode="replicate")  # [B, C, *S'], S' % 2**depth == 0
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)  # [B, width * 2**depth, *S' / 2**depth]
+        for up, block in zip(self.up, self.decode):
+            x = block(torch.cat([skips.pop(), up(x)], dim=1))
+        x = self.head(x)  # [B, C_out, *S']
+        return x[(slice(None), slice(None), *[slice(0, n) for n in sizes])]

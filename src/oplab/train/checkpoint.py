@@ -1,0 +1,113 @@
+"""Checkpoints without pickle: safetensors for tensors, JSON for the rest.
+
+A checkpoint folder holds
+
+* ``weights.safetensors``: the model (``model.*``) and normalisers
+  (``in_norm.*``, ``out_norm.*``);
+* ``state.safetensors`` + ``state.json`` (training checkpoints only): the
+  optimizer's tensors and its JSON-able structure, the torch random state,
+  the epoch and the best metric so far.
+
+A folder is written under a temporary name and renamed into place, so a
+``kill -9`` leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import DataFileError
+
+
+def _contiguous(tensors: dict) -> dict:
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split ``optimizer.state_dict()`` into tensors and a JSON structure."""
+    sd = optimizer.state_dict()
+    tensors, layout = {}, {}
+    for pid, state in sd["state"].items():
+        layout[str(pid)] = {}
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value
+                layout[str(pid)][key] = "tensor"
+            else:
+                layout[str(pid)][key] = value
+    groups = json.loads(json.dumps(sd["param_groups"], default=list))
+    return tensors, {"state": layout, "param_groups": groups}
+
+
+def optimizer_from_flat(tensors: dict, structure: dict) -> dict:
+    state = {}
+    for pid, entries in structure["state"].items():
+        state[int(pid)] = {k: (tensors[f"opt.{pid}.{k}"] if v == "tensor" else v) for k, v in entries.items()}
+    groups = []
+    for g in structure["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def save(folder: Path, weights: dict, state_tensors: dict | None = None, state: dict | None = None) -> None:
+    """Write a checkpoint folder atomically (``folder.tmp`` then rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_contiguous(weights), str(tmp / "weights.safetensors"))
+    if state is not None:
+        save_file(_contiguous(state_tensors or {}), str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def locate(folder: Path) -> Path:
+    """The checkpoint folder, or its previous version if a rename was interrupted."""
+    folder = Path(folder)
+    if folder.exists():
+        return folder
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        return old
+    raise DataFileError(f"{folder}: no checkpoint there")
+
+
+def load_weights(folder: Path) -> dict:
+    path = locate(folder) / "weights.safetensors"
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataFileError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_state(folder: Path) -> tuple[dict, dict]:
+    folder = locate(folder)
+    try:
+        tensors = load_file(str(folder / "state.safetensors"))
+        state = json.loads((folder / "state.json").read_text())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataFileError(f"{folder}: training state unreadable ({exc})") from None
+    return tensors, state
+
+
+def split_prefix(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

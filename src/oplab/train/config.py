@@ -1,0 +1,169 @@
+"""Typed run configuration, validated at the edge (YAML file, ``--set`` overrides).
+
+A run is ``{data: DataConfig, model: {name: ..., **arguments}, train: TrainConfig, out: PATH}``.
+An unknown key anywhere is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ..errors import ParameterError
+
+
+@dataclass
+class DataConfig:
+    #: training file (an oplab data set); the test samples come from ``test`` or from its end
+    train: str = ""
+    test: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    #: training resolution (strides the stored grid); None keeps it
+    resolution: int | None = None
+    #: further test resolutions, strided from the test file (zero-shot super-/sub-resolution)
+    test_resolutions: list = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adam | adamw
+    scheduler: str = "cosine"  # cosine | step | none
+    step_size: int = 100  # step schedule: epochs between decays
+    gamma: float = 0.5  # step schedule: decay factor
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature)
+    eval_every: int = 10  # evaluate on the test resolutions every K epochs (and at the end)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast (CUDA only)
+    compile: bool = False  # torch.compile the model (CUDA only)
+    normalize: bool = True  # channel-wise Gaussian normalisation of inputs and outputs
+    plot_samples: int = 3
+
+    def __post_init__(self):
+        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1")}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "step_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ParameterError(f"train.{key} must be >= 1, got {getattr(self, key)!r}")
+        for key in ("lr",):
+            if not getattr(self, key) > 0:
+                raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
+        for key in ("weight_decay", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ParameterError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig
+    model: dict
+    train: TrainConfig
+    out: str = ""
+
+    def to_dict(self) -> dict:
+        return {"data": dataclasses.asdict(self.data), "model": dict(self.model),
+                "train": dataclasses.asdict(self.train), "out": self.out}
+
+
+def _coerce(section: str, key: str, value: Any, hint) -> Any:
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ParameterError(f"{section}.{key} may not be empty")
+    if hint is bool or text == "bool":
+        if isinstance(value, bool):
+            return value
+    elif "int" in text and "float" not in text:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif "float" in text:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif "str" in text:
+        if isinstance(value, (str, Path)):
+            return str(value)
+    elif "list" in text:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, int):
+            return [value]
+    else:
+        return value
+    readable = getattr(hint, "__name__", None) if isinstance(hint, type) else text.replace("typing.", "")
+    raise ParameterError(f"{section}.{key}: expected {readable}, got {value!r}")
+
+
+def _section(cls, values: dict | None, section: str):
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ParameterError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; valid: {names}")
+    return cls(**{k: _coerce(section, k, v, hints[k]) for k, v in values.items()})
+
+
+def from_dict(raw: dict) -> RunConfig:
+    """Validate a run configuration (as read from YAML)."""
+    if not isinstance(raw, dict):
+        raise ParameterError(f"a run configuration must be a mapping, got {type(raw).__name__}")
+    valid = ["data", "model", "train", "out"]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ParameterError(f"unknown top-level key(s) {unknown}; valid: {valid}")
+    model = raw.get("model") or {}
+    if isinstance(model, str):
+        model = {"name": model}
+    if not isinstance(model, dict) or "name" not in model:
+        raise ParameterError("model: expected a mapping with a 'name' (e.g. {name: fno, width: 32})")
+    data = _section(DataConfig, raw.get("data"), "data")
+    if not data.train:
+        raise ParameterError("data.train: a training data file is required")
+    return RunConfig(data=data, model=dict(model), train=_section(TrainConfig, raw.get("train"), "train"),
+                     out=str(raw.get("out") or ""))
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ParameterError(f"{path}: no such configuration file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return raw or {}
+
+
+def apply_overrides(raw: dict, items: list[str]) -> dict:
+    """``["model.width=64", "train.lr=5e-4"]`` into the nested mapping (values parsed as YAML)."""
+    import yaml
+
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ParameterError(f"--set {item!r}: expected section.key=value (e.g. model.width=64)")
+        key, text = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        value = yaml.safe_load(text)
+        if isinstance(value, str) and section != "model":
+            value = text.strip()
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ParameterError(f"--set {item!r}: {section} is not a section")
+        raw[section][name] = value
+    return raw

@@ -1,0 +1,236 @@
+"""One training loop for every operator.
+
+``fit`` trains a model on :class:`~oplab.train.data.GridData`, evaluates it
+on test sets keyed by resolution, and keeps a run folder::
+
+    RUN/config.json            what was run: model config, train config, data description
+    RUN/metrics.jsonl          one JSON line per epoch
+    RUN/checkpoints/last/      model + normalisers + optimizer + random state + epoch
+    RUN/checkpoints/best/      the weights with the lowest test relative L2 so far
+    RUN/predictions.png, RUN/loss.png
+
+Determinism and resume: the model is initialised from ``seed`` by the
+caller; the batch order of epoch ``e`` comes from a generator seeded with
+``(seed, e)``; the learning rate is a pure function of the epoch. So a run
+resumed from ``checkpoints/last`` after a ``kill -9`` ends with the same
+weights as an uninterrupted one.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) each process takes its
+share ``batch[rank::world]`` of every global batch and DistributedDataParallel
+averages the gradients, so a step equals the single-process step on the same
+global batch (``batch_size`` is the global batch size). Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .. import __version__, losses
+from ..data.normalize import ChannelNormalizer
+from ..errors import OplabError
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import GridData
+
+RUN_FORMAT = "oplab-run"
+RUN_VERSION = 1
+
+
+class TrainingDiverged(OplabError):
+    """The loss became NaN or Inf."""
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.scheduler == "step":
+        return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.scheduler == "cosine":
+        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Dist:
+    """The process's place in a torchrun job (world 1 without torchrun)."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
+        if self.world > 1 and not dist.is_initialized():
+            if device.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+
+class Bundle(torch.nn.Module):
+    """Model + normalisers: what a checkpoint's ``weights.safetensors`` holds."""
+
+    def __init__(self, model, in_channels: int, out_channels: int):
+        super().__init__()
+        self.model = model
+        self.in_norm = ChannelNormalizer(in_channels)
+        self.out_norm = ChannelNormalizer(out_channels)
+
+    def forward(self, x, coords):
+        return self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
+
+
+def evaluate(bundle: Bundle, data: GridData, batch_size: int = 50, device=None) -> dict:
+    """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data``."""
+    device = device or next(bundle.parameters()).device
+    coords = tuple(c.to(device) for c in data.out_coords)
+    l2 = h1 = 0.0
+    bundle.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            xb = data.x[start : start + batch_size].to(device)
+            yb = data.y[start : start + batch_size].to(device)
+            pred = bundle(xb, coords)
+            l2 += losses.relative_l2(pred, yb, coords, data.periodic, reduce=False).sum().item()
+            h1 += losses.relative_h1(pred, yb, coords, data.periodic, reduce=False).sum().item()
+    bundle.train()
+    return {"l2": l2 / len(data), "h1": h1 / len(data)}
+
+
+def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None = None,
+        info: dict | None = None, resume: bool = False, log=print) -> dict:
+    """Train ``model`` (see module docstring). ``tests`` maps a label (the
+    resolution) to GridData; the first one chooses the best checkpoint."""
+    device = resolve_device(cfg.device)
+    env = _Dist(device)
+    device = env.device
+    out = Path(out) if out is not None else None
+    bundle = Bundle(model, train.x.shape[1], train.y.shape[1]).to(device)
+    if cfg.normalize:
+        bundle.in_norm.fit(train.x)
+        bundle.out_norm.fit(train.y)
+    if hasattr(model, "fit_data"):  # data-dependent parts (POD basis)
+        model.fit_data(bundle.in_norm.encode(train.x.to(device)), bundle.out_norm.encode(train.y.to(device)))
+
+    params = [p for p in bundle.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = losses.get(cfg.loss)
+
+    start_epoch, best, history = 0, math.inf, []
+    if resume:
+        if out is None:
+            raise OplabError("resume needs a run folder")
+        weights = ckpt.load_weights(out / "checkpoints" / "last")
+        bundle.load_state_dict(weights)
+        tensors, state = ckpt.load_state(out / "checkpoints" / "last")
+        optimizer.load_state_dict(ckpt.optimizer_from_flat(tensors, state["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        history = _read_metrics(out, start_epoch)
+        if env.main:
+            log(f"resuming {out} at epoch {start_epoch}")
+    elif out is not None and env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+        config = {"format": RUN_FORMAT, "run_version": RUN_VERSION, "oplab_version": __version__,
+                  **(info or {}), "train": cfg.__dict__.copy()}
+        (out / "config.json").write_text(json.dumps(config, indent=1))
+
+    net = bundle
+    if env.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(bundle, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile and device.type == "cuda":
+        net = torch.compile(net)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else nullcontext())
+
+    coords = tuple(c.to(device) for c in train.out_coords)
+    n = len(train)
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        tic = time.perf_counter()
+        total, seen = 0.0, 0
+        for k, start in enumerate(range(0, n, cfg.batch_size)):
+            idx = order[start : start + cfg.batch_size][env.rank :: env.world]
+            xb, yb = train.x[idx].to(device), train.y[idx].to(device)
+            with autocast:
+                pred = net(xb, coords)
+            loss = loss_fn(pred.float(), yb, coords, train.periodic)
+            if not torch.isfinite(loss):
+                where = f"{out}/checkpoints/last" if out is not None else "no run folder"
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch}, batch {k}; stopped. Last good checkpoint: {where} "
+                    f"(lower train.lr or set train.grad_clip)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        record = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1),
+                  "epoch_seconds": time.perf_counter() - tic}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            record["test"] = {label: evaluate(bundle, data, device=device) for label, data in tests.items()}
+        history.append(record)
+        improved = "test" in record and tests and record["test"][next(iter(tests))]["l2"] < best
+        if improved:
+            best = record["test"][next(iter(tests))]["l2"]
+        if env.main:
+            log(_line(record))
+            if out is not None:
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                weights = bundle.state_dict()
+                if improved:
+                    ckpt.save(out / "checkpoints" / "best", weights)
+                opt_tensors, opt_struct = ckpt.optimizer_to_flat(optimizer)
+                ckpt.save(out / "checkpoints" / "last", weights,
+                          {**opt_tensors, "rng.torch": torch.get_rng_state()},
+                          {"epoch": epoch, "best": best, "optimizer": opt_struct})
+    env.barrier()
+    return {"history": history, "best_l2": best, "bundle": bundle}
+
+
+def _line(record: dict) -> str:
+    text = f"epoch {record['epoch']:4d}  lr {record['lr']:.2e}  train {record['train_loss']:.4f}  {record['epoch_seconds']:.2f}s"
+    for label, m in record.get("test", {}).items():
+        text += f"  test@{label} l2 {m['l2']:.4f} h1 {m['h1']:.4f}"
+    return text
+
+
+def _read_metrics(out: Path, before_epoch: int) -> list[dict]:
+    """Metrics of epochs already checkpointed; later lines (written just before a kill) are dropped."""
+    path = out / "metrics.jsonl"
+    lines = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("epoch", math.inf) < before_epoch:
+                lines.append(rec)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return lines

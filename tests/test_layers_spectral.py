@@ -1,0 +1,249 @@
+"""SpectralConv: shapes, resolution invariance, an explicit-DFT reference,
+run-time mode truncation, factorized weights and gradients."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from oplab.errors import ParameterError
+from oplab.layers import SpectralConv
+from oplab.layers.spectral import CPWeight, TTWeight, TuckerWeight
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors: one thread is faster and immune to a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def set_dense(layer: SpectralConv, weight: torch.Tensor) -> None:
+    with torch.no_grad():
+        complex_dtype = torch.complex128 if layer.weight.weight.dtype == torch.float64 else torch.complex64
+        layer.weight.weight.copy_(torch.view_as_real(weight.to(complex_dtype)))
+
+
+def reference(x: np.ndarray, w: np.ndarray, max_modes, n_modes) -> np.ndarray:
+    """The layer by definition: DFT coefficients by explicit sums, a loop over the
+    retained frequencies, and the real inverse transform written out.
+
+    x: [B, I, *S] real; w: [I, O, 2 m_1, ..., m_d] complex (FFT order on leading axes).
+    """
+    sizes = x.shape[2:]
+    d = len(sizes)
+    per_axis = []  # (frequency, weight index) retained along each axis
+    for a in range(d - 1):
+        n, m = sizes[a], n_modes[a]
+        pos, neg = min(m, (n + 1) // 2), min(m, n // 2)
+        per_axis.append([(k, k) for k in range(pos)] + [(-k, 2 * max_modes[a] - k) for k in range(neg, 0, -1)])
+    n, m = sizes[-1], n_modes[-1]
+    per_axis.append([(k, k) for k in range(min(m, n // 2 + 1))])
+    grids = np.meshgrid(*[np.arange(n) / n for n in sizes], indexing="ij")
+    out = np.zeros((x.shape[0], w.shape[1], *sizes))
+    for combo in itertools.product(*per_axis):
+        k = [c[0] for c in combo]
+        index = tuple(c[1] for c in combo)
+        phase = sum(ki * g for ki, g in zip(k, grids))  # k . j / n
+        coefficient = (x * np.exp(-2j * np.pi * phase)).sum(axis=tuple(range(2, 2 + d)))  # [B, I]
+        y = coefficient @ w[(slice(None), slice(None), *index)]  # [B, O]
+        # a real signal: the last axis's frequency k > 0 (below Nyquist) stands for +-k
+        weight = 1.0 if k[-1] == 0 or 2 * k[-1] == sizes[-1] else 2.0
+        out += weight * np.real(y[(...,) + (None,) * d] * np.exp(2j * np.pi * phase))
+    return out / math.prod(sizes)
+
+
+CASES = [  # modes, grid (some coarser than 2 * modes)
+    ([4], (11,)),
+    ([4], (6,)),
+    ([3, 2], (8, 6)),
+    ([3, 3], (5, 4)),
+    ([4, 3], (7, 9)),
+    ([2, 2, 2], (5, 4, 6)),
+]
+
+
+@pytest.mark.parametrize("factorization", [None, "tucker", "cp", "tt"])
+@pytest.mark.parametrize("modes, grid", [([6], (32,)), ([5, 4], (16, 12)), ([3, 3, 2], (8, 8, 6)), ([5, 4], (5, 3))])
+def test_shapes(factorization, modes, grid):
+    layer = SpectralConv(3, 5, modes, factorization=factorization, rank=0.5)
+    assert layer(torch.randn(2, 3, *grid)).shape == (2, 5, *grid)
+
+
+def test_half_precision_input_is_transformed_in_float32():
+    layer = SpectralConv(3, 4, [4, 3])
+    x = torch.randn(2, 3, 12, 10)
+    y = layer(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 4, 12, 10)
+    torch.testing.assert_close(y.float(), layer(x.bfloat16().float()), rtol=1e-2, atol=1e-2 * layer(x).abs().max().item())
+
+
+@pytest.mark.parametrize("modes, grid", CASES)
+def test_matches_explicit_dft_reference(modes, grid):
+    torch.manual_seed(0)
+    layer = SpectralConv(2, 3, modes).double()
+    x = torch.randn(2, 2, *grid, dtype=torch.float64)
+    expected = reference(x.numpy(), layer.weight().detach().numpy(), modes, modes)
+    np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-12 * np.abs(expected).max() * 100)
+
+
+@pytest.mark.parametrize("modes, coarse", [([6], (12,)), ([5, 4], (10, 8)), ([3, 4], (7, 9)), ([3, 3, 2], (6, 6, 4))])
+def test_resolution_invariance_on_band_limited_input(modes, coarse):
+    """A function with only retained modes, sampled on two grids: the outputs are one function."""
+    torch.manual_seed(1)
+    d = len(modes)
+    ranges = [range(-m + 1, m) for m in modes[:-1]] + [range(modes[-1])]
+    rng = np.random.default_rng(0)
+    terms = [(k, complex(*rng.normal(size=2))) for k in itertools.product(*ranges)]
+
+    def sample(sizes):
+        grids = np.meshgrid(*[np.arange(n) / n for n in sizes], indexing="ij")
+        f = sum((c * np.exp(2j * np.pi * sum(ki * g for ki, g in zip(k, grids)))).real for k, c in terms)
+        return torch.tensor(f, dtype=torch.float32).expand(2, 3, *sizes).clone() * torch.arange(1.0, 4.0).view(1, 3, *[1] * d)
+
+    layer = SpectralConv(3, 4, modes)
+    fine = tuple(2 * n for n in coarse)
+    y_coarse = layer(sample(coarse))
+    y_fine = layer(sample(fine))
+    sub = y_fine[(slice(None), slice(None), *[slice(None, None, 2)] * d)]
+    error = (sub - y_coarse).abs().max() / y_coarse.abs().max()
+    assert error < 1e-5, error
+
+
+def test_runtime_n_modes_zeroes_dropped_modes():
+    torch.manual_seed(2)
+    layer = SpectralConv(2, 3, [5, 4]).double()
+    x = torch.randn(2, 2, 16, 12, dtype=torch.float64)
+    full = layer(x)
+    layer.n_modes = [3, 2]
+    assert layer.n_modes == (3, 2) and layer.max_n_modes == (5, 4)
+    reduced = layer(x)
+    # the same as the full layer with the dropped modes' weights set to zero
+    w = layer.weight().detach().clone()  # [2, 3, 10, 4]; rows 0..2 and 7..9 are frequencies -3..2
+    w[:, :, 3:7] = 0
+    w[:, :, :, 2:] = 0
+    dense = SpectralConv(2, 3, [5, 4]).double()
+    set_dense(dense, w)
+    torch.testing.assert_close(reduced, dense(x))
+    np.testing.assert_allclose(reduced.detach().numpy(), reference(x.numpy(), layer.weight().detach().numpy(), [5, 4], [3, 2]), atol=1e-12)
+    assert not torch.allclose(reduced, full)
+    layer.n_modes = [5, 4]
+    torch.testing.assert_close(layer(x), full)
+    with pytest.raises(ParameterError, match="n_modes"):
+        layer.n_modes = [6, 4]
+    with pytest.raises(ParameterError, match="n_modes"):
+        layer.n_modes = [3]
+
+
+@pytest.mark.parametrize("factorization", ["tucker", "cp", "tt"])
+def test_factorized_equals_dense_with_reconstructed_weight(factorization):
+    torch.manual_seed(3)
+    layer = SpectralConv(3, 4, [4, 3], factorization=factorization, rank=0.3)
+    dense = SpectralConv(3, 4, [4, 3])
+    set_dense(dense, layer.weight().detach())
+    x = torch.randn(2, 3, 12, 10)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-7)
+    n_dense = dense.weight.n_params()
+    # a float rank is a budget: at most that fraction of the dense parameters, and not far below it
+    assert 0.15 * n_dense <= layer.weight.n_params() <= 0.3 * n_dense, (layer.weight.n_params(), n_dense)
+
+
+def _factorized_weight_test(layer: SpectralConv, target: torch.Tensor, x: torch.Tensor) -> None:
+    torch.testing.assert_close(layer.weight().detach(), target, rtol=1e-5, atol=1e-6)
+    dense = SpectralConv(layer.in_channels, layer.out_channels, list(layer.max_n_modes))
+    set_dense(dense, target)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-6)
+
+
+def test_full_rank_tucker_represents_any_dense_weight():
+    torch.manual_seed(4)
+    layer = SpectralConv(2, 3, [3, 2], factorization="tucker", rank=100)  # int: every mode rank, capped
+    weight: TuckerWeight = layer.weight
+    assert weight.rank == [2, 3, 6, 2]
+    target = torch.randn(2, 3, 6, 2, dtype=torch.complex64)
+    with torch.no_grad():
+        weight.core.copy_(torch.view_as_real(target))
+        for factor, n in zip(weight.factors, target.shape):
+            factor.copy_(torch.view_as_real(torch.eye(n, dtype=torch.complex64)))
+    _factorized_weight_test(layer, target, torch.randn(2, 2, 8, 7))
+
+
+def test_full_rank_tt_represents_any_dense_weight():
+    """TT-SVD of a random tensor gives exact cores at full TT rank."""
+    torch.manual_seed(5)
+    layer = SpectralConv(2, 3, [3, 2], factorization="tt", rank=100)
+    weight: TTWeight = layer.weight
+    assert weight.rank == [1, 2, 6, 2, 1]
+    target = torch.randn(2, 3, 6, 2, dtype=torch.complex128)
+    rest, left = target.reshape(1, -1), 1
+    cores = []
+    for n, r in zip(target.shape[:-1], weight.rank[1:-1]):
+        u, s, vh = torch.linalg.svd(rest.reshape(left * n, -1), full_matrices=False)
+        cores.append(u[:, :r].reshape(left, n, r))
+        rest, left = s[:r, None] * vh[:r], r
+    cores.append(rest.reshape(left, target.shape[-1], 1))
+    with torch.no_grad():
+        for core, value in zip(weight.cores, cores):
+            core.copy_(torch.view_as_real(value.to(torch.complex64)))
+    _factorized_weight_test(layer, target.to(torch.complex64), torch.randn(2, 2, 8, 7))
+
+
+def test_cp_with_enough_terms_represents_any_dense_weight():
+    """With R = prod of all sizes but the last, CP holds any tensor (one term per leading index)."""
+    torch.manual_seed(6)
+    shape = (2, 3, 6, 2)
+    terms = math.prod(shape[:-1])
+    layer = SpectralConv(2, 3, [3, 2], factorization="cp", rank=terms)
+    weight: CPWeight = layer.weight
+    target = torch.randn(*shape, dtype=torch.complex64)
+    leading = list(itertools.product(*[range(n) for n in shape[:-1]]))
+    with torch.no_grad():
+        for k, n in enumerate(shape[:-1]):
+            onehot = torch.zeros(n, terms, dtype=torch.complex64)
+            onehot[[idx[k] for idx in leading], range(terms)] = 1
+            weight.factors[k].copy_(torch.view_as_real(onehot))
+        weight.factors[-1].copy_(torch.view_as_real(target.reshape(terms, shape[-1]).T.contiguous()))
+    _factorized_weight_test(layer, target, torch.randn(2, 2, 8, 7))
+
+
+@pytest.mark.parametrize("factorization", [None, "tucker", "cp", "tt"])
+def test_init_scale_matches_dense(factorization):
+    torch.manual_seed(7)
+    layer = SpectralConv(16, 16, [8, 8], factorization=factorization, rank=0.1)
+    rms = layer.weight().abs().pow(2).mean().sqrt().item()
+    assert 0.5 < rms * 16 * 16 < 2.0, rms * 16 * 16
+
+
+def test_rank_semantics_and_errors():
+    assert SpectralConv(4, 4, [3, 2], "tucker", rank=2).weight.rank == [2, 2, 2, 2]
+    assert SpectralConv(4, 4, [3, 2], "cp", rank=5).weight.rank == 5
+    assert SpectralConv(4, 4, [3, 2], "tt", rank=3).weight.rank == [1, 3, 3, 2, 1]
+    for bad in (0, -1, 0.0, True, float("nan"), "0.1"):
+        with pytest.raises(ParameterError, match="rank"):
+            SpectralConv(4, 4, [3, 2], "tucker", rank=bad)
+    with pytest.raises(ParameterError, match="factorization"):
+        SpectralConv(4, 4, [3, 2], "svd")
+    with pytest.raises(ParameterError, match="modes"):
+        SpectralConv(4, 4, [0, 2])
+    with pytest.raises(ValueError, match="expected input"):
+        SpectralConv(4, 4, [3, 2])(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("factorization, rank", [(None, 1.0), ("tucker", 2), ("cp", 2), ("tt", 2)])
+def test_gradcheck(factorization, rank):
+    torch.manual_seed(8)
+    layer = SpectralConv(2, 2, [2, 2], factorization=factorization, rank=rank).double()
+    names = [name for name, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-4)

@@ -1,0 +1,74 @@
+"""Relative L2/H1 losses: exact values on known functions, resolution consistency,
+batch means, gradients."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from oplab import losses
+from oplab.problems.base import Axis
+
+
+def grid(n, periodic):
+    return (torch.tensor(Axis("x", n, periodic=periodic).coords(), dtype=torch.float64),)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_h1_and_l2_match_analytic_norms(periodic):
+    """v = sin(2 pi x), error e = eps sin(6 pi x): on [0, 1] each has L2^2 = 1/2 and
+    derivative L2^2 = (2 pi k)^2 / 2, so the relative errors are known exactly."""
+    n, eps = 513, 0.1
+    (x,) = grid(n, periodic)
+    v = torch.sin(2 * math.pi * x)[None, None]
+    u = v + eps * torch.sin(6 * math.pi * x)[None, None]
+    l2 = losses.relative_l2(u, v, grid(n, periodic), [periodic])
+    h1 = losses.relative_h1(u, v, grid(n, periodic), [periodic])
+    assert l2.item() == pytest.approx(eps, rel=1e-3)
+    expected = eps * math.sqrt((1 + 36 * math.pi**2) / (1 + 4 * math.pi**2))
+    assert h1.item() == pytest.approx(expected, rel=2e-3)
+
+
+def test_loss_means_the_same_at_every_resolution():
+    def fields(n):
+        c = grid(n, False)
+        X, Y = torch.meshgrid(c[0], c[0], indexing="ij")
+        v = (torch.sin(math.pi * X) * torch.exp(Y))[None, None]
+        u = v + 0.05 * (X * Y**2)[None, None]
+        return u, v, (c[0], c[0])
+
+    values = {}
+    for n in (33, 129):
+        u, v, coords = fields(n)
+        values[n] = (losses.relative_l2(u, v, coords, [False, False]).item(),
+                     losses.relative_h1(u, v, coords, [False, False]).item())
+    assert np.allclose(values[33], values[129], rtol=5e-3)
+
+
+def test_batch_loss_is_the_mean_of_sample_losses():
+    torch.manual_seed(0)
+    coords = grid(16, True)
+    u, v = torch.randn(5, 2, 16, dtype=torch.float64), torch.randn(5, 2, 16, dtype=torch.float64)
+    per = losses.relative_l2(u, v, coords, [True], reduce=False)
+    assert per.shape == (5,)
+    assert torch.allclose(losses.relative_l2(u, v, coords, [True]), per.mean())
+    # and a batch of one sample gives that sample's loss (no sum over the batch)
+    assert torch.allclose(losses.relative_l2(u[:1], v[:1], coords, [True]), per[0])
+
+
+@pytest.mark.parametrize("name", ["l2", "h1"])
+def test_losses_are_differentiable(name):
+    torch.manual_seed(1)
+    coords = (torch.linspace(0, 1, 6, dtype=torch.float64),) * 2
+    u = torch.randn(2, 1, 6, 6, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    fn = losses.get(name)
+    assert torch.autograd.gradcheck(lambda a: fn(a, v, coords, [False, True]), (u,))
+
+
+def test_unknown_loss():
+    from oplab.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="unknown loss"):
+        losses.get("l3")

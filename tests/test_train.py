@@ -1,0 +1,202 @@
+"""The training loop on real generated data: loss decrease, run folder, resume after
+kill -9, divergence, distributed equivalence, evaluate/predict/load, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import oplab
+from oplab import problems
+from oplab.cli import main
+from oplab.data.generation import generate
+from oplab.errors import OplabError, ParameterError
+from oplab.train import config as tc
+from oplab.train import resume_run, run
+from oplab.train.loop import TrainingDiverged
+
+SMALL_FNO = {"name": "fno", "modes": [6, 6], "width": 12, "n_layers": 2, "lifting_channels": 16,
+             "projection_channels": 16}
+
+
+@pytest.fixture(scope="module")
+def darcy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "darcy33.h5"
+    generate(problems.create("darcy", resolution=33), 48, path, seed=0)
+    return path
+
+
+def cfg(data, out, epochs=6, model=None, **train):
+    raw = {"data": {"train": str(data), "n_train": 40, "n_test": 8, "test_resolutions": [17]},
+           "model": model or dict(SMALL_FNO), "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-3,
+                                                        "eval_every": 2, **train}, "out": str(out)}
+    return tc.from_dict(raw)
+
+
+def weights(run_dir, which="last"):
+    return load_file(str(run_dir / "checkpoints" / which / "weights.safetensors"))
+
+
+def test_training_lowers_the_error_and_writes_the_run_folder(darcy, tmp_path):
+    out = tmp_path / "run"
+    result = run(cfg(darcy, out, epochs=10), log=lambda s: None)
+    hist = result["history"]
+    first, last = hist[1]["test"]["33"]["l2"], hist[-1]["test"]["33"]["l2"]
+    assert last < 0.5 * first, (first, last)
+    assert "17" in hist[-1]["test"]  # evaluated at a second resolution
+    for name in ("config.json", "metrics.jsonl", "predictions.png", "loss.png",
+                 "checkpoints/last/weights.safetensors", "checkpoints/best/weights.safetensors"):
+        assert (out / name).exists(), name
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(10))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["name"] == "fno" and config["data"]["problem"] == "darcy"
+    # the loaded operator reproduces the evaluation and answers at another resolution
+    op = oplab.load(out)
+    from oplab.data import open as open_data
+
+    a = open_data(darcy)[47]["x"].numpy()
+    u = op(a)
+    assert u.shape == (1, 33, 33) and isinstance(u, np.ndarray)
+    assert op(open_data(darcy, resolution=17)[47]["x"]).shape == (1, 17, 17)
+    assert op(a[None]).shape == (1, 1, 33, 33)
+
+
+def test_resume_after_an_interruption_ends_with_the_same_weights(darcy, tmp_path):
+    full = tmp_path / "full"
+    run(cfg(darcy, full), log=lambda s: None)
+
+    cut = tmp_path / "cut"
+
+    def crash_at_epoch_3(line):
+        if line.startswith("epoch    3"):
+            raise KeyboardInterrupt  # after epoch 3's metrics, before its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(darcy, cut), log=crash_at_epoch_3)
+    state = json.loads((cut / "checkpoints/last/state.json").read_text())
+    assert state["epoch"] == 2
+    resume_run(cut, log=lambda s: None)
+    a, b = weights(full), weights(cut)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((cut / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_kill_9_then_resume_from_the_command_line(darcy, tmp_path):
+    yaml_cfg = tmp_path / "run.yaml"
+    import yaml
+
+    raw = cfg(darcy, tmp_path / "killed", epochs=12).to_dict()
+    yaml_cfg.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen([sys.executable, "-m", "oplab", "train", "--config", str(yaml_cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 4 <= done < 12
+    assert main(["train", "--resume", str(tmp_path / "killed")]) == 0
+    raw["out"] = str(tmp_path / "straight")
+    run(tc.from_dict(raw), log=lambda s: None)
+    a, b = weights(tmp_path / "killed"), weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_checkpoint(darcy, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match="epoch .*checkpoints/last"):
+        run(cfg(darcy, out, epochs=30, lr=1e12, scheduler="none", weight_decay=0.0), log=lambda s: None)
+    if (out / "checkpoints" / "last").exists():
+        w = weights(out)
+        assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_distributed_two_processes_match_one(darcy, tmp_path):
+    """torchrun with 2 CPU processes (gloo) takes the same steps as one process."""
+    import yaml
+
+    raw = cfg(darcy, tmp_path / "ddp", epochs=3).to_dict()
+    raw["train"]["eval_every"] = 3
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                    "-m", "oplab", "train", "--config", str(tmp_path / "ddp.yaml")],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    raw["out"] = str(tmp_path / "single")
+    run(tc.from_dict(raw), log=lambda s: None)
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
+    worst = max((a[k] - b[k]).abs().max().item() / (b[k].abs().max().item() + 1e-12) for k in a)
+    assert worst < 1e-4, worst
+
+
+# ------------------------------------------------------------------ bad input
+def test_config_typos_are_errors_that_list_the_valid_keys(darcy, tmp_path):
+    with pytest.raises(ParameterError, match="unknown key.*train.epochz.*valid"):
+        tc.from_dict({"data": {"train": str(darcy)}, "model": "fno", "train": {"epochz": 3}})
+    with pytest.raises(ParameterError, match="unknown argument.*widht"):
+        run(cfg(darcy, tmp_path / "r", model={**SMALL_FNO, "widht": 3}), log=lambda s: None)
+    with pytest.raises(ParameterError, match="train.lr: expected float"):
+        tc.from_dict({"data": {"train": str(darcy)}, "model": "fno", "train": {"lr": "fast"}})
+    with pytest.raises(ParameterError, match="unknown model 'fnoo'.*did you mean 'fno'"):
+        run(cfg(darcy, tmp_path / "r", model={"name": "fnoo"}), log=lambda s: None)
+
+
+def test_cli_bad_inputs(darcy, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(cfg(darcy, out, epochs=1), log=lambda s: None)
+    before = (out / "checkpoints/last/weights.safetensors").read_bytes()
+    # an existing run folder is not overwritten
+    assert main(["train", "--data", str(darcy), "--model", "fno", "--out", str(out), "--epochs", "1"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "checkpoints/last/weights.safetensors").read_bytes() == before
+    # data whose channels do not fit the model
+    other = tmp_path / "poisson.h5"
+    generate(problems.create("poisson", resolution=33, variable=True), 4, other)
+    assert main(["evaluate", str(out), "--data", str(other)]) == 2
+    assert "2 input / 1 output channels, the model takes 1 / 1" in capsys.readouterr().err
+    # a NaN in a data file
+    bad = tmp_path / "nan.h5"
+    shutil.copy(darcy, bad)
+    import h5py
+
+    with h5py.File(bad, "a") as f:
+        f["outputs"][3, 0, 5, 5] = np.nan
+    assert main(["evaluate", str(out), "--data", str(bad)]) == 2
+    assert "NaN or Inf in outputs of sample(s) [3]" in capsys.readouterr().err
+    # a checkpoint that is not safetensors
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    for which in ("best", "last"):
+        (broken / "checkpoints" / which / "weights.safetensors").write_bytes(b"\x80\x04not safetensors")
+    assert main(["evaluate", str(broken), "--data", str(darcy)]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+    # a run folder from another version of the run format
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    config = json.loads((old / "config.json").read_text())
+    config["run_version"] = 99
+    (old / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(old), "--input", str(darcy), "--out", str(tmp_path / "y.npy")]) == 2
+    assert "v99" in capsys.readouterr().err
+    # predict writes what the operator computes
+    assert main(["predict", str(out), "--input", str(darcy), "--out", str(tmp_path / "y.npy")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (48, 1, 33, 33)
+    # evaluate prints per resolution
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(darcy), "--resolution", "17", "--resolution", "33",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"17", "33"} and res["33"]["samples"] == 48
