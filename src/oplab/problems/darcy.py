@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solvers import fd, linear
+from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
-from .base import Axis, Param, Problem, nonnegative, positive
+from .base import Param, nonnegative, positive
+from .elliptic import SPD_SOLVER_PARAMS, UnitSquareProblem
 
 
-class Darcy(Problem):
+class Darcy(UnitSquareProblem):
     name = "darcy"
     summary = "2D Darcy flow -div(a grad u) = f, piecewise-constant or log-normal a (FNO benchmark)"
     reference = "Li et al. 2021, Fourier Neural Operator, ICLR, sec. 5.2"
     default_resolution = 421
-    min_resolution = 5
     input_channels = ("a",)
     output_channels = ("u",)
     params_spec = (
@@ -45,17 +45,8 @@ class Darcy(Problem):
         nonnegative("sigma", 0.0, "GRF amplitude (0: tau^(alpha-1), the FNO generator's)"),
         Param("modes", 0, "KL modes per axis (0: the grid resolution)", check=lambda v: v >= 0, expect=">= 0"),
         Param("forcing", 1.0, "constant source f"),
-        Param("solver", "direct", "linear solver (oplab.solvers.linear)", choices=linear.METHODS),
-        positive("tol", 1e-10, "relative residual of iterative solvers"),
+        *SPD_SOLVER_PARAMS,
     )
-
-    def input_axes(self) -> list[Axis]:
-        n = self.resolution
-        return [Axis("x", n), Axis("y", n)]
-
-    @property
-    def solver_name(self) -> str:
-        return f"fd5-flux/{self.params['solver']}"
 
     def sample_inputs(self, rng: np.random.Generator) -> np.ndarray:
         p = self.params

@@ -25,15 +25,15 @@ import numpy as np
 
 from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
-from .base import Axis, Param, Problem, nonnegative, positive
+from .base import Param, nonnegative, positive
+from .elliptic import UnitSquareProblem
 
 
-class Helmholtz(Problem):
+class Helmholtz(UnitSquareProblem):
     name = "helmholtz"
     summary = "2D Helmholtz Lap u + k(x)^2 u = 0, random wave number, wave entering at x = 0"
     reference = "Wang et al. 2024, Sorting Krylov Recycling, ICLR, sec. 5 (Helmholtz family)"
     default_resolution = 100
-    min_resolution = 5
     input_channels = ("k",)
     output_channels = ("u",)
     params_spec = (
@@ -43,14 +43,6 @@ class Helmholtz(Problem):
         positive("tau", 3.0, "GRF inverse length scale"),
         Param("solver", "direct", "linear solver", choices=("direct", "direct-colamd")),
     )
-
-    def input_axes(self) -> list[Axis]:
-        n = self.resolution
-        return [Axis("x", n), Axis("y", n)]
-
-    @property
-    def solver_name(self) -> str:
-        return f"fd5-flux/{self.params['solver']}"
 
     def boundary_data(self) -> np.ndarray:
         n = self.resolution

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solvers import fd, linear
+from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
-from .base import Axis, Param, Problem, nonnegative, positive
+from .base import Param, nonnegative, positive
+from .elliptic import SPD_SOLVER_PARAMS, UnitSquareProblem
 
 
-class Poisson(Problem):
+class Poisson(UnitSquareProblem):
     name = "poisson"
     summary = "2D Poisson -Lap u = f (or -div(a grad u) = f), random source, zero Dirichlet data"
     reference = "Wang et al. 2024, Sorting Krylov Recycling, ICLR, sec. 5 (Poisson family)"
     default_resolution = 101
-    min_resolution = 5
     input_channels = ("f",)
     output_channels = ("u",)
     params_spec = (
@@ -34,22 +34,13 @@ class Poisson(Problem):
         positive("tau", 3.0, "GRF inverse length scale"),
         nonnegative("sigma", 0.0, "GRF amplitude of f (0: tau^(alpha-1))"),
         positive("coef_scale", 1.0, "scale of log a (variable only)"),
-        Param("solver", "direct", "linear solver (oplab.solvers.linear)", choices=linear.METHODS),
-        positive("tol", 1e-10, "relative residual of iterative solvers"),
+        *SPD_SOLVER_PARAMS,
     )
 
     def __init__(self, resolution=None, **params):
         super().__init__(resolution, **params)
         # instance attribute: the variable-coefficient variant has two input channels
         self.input_channels = ("f", "a") if self.params["variable"] else ("f",)
-
-    def input_axes(self) -> list[Axis]:
-        n = self.resolution
-        return [Axis("x", n), Axis("y", n)]
-
-    @property
-    def solver_name(self) -> str:
-        return f"fd5-flux/{self.params['solver']}"
 
     def sample_inputs(self, rng: np.random.Generator) -> np.ndarray:
         p, n = self.params, self.resolution
