@@ -164,7 +164,7 @@ def test_stacked_branch_and_independent_trunks_are_separate_nets():
     """Stacked: branch net g is its own MLP; independent: channel c has its own trunk."""
     torch.manual_seed(1)
     n, p, c, h = 6, 3, 2, 5
-    m = DeepONet(n, 1, out_channels=c, branch_layers=[h], trunk_layers=[h], latent=p, stacked=True, multi_output="independent").double()
+    m = DeepONet(n, 1, out_channels=c, branch_layers=[h], trunk_layers=[h], latent=p, stacked=True, multi_output="independent", activation="tanh").double()
     with torch.no_grad():
         for q in m.parameters():
             q.add_(0.1 * torch.randn_like(q))

@@ -200,3 +200,28 @@ def test_cli_bad_inputs(darcy, tmp_path, capsys):
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res) == {"17", "33"} and res["33"]["samples"] == 48
+
+
+@pytest.mark.parametrize("model", ["deeponet", "pod_deeponet", "multionet"])
+def test_point_operators_train_through_the_same_loop(tmp_path, model):
+    data = tmp_path / "anti.h5"
+    generate(problems.create("antiderivative", resolution=40), 60, data, seed=0)
+    raw = {"data": {"train": str(data), "n_train": 50, "n_test": 10}, "model": {"name": model},
+           "train": {"epochs": 30, "batch_size": 10, "lr": 3e-3, "eval_every": 1}, "out": str(tmp_path / model)}
+    hist = run(tc.from_dict(raw), log=lambda s: None)["history"]
+    first, last = hist[0]["test"]["40"]["l2"], hist[-1]["test"]["40"]["l2"]
+    assert last < 0.6 * first and last < 0.5, (first, last)
+    op = oplab.load(tmp_path / model)
+    x = oplab.data.open(data)[55]["x"].numpy()
+    assert op(x).shape == (1, 40)
+    with pytest.raises(OplabError, match="training sensors"):
+        op(x[:, ::2])
+
+
+def test_grid_operator_refuses_data_that_changes_grid(tmp_path):
+    data = tmp_path / "dr.h5"
+    generate(problems.create("diffusion_reaction", resolution=12), 6, data, seed=0)
+    raw = {"data": {"train": str(data), "n_train": 4, "n_test": 2}, "model": {"name": "fno"},
+           "train": {"epochs": 1}, "out": str(tmp_path / "r")}
+    with pytest.raises(ParameterError, match="use a point operator"):
+        run(tc.from_dict(raw), log=lambda s: None)
