@@ -9,6 +9,7 @@ import time
 
 import h5py
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -149,14 +150,18 @@ def test_interrupted_generation_resumes_to_the_same_file(tmp_path):
 def test_kill_9_then_same_command_resumes(tmp_path):
     out = tmp_path / "killed.h5"
     cmd = [sys.executable, "-m", "oplab", "generate", "darcy", "--n", "60", "--resolution", "129",
-           "--seed", "2", "--out", str(out)]
+           "--seed", "2", "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "killed.h5.parts"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(parts.glob("chunk_*.npz"))) < 3:
         time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # the pool's workers die with their parent instead of computing on as orphans
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
     saved = len(list(parts.glob("chunk_*.npz")))
     assert not out.exists() and 3 <= saved < 60
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

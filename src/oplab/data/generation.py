@@ -66,9 +66,24 @@ def tune_allocator() -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """Linux: end this worker when the process that started it dies (``kill -9``
+    of ``oplab generate`` must not leave orphans computing chunks nobody saves)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def _init_worker() -> None:
     """Pool/Dask worker set-up: one thread per process (the pool is the parallelism)."""
     tune_allocator()
+    _die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     try:  # torch is only imported by problems that use it (navier_stokes)
