@@ -147,19 +147,28 @@ def test_interrupted_generation_resumes_to_the_same_file(tmp_path):
     assert sha(out) == sha(ref)
 
 
-def test_kill_9_then_same_command_resumes(tmp_path):
-    out = tmp_path / "killed.h5"
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_interrupted_command_resumes_with_the_same_command(tmp_path, how):
+    """kill -9 of the command, or Ctrl-C (SIGINT to its process group), with two
+    workers: no orphans, nothing presented as complete, and the same command
+    finishes the file identical to an uninterrupted run."""
+    out = tmp_path / "cut.h5"
     cmd = [sys.executable, "-m", "oplab", "generate", "darcy", "--n", "60", "--resolution", "129",
            "--seed", "2", "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parts = tmp_path / "killed.h5.parts"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    parts = tmp_path / "cut.h5.parts"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(parts.glob("chunk_*.npz"))) < 3:
         time.sleep(0.01)
     workers = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # the pool's workers die with their parent instead of computing on as orphans
+    if how == "kill -9":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and b"rerun the same command to resume" in err
+    # the pool's workers end with their parent instead of computing on as orphans
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
     saved = len(list(parts.glob("chunk_*.npz")))
@@ -167,7 +176,21 @@ def test_kill_9_then_same_command_resumes(tmp_path):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ref = generate(problems.create("darcy", resolution=129), 60, tmp_path / "ref.h5", seed=2)
     assert sha(out) == sha(ref)
-    assert not parts.exists()
+    assert not parts.exists() and not (tmp_path / "cut.h5.lock").exists()
+
+
+def test_two_commands_on_one_file_are_refused(tmp_path):
+    from oplab.data.generation import _Parts
+
+    out = tmp_path / "busy.h5"
+    holder = _Parts(out, {})
+    holder.lock()
+    try:
+        with pytest.raises(OplabError, match="another oplab generate is writing"):
+            generate(problems.create("darcy", resolution=9), 2, out)
+    finally:
+        holder.unlock()
+    generate(problems.create("darcy", resolution=9), 2, out)
 
 
 def test_existing_file_and_mismatched_parts(tmp_path, capsys):

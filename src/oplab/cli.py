@@ -313,27 +313,26 @@ def quickstart_cmd(
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    interrupted = "interrupted; rerun the same command to resume"
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except OplabError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted; rerun the same command to resume")
+        err_console.print(interrupted)
         return 130
-    except SystemExit as exc:  # pragma: no cover - typer exits
-        return exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            err_console.print("interrupted; rerun the same command to resume")
-            return 130
-        if isinstance(exc, click.ClickException):
+    except typer.Abort:
+        err_console.print(interrupted)
+        return 130
+    except Exception as exc:  # usage errors: click's ClickException, vendored or not by typer
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
+        err_console.print(interrupted)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

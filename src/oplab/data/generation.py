@@ -121,11 +121,29 @@ class _Parts:
     """The folder of finished chunks beside the output file."""
 
     def __init__(self, out: Path, spec: dict):
+        self.out = out
         self.dir = out.with_name(out.name + ".parts")
         self.spec = spec
 
     def path(self, chunk: int) -> Path:
         return self.dir / f"chunk_{chunk:06d}.npz"
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the parts folder (released by the OS even
+        after ``kill -9``): two commands writing one file are refused."""
+        import fcntl
+
+        self._lock = open(self.out.with_name(self.out.name + ".lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise OplabError(f"{self.out}: another oplab generate is writing this file now") from None
+
+    def unlock(self) -> None:
+        path = Path(self._lock.name)
+        self._lock.close()
+        path.unlink(missing_ok=True)
 
     def open(self, overwrite: bool) -> None:
         spec_file = self.dir / "spec.json"
@@ -261,6 +279,16 @@ def generate(
         raise OplabError(f"{out.parent}: output folder does not exist")
 
     parts = _Parts(out, spec)
+    parts.lock()
+    try:
+        _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts, spec)
+    finally:
+        parts.unlock()
+    return out
+
+
+def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts, spec) -> None:
+    """Compute the missing chunks into ``parts``, then assemble ``out`` (see module docstring)."""
     parts.open(overwrite)
     chunks = _chunks(n, problem.chunk_size)
     todo_ids = [c for c in range(len(chunks)) if not parts.done(c)]
@@ -291,7 +319,6 @@ def generate(
         raise
     os.replace(tmp, out)
     shutil.rmtree(parts.dir)
-    return out
 
 
 def _check_matches(out: Path, spec: dict) -> None:
