@@ -30,6 +30,7 @@ CASES = {
     "fno": {"name": "fno"},
     "tfno-tucker-0.1": {"name": "tfno", "factorization": "tucker", "rank": 0.1},
     "tfno-cp-0.1": {"name": "tfno", "factorization": "cp", "rank": 0.1},
+    "tfno-tucker-0.3": {"name": "tfno", "factorization": "tucker", "rank": 0.3},
 }
 
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data", type=Path, default=Path("/tmp/oplab-bench-darcy.h5"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/tfno.json"))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -53,7 +55,8 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=20, lr=1e-3, weight_decay=1e-4, scheduler="cosine",
                       loss="l2", eval_every=args.epochs, seed=0)
     rows = []
-    for label, spec in CASES.items():
+    for label in args.cases:
+        spec = CASES[label]
         torch.manual_seed(0)
         model = models.create(spec["name"], in_channels=1, out_channels=1, modes=[12, 12], width=32, n_layers=4,
                               **{k: v for k, v in spec.items() if k != "name"})
@@ -66,7 +69,7 @@ def main() -> None:
                      "train_seconds": total, "test_l2": final["l2"], "test_h1": final["h1"]})
         print(f"{label:<18}{model.n_params():>11,}{epoch_s:>9.2f}s/epoch  L2 {final['l2']:.4f}  H1 {final['h1']:.4f}",
               flush=True)
-    base = rows[0]
+    base = rows[0]  # the first case is the reference (fno by default)
     for row in rows:
         row["param_ratio"] = row["params"] / base["params"]
         row["l2_ratio"] = row["test_l2"] / base["test_l2"]
