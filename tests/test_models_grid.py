@@ -170,3 +170,12 @@ def test_argument_errors_name_the_argument():
         models.create("fno", in_channels=1, out_channels=1, modes=4)
     with pytest.raises(ParameterError, match="dim"):
         models.create("unet", in_channels=1, out_channels=1, dim=4)
+
+
+def test_model_classes_are_importable_from_the_package():
+    from oplab.models import FNO, TFNO, DeepONet, UNet  # noqa: F401
+    from oplab import models
+
+    assert models.get("fno") is FNO and models.get("deeponet") is DeepONet
+    with pytest.raises(AttributeError):
+        models.NoSuchModel

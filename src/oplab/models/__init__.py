@@ -77,4 +77,14 @@ def config_of(model: Operator) -> dict:
     return {"name": type(model).name, **model.config}
 
 
+def __getattr__(name: str):
+    """The model classes by class name: ``from oplab.models import FNO``."""
+    if not name.startswith("_"):
+        _load_all()
+        for cls in _REGISTRY.values():
+            if cls.__name__ == name:
+                return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["Operator", "available", "config_of", "create", "from_config", "get", "register"]
