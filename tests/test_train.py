@@ -68,6 +68,9 @@ def test_training_lowers_the_error_and_writes_the_run_folder(darcy, tmp_path):
     assert u.shape == (1, 33, 33) and isinstance(u, np.ndarray)
     assert op(open_data(darcy, resolution=17)[47]["x"]).shape == (1, 17, 17)
     assert op(a[None]).shape == (1, 1, 33, 33)
+    # without a "best" checkpoint the loader falls back to "last"
+    shutil.rmtree(out / "checkpoints" / "best")
+    assert np.array_equal(oplab.load(out)(a), oplab.load(out, checkpoint="last")(a))
 
 
 def test_resume_after_an_interruption_ends_with_the_same_weights(darcy, tmp_path):

@@ -42,7 +42,9 @@ class Predictor:
         in_shape, out_shape = self.data["train_input_shape"], self.data["train_output_shape"]
         self.bundle = Bundle(model, in_shape[0], out_shape[0])
         folder = self.run_dir / "checkpoints" / checkpoint
-        if not ckpt.locate(folder).exists():
+        try:
+            ckpt.locate(folder)
+        except DataFileError:  # no "best" yet (no evaluation before a stop): fall back to "last"
             folder = self.run_dir / "checkpoints" / "last"
         self.bundle.load_state_dict(ckpt.load_weights(folder))
         self.device = torch.device(device)
