@@ -52,7 +52,7 @@ os.environ.setdefault("DDE_BACKEND", "pytorch")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import Foreign, cpu_model  # noqa: E402
+from oplab.bench.machine import Foreign, cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -65,7 +65,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import Foreign, cpu_model  # noqa: E402
+from oplab.bench.machine import Foreign, cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "peer-data" / "neuralop"

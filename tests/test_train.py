@@ -228,3 +228,40 @@ def test_grid_operator_refuses_data_that_changes_grid(tmp_path):
            "train": {"epochs": 1}, "out": str(tmp_path / "r")}
     with pytest.raises(ParameterError, match="use a point operator"):
         run(tc.from_dict(raw), log=lambda s: None)
+
+
+def test_time_budget_fixes_the_epoch_count_after_epoch_0_and_resume_keeps_it(darcy, tmp_path):
+    out = tmp_path / "budget"
+    lines = []
+    # epoch 0 takes a fraction of a second: 0.0005 min (0.03 s) leaves room for no further epoch
+    result = run(cfg(darcy, out, epochs=50, budget_minutes=0.0005, scheduler="step", step_size=10),
+                 log=lines.append)
+    hist = result["history"]
+    assert hist[0]["budget_epochs"] == len(hist) < 50
+    assert "test" in hist[0]  # epoch 0 is always evaluated under a budget (its cost is measured)
+    assert any("time budget" in line for line in lines)
+    state = json.loads((out / "checkpoints/last/state.json").read_text())
+    assert state["epochs"] == len(hist) and state["step_size"] == max(1, round(10 * len(hist) / 50))
+    # a generous budget is capped by epochs
+    out2 = tmp_path / "capped"
+    hist2 = run(cfg(darcy, out2, epochs=3, budget_minutes=60), log=lambda s: None)["history"]
+    assert hist2[0]["budget_epochs"] == 3 and len(hist2) == 3
+    # resuming a budgeted run does not re-plan: it ends where the plan said
+    cut = tmp_path / "cut"
+
+    def crash_at_epoch_1(line):
+        if line.startswith("epoch    1"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(darcy, cut, epochs=4, budget_minutes=60), log=crash_at_epoch_1)
+    hist3 = resume_run(cut, log=lambda s: None)["history"]
+    assert len(hist3) == 4
+
+
+def test_progress_callback_counts_batches(darcy, tmp_path):
+    calls = []
+    run(cfg(darcy, tmp_path / "p", epochs=2), log=lambda s: None, progress=lambda d, t, s: calls.append((d, t, s)))
+    assert [d for d, _, _ in calls] == list(range(1, 11))  # 40 samples / batch 8 = 5 batches x 2 epochs
+    assert all(t == 10 for _, t, _ in calls)
+    assert calls[-1][2].startswith("epoch 0")  # the text describes the last finished epoch

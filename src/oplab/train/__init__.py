@@ -49,6 +49,12 @@ def _datasets(cfg: DataConfig):
         ds = open_dataset(test_path, res)
         label = str(res if res is not None else ds.output_grid[0].shape[0])
         tests[label] = load(ds, test_idx)
+    for path in cfg.test_files:
+        ds = open_dataset(path)
+        label = str(ds.output_grid[0].shape[0])
+        if label in tests:
+            label = f"{Path(path).stem}@{label}"
+        tests[label] = load(ds)
     return train_ds, train, tests
 
 
@@ -66,7 +72,7 @@ def _data_info(ds, train) -> dict:
     }
 
 
-def run(cfg: RunConfig, resume: bool = False, log=print) -> dict:
+def run(cfg: RunConfig, resume: bool = False, log=print, progress=None) -> dict:
     """Train as ``cfg`` says; returns the history and best test error."""
     from .. import models
     from ..models.presets import derive
@@ -82,7 +88,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict:
         _check_fresh(out)
     log(f"model {model_cfg['name']}: {model.n_params():,} parameters; "
         f"{len(train)} training samples at {list(train.x.shape[2:])}, test at {list(tests)}")
-    result = fit(model, train, tests, cfg.train, out, info, resume=resume, log=log)
+    result = fit(model, train, tests, cfg.train, out, info, resume=resume, log=log, progress=progress)
     if out is not None and int(__import__("os").environ.get("RANK", "0")) == 0:
         write_plots(out, result["bundle"], tests[next(iter(tests))], result["history"], info, cfg.train.plot_samples)
     return result
@@ -93,7 +99,7 @@ def _check_fresh(out: Path) -> None:
         raise OplabError(f"{out}: already holds a run; use --resume {out} to continue it, or another --out")
 
 
-def resume_run(out: str | Path, epochs: int | None = None, log=print) -> dict:
+def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None) -> dict:
     """Continue the run in folder ``out`` from its last checkpoint."""
     out = Path(out)
     path = out / "config.json"
@@ -110,7 +116,7 @@ def resume_run(out: str | Path, epochs: int | None = None, log=print) -> dict:
     if epochs is not None:
         train["epochs"] = epochs
     cfg = RunConfig(data=DataConfig(**data), model=saved["model"], train=TrainConfig(**train), out=str(out))
-    return run(cfg, resume=True, log=log)
+    return run(cfg, resume=True, log=log, progress=progress)
 
 
 def train(model, data, test=None, out=None, n_train=None, n_test=None, log=print, **train_kwargs) -> dict:
@@ -137,7 +143,7 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, log=print
     info = {"model": config_of(model),
             "data": {"train": str(ds.path), "test": str(test_ds.path), "n_train": len(train_idx),
                      "n_test": len(tests[next(iter(tests))]), "resolution": ds.resolution,
-                     "test_resolutions": [], **_data_info(ds, train_data)}}
+                     "test_resolutions": [], "test_files": [], **_data_info(ds, train_data)}}
     result = fit(model, train_data, tests, cfg, Path(out) if out else None, info, log=log)
     if out is not None:
         from .plots import write_plots

@@ -25,11 +25,17 @@ class DataConfig:
     resolution: int | None = None
     #: further test resolutions, strided from the test file (zero-shot super-/sub-resolution)
     test_resolutions: list = field(default_factory=list)
+    #: further test files, each evaluated whole at its own resolution (e.g. a finer set for
+    #: zero-shot super-resolution); reported under its resolution, or ``STEM@RES`` if that is taken
+    test_files: list = field(default_factory=list)
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 100
+    #: wall-clock budget in minutes (0 = off): after epoch 0 (always evaluated then) the epoch count
+    #: becomes what fits, at most ``epochs``, and schedules stretch to it; recorded so resume keeps it
+    budget_minutes: float = 0.0
     batch_size: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -58,7 +64,7 @@ class TrainConfig:
         for key in ("lr",):
             if not getattr(self, key) > 0:
                 raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
-        for key in ("weight_decay", "grad_clip"):
+        for key in ("weight_decay", "grad_clip", "budget_minutes"):
             if getattr(self, key) < 0:
                 raise ParameterError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
 

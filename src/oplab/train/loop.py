@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -115,10 +116,37 @@ def evaluate(bundle: Bundle, data: GridData, batch_size: int = 50, device=None) 
     return {"l2": l2 / len(data), "h1": h1 / len(data)}
 
 
+def inference_seconds_per_sample(bundle, data, batch: int = 50, repeats: int = 5) -> float:
+    """Median time of the trained predictor (normalise, model, de-normalise) on a batch, per sample."""
+    device = next(bundle.parameters()).device
+    x = data.x[:batch].to(device)
+    coords = tuple(c.to(device) for c in data.out_coords)
+    bundle.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tic = time.perf_counter()
+            bundle(x, coords)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - tic)
+    return statistics.median(times) / x.shape[0]
+
+
 def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None = None,
-        info: dict | None = None, resume: bool = False, log=print) -> dict:
+        info: dict | None = None, resume: bool = False, log=print, progress=None) -> dict:
     """Train ``model`` (see module docstring). ``tests`` maps a label (the
-    resolution) to GridData; the first one chooses the best checkpoint."""
+    resolution) to GridData; the first one chooses the best checkpoint.
+
+    ``progress(done, total, text)``, if given, is called after every batch
+    with batches done and planned (the plan changes once under a time budget).
+    """
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg)  # a time budget rewrites cfg.epochs
     device = resolve_device(cfg.device)
     env = _Dist(device)
     device = env.device
@@ -148,6 +176,9 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
         optimizer.load_state_dict(ckpt.optimizer_from_flat(tensors, state["optimizer"]))
         torch.set_rng_state(tensors["rng.torch"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+        if cfg.budget_minutes > 0:  # keep the epoch count (and step size) the budget chose
+            cfg.epochs = state.get("epochs", cfg.epochs)
+            cfg.step_size = state.get("step_size", cfg.step_size)
         history = _read_metrics(out, start_epoch)
         if env.main:
             log(f"resuming {out} at epoch {start_epoch}")
@@ -167,7 +198,11 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
 
     coords = tuple(c.to(device) for c in train.out_coords)
     n = len(train)
-    for epoch in range(start_epoch, cfg.epochs):
+    n_batches = math.ceil(n / cfg.batch_size)
+    clock = time.perf_counter()
+    text = ""
+    epoch = start_epoch
+    while epoch < cfg.epochs:
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -192,11 +227,24 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
+            if progress is not None and env.main:
+                progress(epoch * n_batches + k + 1, cfg.epochs * n_batches, text)
         record = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1),
                   "epoch_seconds": time.perf_counter() - tic}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        budgeting = cfg.budget_minutes > 0 and epoch == 0
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or budgeting:
+            tic = time.perf_counter()
             record["test"] = {label: evaluate(bundle, data, device=device) for label, data in tests.items()}
+            record["eval_seconds"] = time.perf_counter() - tic
+        if budgeting:
+            planned, cfg.epochs = cfg.epochs, _epochs_in_budget(cfg, record, time.perf_counter() - clock, env)
+            cfg.step_size = max(1, round(cfg.step_size * cfg.epochs / planned))  # a step schedule shrinks with it
+            record["budget_epochs"] = cfg.epochs
+            if env.main:
+                log(f"time budget {cfg.budget_minutes:g} min: {cfg.epochs} epochs")
         history.append(record)
+        text = f"epoch {epoch}  train {record['train_loss']:.4f}" + "".join(
+            f"  test@{k} {m['l2']:.4f}" for k, m in record.get("test", {}).items())
         improved = "test" in record and tests and record["test"][next(iter(tests))]["l2"] < best
         if improved:
             best = record["test"][next(iter(tests))]["l2"]
@@ -211,9 +259,23 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
                 opt_tensors, opt_struct = ckpt.optimizer_to_flat(optimizer)
                 ckpt.save(out / "checkpoints" / "last", weights,
                           {**opt_tensors, "rng.torch": torch.get_rng_state()},
-                          {"epoch": epoch, "best": best, "optimizer": opt_struct})
+                          {"epoch": epoch, "best": best, "optimizer": opt_struct,
+                           "epochs": cfg.epochs, "step_size": cfg.step_size})
+        epoch += 1
     env.barrier()
     return {"history": history, "best_l2": best, "bundle": bundle}
+
+
+def _epochs_in_budget(cfg: TrainConfig, first: dict, elapsed: float, env: _Dist) -> int:
+    """Epochs that fit in the budget, measured on epoch 0 (training plus its share of evaluation)."""
+    per_epoch = first["epoch_seconds"] + first.get("eval_seconds", 0.0) / cfg.eval_every
+    fit_in = 1 + int(max(cfg.budget_minutes * 60.0 - elapsed, 0.0) / per_epoch)
+    epochs = max(1, min(cfg.epochs, fit_in))
+    if env.world > 1:  # every rank must run the same number of epochs: take rank 0's
+        t = torch.tensor([epochs], dtype=torch.int64, device=env.device)
+        dist.broadcast(t, 0)
+        epochs = int(t.item())
+    return epochs
 
 
 def _line(record: dict) -> str:

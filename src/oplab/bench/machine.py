@@ -1,4 +1,4 @@
-"""Helpers for the peer benchmarks: the CPU model, and how busy the rest of the machine was.
+"""The machine a benchmark ran on, and how busy the rest of it was.
 
 ``Foreign`` measures, over a block, the CPU time (in cores) used by everything on the machine
 except this process: system-wide busy time from ``/proc/stat`` minus this process's own CPU
@@ -51,3 +51,18 @@ class Foreign:
             own = time.process_time() - self._own
             self.cores = max(0.0, (busy - self._busy - own) / wall)
         return False
+
+
+def describe(device: str = "cpu") -> dict:
+    """What a benchmark record says about where it ran: CPU, cores, GPU, software versions."""
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "oplab": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

@@ -1,0 +1,301 @@
+"""Benchmark suites: lists of (data set, model, training) cases run the same way and reported side by side.
+
+A suite is data: ``oplab/bench/suites/NAME.yaml`` (``smoke``, ``cpu``, ``paper``)
+or any YAML file of the same shape::
+
+    name: cpu
+    description: ...
+    datasets:                      # generated once into DIR/data/KEY.h5 (resumable)
+      darcy64: {problem: darcy, resolution: 64, n: 1200, seed: 0, params: {}}
+    cases:
+      - name: darcy64-fno
+        dataset: darcy64           # training data (the test samples are its last n_test)
+        n_train: 1000
+        n_test: 200
+        resolution: null           # train at this stride of the stored grid
+        test_resolutions: [32]     # further strides of the test samples
+        test_datasets: [darcy128]  # further data sets, tested whole (zero-shot super-resolution)
+        model: {name: fno, modes: [12, 12], width: 32}
+        train: {epochs: 100, budget_minutes: 6, batch_size: 10}
+        published: {l2: 0.0108, resolution: 85, source: "Li et al. 2021 (FNO), Table 4"}
+        peer: {library: neuraloperator, model: {...}, train: {...}}   # optional
+
+``run_suite`` generates the data sets, runs every case in its own process
+(so peak memory is the case's own, and a crash loses one case), and writes
+``DIR/report.md`` and ``DIR/report.json``. Each case keeps its run folder
+``DIR/cases/NAME/run`` (config, metrics, checkpoints, figures) and its
+``result.json``; rerunning the same command skips finished cases and
+resumes an interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import OplabError, ParameterError
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+_DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
+_CASE_KEYS = {"name", "dataset", "n_train", "n_test", "resolution", "test_resolutions", "test_datasets",
+              "model", "train", "published", "peer", "note"}
+
+
+@dataclass
+class Case:
+    name: str
+    dataset: str
+    model: dict
+    train: dict = field(default_factory=dict)
+    n_train: int | None = None
+    n_test: int | None = None
+    resolution: int | None = None
+    test_resolutions: list = field(default_factory=list)
+    test_datasets: list = field(default_factory=list)
+    published: dict | None = None
+    peer: dict | None = None
+    note: str = ""
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    datasets: dict
+    cases: list
+    source: str = ""
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A packaged suite by name, or a suite YAML file; validated (unknown keys are errors)."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SUITES_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ParameterError(f"unknown suite {str(name_or_path)!r}; available: {', '.join(available())} "
+                                 f"(or a path to a suite YAML file)")
+    if not path.exists():
+        raise ParameterError(f"{path}: no such suite file")
+    raw = yaml.safe_load(path.read_text()) or {}
+    where = str(path)
+    unknown = set(raw) - {"name", "description", "datasets", "cases"}
+    if unknown:
+        raise ParameterError(f"{where}: unknown key(s) {sorted(unknown)}; valid: name, description, datasets, cases")
+    datasets = raw.get("datasets") or {}
+    from .. import problems
+
+    for key, spec in datasets.items():
+        bad = set(spec) - _DATASET_KEYS
+        if bad or "problem" not in spec or "n" not in spec:
+            raise ParameterError(f"{where}: datasets.{key}: needs problem and n; unknown {sorted(bad)}; "
+                                 f"valid: {sorted(_DATASET_KEYS)}")
+        problems.get(spec["problem"])
+    cases = []
+    for i, c in enumerate(raw.get("cases") or []):
+        label = f"{where}: cases[{i}] ({c.get('name', '?')})"
+        bad = set(c) - _CASE_KEYS
+        if bad:
+            raise ParameterError(f"{label}: unknown key(s) {sorted(bad)}; valid: {sorted(_CASE_KEYS)}")
+        for k in ("name", "dataset", "model"):
+            if k not in c:
+                raise ParameterError(f"{label}: {k!r} is required")
+        for k in [c["dataset"], *c.get("test_datasets", [])]:
+            if k not in datasets:
+                raise ParameterError(f"{label}: data set {k!r} is not in datasets ({', '.join(datasets)})")
+        model = {"name": c["model"]} if isinstance(c["model"], str) else dict(c["model"])
+        case = Case(**{**c, "model": model})
+        from ..train.config import TrainConfig, _section
+
+        _section(TrainConfig, case.train, f"{label}: train")  # a typo fails now, not after hours of work
+        if case.peer is not None and case.peer.get("library") not in ("neuraloperator", "deepxde"):
+            raise ParameterError(f"{label}: peer.library must be neuraloperator or deepxde")
+        cases.append(case)
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise ParameterError(f"{where}: case names must be unique")
+    return Suite(name=raw.get("name", path.stem), description=raw.get("description", ""),
+                 datasets=datasets, cases=cases, source=str(path))
+
+
+def dataset_path(data_dir: Path, key: str) -> Path:
+    return data_dir / f"{key}.h5"
+
+
+def make_datasets(suite: Suite, data_dir: Path, keys=None, workers: int = 2, log=print) -> dict:
+    """Generate the suite's data sets (each resumable; an existing matching file is kept)."""
+    from .. import problems
+    from ..data.generation import generate
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for key in keys or suite.datasets:
+        spec = suite.datasets[key]
+        path = dataset_path(data_dir, key)
+        prob = problems.create(spec["problem"], spec.get("resolution"), **(spec.get("params") or {}))
+        if not path.exists():
+            log(f"generating {key}: {spec['problem']} x{spec['n']} at {prob.resolution}")
+        tic = time.perf_counter()
+        generate(prob, spec["n"], path, seed=spec.get("seed", 0), workers=workers, resume=True)
+        seconds[key] = time.perf_counter() - tic
+    return seconds
+
+
+def peer_python(explicit: str | None = None) -> str | None:
+    """The peers' interpreter: ``explicit``, ``$OPLAB_PEER_PYTHON``, or ``benchmarks/.venv-peers`` of a checkout."""
+    for cand in (explicit, os.environ.get("OPLAB_PEER_PYTHON")):
+        if cand:
+            if not Path(cand).exists():
+                raise ParameterError(f"peer python {cand}: no such file")
+            return cand
+    guess = Path.cwd() / "benchmarks" / ".venv-peers" / "bin" / "python"
+    return str(guess) if guess.exists() else None
+
+
+def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float | None = None,
+              data_dir: str | Path | None = None, workers: int = 2, peers: str | None = "auto",
+              only: list | None = None, log=print) -> dict:
+    """Run ``suite`` into folder ``out``; returns the report (also written to ``out``).
+
+    ``budget`` (minutes) replaces every case's training time budget; ``peers``
+    is the peers' python (``"auto"``: :func:`peer_python`; None: no peers).
+    """
+    from .machine import describe
+    from .report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir else out / "data"
+    cases = [c for c in suite.cases if not only or c.name in only]
+    if only and len(cases) != len(set(only)):
+        missing = sorted(set(only) - {c.name for c in cases})
+        raise ParameterError(f"suite {suite.name}: no case(s) {missing}; cases: {[c.name for c in suite.cases]}")
+    keys = sorted({k for c in cases for k in [c.dataset, *c.test_datasets]})
+    make_datasets(suite, data_dir, keys, workers=workers, log=log)
+    py = peer_python() if peers == "auto" else peers
+    results = []
+    for case in cases:
+        case_dir = out / "cases" / case.name
+        results.append(run_case(case, case_dir, data_dir, suite.datasets, device, budget, log=log))
+        if case.peer is not None:
+            if py is None:
+                results[-1]["peer"] = {"skipped": "no peer python (bash benchmarks/setup_peers.sh, or --peer-python)"}
+            else:
+                results[-1]["peer"] = run_peer(case, case_dir, data_dir, device, budget, py,
+                                               oplab_epochs=results[-1].get("epochs"), log=log)
+    report = {"suite": suite.name, "description": suite.description, "source": suite.source,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe(device),
+              "command": " ".join(["oplab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("oplab") else "",
+              "datasets": suite.datasets, "cases": results}
+    write_report(report, out)
+    return report
+
+
+def _case_config(case: Case, data_dir: Path, device: str, budget: float | None, run_dir: Path) -> dict:
+    train = {**case.train, "device": device}
+    if budget is not None:
+        train["budget_minutes"] = float(budget)
+    return {
+        "data": {"train": str(dataset_path(data_dir, case.dataset)), "n_train": case.n_train, "n_test": case.n_test,
+                 "resolution": case.resolution, "test_resolutions": list(case.test_resolutions),
+                 "test_files": [str(dataset_path(data_dir, k)) for k in case.test_datasets]},
+        "model": case.model, "train": train, "out": str(run_dir),
+    }
+
+
+def run_case(case: Case, case_dir: Path, data_dir: Path, datasets: dict, device: str = "cpu",
+             budget: float | None = None, log=print) -> dict:
+    """Run one case in a child process (``python -m oplab.bench.case``); reuse its result if present."""
+    result_path = case_dir / "result.json"
+    if result_path.exists():
+        log(f"[{case.name}] done before: {result_path}")
+        return json.loads(result_path.read_text())
+    case_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _case_config(case, data_dir, device, budget, case_dir / "run")
+    spec = {"case": case.__dict__, "config": cfg, "dataset": datasets[case.dataset]}
+    (case_dir / "case.json").write_text(json.dumps(spec, indent=1))
+    log(f"[{case.name}] {case.model.get('name')} on {case.dataset}")
+    proc = subprocess.run([sys.executable, "-m", "oplab.bench.case", str(case_dir)])
+    if proc.returncode != 0 or not result_path.exists():
+        if proc.returncode in (130, -2):
+            raise KeyboardInterrupt
+        log(f"[{case.name}] failed (exit {proc.returncode}); see above. Rerun the suite to retry it.")
+        return {"name": case.name, "case": case.__dict__, "failed": f"exit code {proc.returncode}"}
+    return json.loads(result_path.read_text())
+
+
+def run_peer(case: Case, case_dir: Path, data_dir: Path, device: str, budget: float | None, python: str,
+             oplab_epochs: int | None = None, log=print) -> dict:
+    """Run the case's peer library in its own interpreter on the same data (see ``peer_driver.py``).
+
+    ``peer.train`` overrides the case's training settings; ``epochs: same``
+    takes the epoch count oplab's run ended with (equal iterations)."""
+    peer_dir = case_dir / "peer"
+    result_path = peer_dir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    peer_dir.mkdir(parents=True, exist_ok=True)
+    train = {**case.train, **(case.peer.get("train") or {})}
+    if train.get("epochs") == "same":
+        if not oplab_epochs:
+            return {"library": case.peer["library"], "skipped": "peer epochs 'same' but oplab's run failed"}
+        train["epochs"], train["budget_minutes"] = oplab_epochs, 0.0
+    elif budget is not None:
+        train["budget_minutes"] = float(budget)
+    spec = {"library": case.peer["library"], "model": case.peer.get("model") or {}, "train": train,
+            "train_file": str(dataset_path(data_dir, case.dataset)), "n_train": case.n_train,
+            "n_test": case.n_test, "resolution": case.resolution,
+            "test_files": [str(dataset_path(data_dir, k)) for k in case.test_datasets],
+            "device": device, "out": str(result_path)}
+    (peer_dir / "spec.json").write_text(json.dumps(spec, indent=1))
+    log(f"[{case.name}] peer {spec['library']} ({python})")
+    driver = Path(__file__).with_name("peer_driver.py")
+    proc = subprocess.run([python, str(driver), str(peer_dir / "spec.json")])
+    if proc.returncode != 0 or not result_path.exists():
+        return {"library": spec["library"], "failed": f"exit code {proc.returncode}"}
+    result = json.loads(result_path.read_text())
+    result["test"] = _peer_errors(spec, peer_dir)
+    tmp = peer_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+    return result
+
+
+def _peer_errors(spec: dict, peer_dir: Path) -> dict:
+    """The peer's saved predictions scored by oplab's metric, labelled as oplab labels its test sets."""
+    import numpy as np
+    import torch
+
+    from .. import losses
+    from ..data.dataset import open_dataset
+    from ..train.data import load
+
+    ds = open_dataset(spec["train_file"], spec.get("resolution"))
+    n_test = spec.get("n_test") or max(1, len(ds) // 5)
+    sets = [load(ds, list(range(len(ds) - n_test, len(ds))))]
+    labels = [str(ds.output_grid[0].shape[0])]
+    for path in spec["test_files"]:
+        t = open_dataset(path)
+        sets.append(load(t))
+        label = str(t.output_grid[0].shape[0])
+        labels.append(label if label not in labels else f"{Path(path).stem}@{label}")
+    out = {}
+    for i, (label, data) in enumerate(zip(labels, sets)):
+        pred = torch.from_numpy(np.load(peer_dir / f"pred_{i}.npy")).reshape(data.y.shape)
+        out[label] = {k: float(fn(pred, data.y, data.out_coords, data.periodic))
+                      for k, fn in (("l2", losses.relative_l2), ("h1", losses.relative_h1))}
+    return out
+
+
+__all__ = ["Case", "Suite", "available", "load_suite", "make_datasets", "run_case", "run_suite"]

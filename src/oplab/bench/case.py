@@ -1,0 +1,95 @@
+"""One benchmark case, run in its own process: ``python -m oplab.bench.case CASE_DIR``.
+
+Reads ``CASE_DIR/case.json`` (written by :func:`oplab.bench.run_case`), trains
+(or resumes ``CASE_DIR/run`` after an interruption), measures, and writes
+``CASE_DIR/result.json`` atomically; a case without ``result.json`` is not done.
+
+Measured: parameters; time per epoch (median of the epochs' training loops,
+evaluation excluded) and total training time; the test errors of the final
+model (relative L2 and H1, mean over the test samples, per test set); the
+inference time per sample (the full predictor on a batch of the first test
+set, median of 5 timed calls after a warm-up); the peak memory (the
+process's maximum resident set on the CPU, which includes torch itself, or
+``torch.cuda.max_memory_allocated`` on a GPU); how busy the rest of the
+machine was (``foreign_cores``: other programs' mean CPU use while training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(case_dir: str) -> int:
+    from ..train import resume_run, run
+    from ..train.config import from_dict
+    from ..train.data import load
+    from ..train.loop import inference_seconds_per_sample
+    from ..data.dataset import open_dataset
+    from .machine import Foreign
+
+    case_dir = Path(case_dir)
+    spec = json.loads((case_dir / "case.json").read_text())
+    cfg = from_dict(spec["config"])
+    run_dir = Path(cfg.out)
+    name = spec["case"]["name"]
+    log = lambda text: print(f"[{name}] {text}", flush=True)  # noqa: E731
+    device = cfg.train.device
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with Foreign() as foreign:
+        if (run_dir / "checkpoints" / "last").exists():
+            result = resume_run(run_dir, log=log)
+        else:
+            if run_dir.exists():  # started but no epoch checkpointed: start over
+                import shutil
+
+                shutil.rmtree(run_dir)
+            result = run(cfg, log=log)
+    history = result["history"]
+    bundle = result["bundle"]
+    final = next(r for r in reversed(history) if "test" in r)
+    first_label = next(iter(final["test"]))
+    ds = open_dataset(cfg.data.train, cfg.data.resolution)
+    test = load(ds, list(range(len(ds) - min(len(ds), 50), len(ds))))
+    infer = inference_seconds_per_sample(bundle, test)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak_kind = "cuda max allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_kind = "max RSS"
+    epoch_s = [r["epoch_seconds"] for r in history]
+    info = json.loads((run_dir / "config.json").read_text())
+    record = {
+        "name": name, "case": spec["case"], "dataset": spec["dataset"],
+        "model": info["model"], "train": info["train"],
+        "params": sum(p.numel() for p in bundle.model.parameters()),
+        "epochs": len(history), "epoch_seconds": statistics.median(epoch_s),
+        "train_seconds": sum(epoch_s) + sum(r.get("eval_seconds", 0.0) for r in history),
+        "test": final["test"], "best_l2": result["best_l2"], "test_label": first_label,
+        "inference_seconds_per_sample": infer, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
+        "foreign_cores": foreign.cores, "seed": cfg.train.seed, "run_dir": str(run_dir),
+        "figures": {k: str(run_dir / f"{k}.png") for k in ("predictions", "loss") if (run_dir / f"{k}.png").exists()},
+        "curve": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
+                   **({"test_l2": r["test"][first_label]["l2"]} if "test" in r else {})} for r in history],
+    }
+    tmp = case_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, case_dir / "result.json")
+    log(f"done: L2 " + ", ".join(f"{k} {m['l2']:.4f}" for k, m in final["test"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1]))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,123 @@
+"""``report.md`` and ``report.json`` of a benchmark suite: one table per problem."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def _fmt(v, spec=".4f"):
+    return "—" if v is None else format(v, spec)
+
+
+def _labels(rows: list[dict]) -> list[str]:
+    labels = []
+    for r in rows:
+        for label in (r.get("test") or {}):
+            if label not in labels:
+                labels.append(label)
+    return labels
+
+
+def _published(case: dict):
+    pub = case.get("published") or {}
+    return pub.get("l2"), str(pub.get("resolution", "")), pub.get("source", "")
+
+
+def _peer_row(peer: dict) -> dict:
+    return {"name": f"↳ peer: {peer.get('library')} {peer.get('version', '')}".rstrip(), "test": peer.get("test"),
+            "params": peer.get("params"), "epochs": peer.get("epochs"), "epoch_seconds": peer.get("epoch_seconds"),
+            "train_seconds": peer.get("train_seconds"), "peak_memory_mib": peer.get("peak_memory_mib"),
+            "inference_seconds_per_sample": peer.get("inference_seconds_per_sample"), "model": peer.get("model")}
+
+
+def render(report: dict, out: Path) -> str:
+    m = report["machine"]
+    lines = [f"# oplab benchmark report: suite `{report['suite']}`", "",
+             report.get("description", "").strip(), "",
+             f"- date: {report['date']}",
+             f"- machine: {m.get('cpu')}, {m.get('cores')} cores, torch threads {m.get('torch_threads')}"
+             + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; device `{m.get('device')}`",
+             f"- software: oplab {m.get('oplab')}, torch {m.get('torch')}, numpy {m.get('numpy')}, "
+             f"python {m.get('python')}",
+             f"- suite file: `{report.get('source')}`"]
+    if report.get("command"):
+        lines.append(f"- command: `{report['command']}`")
+    lines += ["", "Errors are relative L2 of the final model on the test samples (mean over samples), per test "
+              "resolution; time per epoch is the median training loop of an epoch (evaluation excluded); "
+              "peak memory is the case process's maximum RSS on the CPU (torch included) or CUDA's max "
+              "allocated; inference is per sample on a batch of 50. A peer row (↳) ran the same data in its "
+              "own library and environment in the same suite run; its ratio column is oplab ÷ peer.", ""]
+    by_problem: dict[str, list] = {}
+    for r in report["cases"]:
+        problem = (r.get("dataset") or {}).get("problem") or r.get("case", {}).get("dataset", "?")
+        by_problem.setdefault(problem, []).append(r)
+    for problem, rows in by_problem.items():
+        lines += [f"## {problem}", ""]
+        ok = [r for r in rows if "failed" not in r]
+        peer_rows = [r["peer"] for r in ok if isinstance(r.get("peer"), dict) and "test" in r["peer"]]
+        labels = _labels(ok + peer_rows)
+        head = ["case", "model", "params", "epochs", "s/epoch", "train s", "peak MiB", "infer ms/sample",
+                *[f"L2@{k}" for k in labels], "published (res)", "ours/published"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            if "failed" in r:
+                lines.append(f"| {r['name']} | failed: {r['failed']} |")
+                continue
+            pub, pub_res, _ = _published(r["case"])
+            ours = (r["test"].get(pub_res) or {}).get("l2") if pub is not None else None
+            lines.append(_row(r, labels, pub, pub_res, ours))
+            peer = r.get("peer")
+            if isinstance(peer, dict) and "test" in peer:
+                lines.append(_row(_peer_row(peer), labels, None, "", None))
+                ratio = []
+                if peer.get("epoch_seconds"):
+                    ratio.append(f"time per epoch {r['epoch_seconds'] / peer['epoch_seconds']:.2f}x")
+                for k in labels:
+                    a, b = (r["test"].get(k) or {}).get("l2"), (peer["test"].get(k) or {}).get("l2")
+                    if a is not None and b:
+                        ratio.append(f"L2@{k} {a / b:.2f}x")
+                if ratio:
+                    lines.append(f"| | oplab ÷ {peer['library']}: {', '.join(ratio)} |")
+            elif isinstance(peer, dict):
+                lines.append(f"| ↳ peer {peer.get('library', '')} | not run: {peer.get('skipped') or peer.get('failed')} |")
+        lines.append("")
+        for r in ok:
+            notes = []
+            model = {k: v for k, v in (r.get("model") or {}).items()}
+            notes.append(f"model `{json.dumps(model)}`")
+            t = r.get("train") or {}
+            notes.append(f"training: {t.get('optimizer')} lr {t.get('lr')} {t.get('scheduler')}, batch {t.get('batch_size')}, "
+                         f"loss {t.get('loss')}, seed {r.get('seed')}"
+                         + (f", budget {t.get('budget_minutes')} min" if t.get("budget_minutes") else ""))
+            pub, pub_res, src = _published(r["case"])
+            if pub is not None:
+                notes.append(f"published {pub} at {pub_res}: {src}")
+            if r.get("foreign_cores") is not None and r["foreign_cores"] > 0.25:
+                notes.append(f"other programs used {r['foreign_cores']:.2f} cores meanwhile: timings are not clean")
+            if r["case"].get("note"):
+                notes.append(r["case"]["note"])
+            figs = " ".join(f"[{k}]({os.path.relpath(v, out)})" for k, v in (r.get("figures") or {}).items())
+            lines.append(f"- **{r['name']}**: " + "; ".join(notes) + (f". Figures: {figs}" if figs else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _row(r: dict, labels: list, pub, pub_res: str, ours) -> str:
+    model = (r.get("model") or {}).get("name", r.get("model") if isinstance(r.get("model"), str) else "")
+    cells = [r["name"], str(model), _fmt(r.get("params"), ","), _fmt(r.get("epochs"), "d"),
+             _fmt(r.get("epoch_seconds"), ".2f"), _fmt(r.get("train_seconds"), ".0f"),
+             _fmt(r.get("peak_memory_mib"), ".0f"),
+             _fmt(None if r.get("inference_seconds_per_sample") is None else r["inference_seconds_per_sample"] * 1e3, ".3f")]
+    cells += [_fmt(((r.get("test") or {}).get(k) or {}).get("l2")) for k in labels]
+    cells += [f"{pub} ({pub_res})" if pub is not None else "", f"{ours / pub:.2f}x" if ours and pub else ""]
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_report(report: dict, out: Path) -> None:
+    out = Path(out)
+    for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", render(report, out))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
