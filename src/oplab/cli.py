@@ -97,6 +97,7 @@ def generate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid points per axis (default: the problem's)."),
     seed: int = typer.Option(0, "--seed", help="Seed; sample i depends on (problem, parameters, seed, i) only."),
     param: List[str] = typer.Option([], "--param", help="Problem parameter key=value (repeatable)."),
+    solver: Optional[str] = typer.Option(None, "--solver", help="Linear solver of elliptic problems: direct | amg | skr (= --param solver=...)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (or Dask workers with --scheduler local)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster."),
     resume: bool = typer.Option(False, "--resume", help="Keep an existing complete file with the same settings."),
@@ -108,6 +109,10 @@ def generate_cmd(
     from .data.generation import generate, tune_allocator
 
     cls = problems.get(problem)
+    if solver is not None:
+        if "solver" not in {p.name for p in cls.params_spec}:
+            raise ParameterError(f"{cls.name} has no choice of linear solver (--solver is for darcy, poisson, helmholtz)")
+        param = [*param, f"solver={solver}"]
     tune_allocator()
     prob = cls(resolution, **parse_params(cls, param))
     start = time.perf_counter()
@@ -342,7 +347,7 @@ def quickstart_cmd(
         zero = "" if label == str(summary["train_resolution"]) else " (zero-shot)"
         table.add_row(f"{label}x{label}{zero}", f"{m['l2']:.4f}", f"{m['h1']:.4f}",
                       f"{m['inference_seconds_per_sample'] * 1e3:.2f} ms", f"{m['solver_seconds_per_sample'] * 1e3:.1f} ms",
-                      f"{m['speedup']:.0f}x")
+                      f"{m['speedup']:.2g}x")
     console.print(table)
     console.print(f"data generated in {summary['generation_seconds']:.0f} s; figures: {summary['figures']['predictions']} "
                   f"(input, truth, prediction, error) and {summary['figures']['loss']}; numbers: {out / 'summary.json'}")

@@ -190,7 +190,8 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
         results.append(run_case(case, case_dir, data_dir, suite.datasets, device, budget, log=log))
         if case.peer is not None:
             if py is None:
-                results[-1]["peer"] = {"skipped": "no peer python (bash benchmarks/setup_peers.sh, or --peer-python)"}
+                results[-1]["peer"] = {"library": case.peer["library"],
+                                       "skipped": "no peer python (bash benchmarks/setup_peers.sh, or --peer-python)"}
             else:
                 results[-1]["peer"] = run_peer(case, case_dir, data_dir, device, budget, py,
                                                oplab_epochs=results[-1].get("epochs"), log=log)

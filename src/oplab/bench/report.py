@@ -29,7 +29,11 @@ def _peer_row(peer: dict) -> dict:
     return {"name": f"↳ peer: {peer.get('library')} {peer.get('version', '')}".rstrip(), "test": peer.get("test"),
             "params": peer.get("params"), "epochs": peer.get("epochs"), "epoch_seconds": peer.get("epoch_seconds"),
             "train_seconds": peer.get("train_seconds"), "peak_memory_mib": peer.get("peak_memory_mib"),
-            "inference_seconds_per_sample": peer.get("inference_seconds_per_sample"), "model": peer.get("model")}
+            "inference_seconds_per_sample": peer.get("inference_seconds_per_sample"),
+            "model": {"name": _PEER_MODELS.get(peer.get("library"), ""), **(peer.get("model") or {})}}
+
+
+_PEER_MODELS = {"neuraloperator": "FNO", "deepxde": "DeepONetCartesianProd"}
 
 
 def render(report: dict, out: Path) -> str:
@@ -107,7 +111,7 @@ def render(report: dict, out: Path) -> str:
 def _row(r: dict, labels: list, pub, pub_res: str, ours) -> str:
     model = (r.get("model") or {}).get("name", r.get("model") if isinstance(r.get("model"), str) else "")
     cells = [r["name"], str(model), _fmt(r.get("params"), ","), _fmt(r.get("epochs"), "d"),
-             _fmt(r.get("epoch_seconds"), ".2f"), _fmt(r.get("train_seconds"), ".0f"),
+             _fmt(r.get("epoch_seconds"), ".3g"), _fmt(r.get("train_seconds"), ".0f"),
              _fmt(r.get("peak_memory_mib"), ".0f"),
              _fmt(None if r.get("inference_seconds_per_sample") is None else r["inference_seconds_per_sample"] * 1e3, ".3f")]
     cells += [_fmt(((r.get("test") or {}).get(k) or {}).get("l2")) for k in labels]

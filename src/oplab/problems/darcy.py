@@ -60,7 +60,5 @@ class Darcy(UnitSquareProblem):
             a = np.where(mu >= 0.0, p["contrast_high"], p["contrast_low"])
         return a[None]  # [1, n, n]
 
-    def solve(self, inputs: np.ndarray) -> np.ndarray:
-        p = self.params
-        u = fd.solve_dirichlet(inputs[0], p["forcing"], method=p["solver"], tol=p["tol"])
-        return u[None]  # [1, n, n]
+    def pde(self, inputs: np.ndarray) -> dict:
+        return {"a": inputs[0], "f": self.params["forcing"]}

@@ -26,7 +26,7 @@ import numpy as np
 from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
 from .base import Param, nonnegative, positive
-from .elliptic import UnitSquareProblem
+from .elliptic import INDEFINITE_SOLVER_PARAMS, UnitSquareProblem
 
 
 class Helmholtz(UnitSquareProblem):
@@ -41,7 +41,7 @@ class Helmholtz(UnitSquareProblem):
         nonnegative("amplitude", 0.1, "log-amplitude of the wave-number variation"),
         positive("alpha", 2.0, "GRF smoothness"),
         positive("tau", 3.0, "GRF inverse length scale"),
-        Param("solver", "direct", "linear solver", choices=("direct", "direct-colamd")),
+        *INDEFINITE_SOLVER_PARAMS,
     )
 
     def boundary_data(self) -> np.ndarray:
@@ -55,9 +55,6 @@ class Helmholtz(UnitSquareProblem):
         mu = cosine_grf(rng, self.resolution, dim=2, alpha=p["alpha"], tau=p["tau"])
         return (p["wavenumber"] * np.exp(p["amplitude"] * mu))[None]  # [1, n, n]
 
-    def solve(self, inputs: np.ndarray) -> np.ndarray:
+    def pde(self, inputs: np.ndarray) -> dict:
         k = inputs[0]
-        u = fd.solve_dirichlet(
-            np.ones_like(k), 0.0, g=self.boundary_data(), shift=-(k**2), method=self.params["solver"]
-        )
-        return u[None]
+        return {"a": np.ones_like(k), "f": 0.0, "g": self.boundary_data(), "shift": -(k**2)}

@@ -51,7 +51,6 @@ class Poisson(UnitSquareProblem):
         a = np.exp(p["coef_scale"] * cosine_grf(rng, n, **grf))
         return np.stack([f, a])  # [2, n, n]
 
-    def solve(self, inputs: np.ndarray) -> np.ndarray:
-        p = self.params
-        a = inputs[1] if p["variable"] else np.ones_like(inputs[0])
-        return fd.solve_dirichlet(a, inputs[0], method=p["solver"], tol=p["tol"])[None]
+    def pde(self, inputs: np.ndarray) -> dict:
+        a = inputs[1] if self.params["variable"] else np.ones_like(inputs[0])
+        return {"a": a, "f": inputs[0]}
