@@ -33,8 +33,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    #: wall-clock budget in minutes (0 = off): after epoch 0 (always evaluated then) the epoch count
-    #: becomes what fits, at most ``epochs``, and schedules stretch to it; recorded so resume keeps it
+    #: wall-clock budget in minutes (0 = off): after epoch 0 (always evaluated then) and again after
+    #: epoch 2 the epoch count becomes what fits, at most ``epochs``, and schedules stretch to it;
+    #: recorded in the checkpoint so a resumed run keeps it
     budget_minutes: float = 0.0
     batch_size: int = 20
     lr: float = 1e-3

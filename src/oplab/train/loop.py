@@ -142,11 +142,12 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
     resolution) to GridData; the first one chooses the best checkpoint.
 
     ``progress(done, total, text)``, if given, is called after every batch
-    with batches done and planned (the plan changes once under a time budget).
+    with batches done and planned (the plan changes under a time budget).
     """
     import dataclasses
 
     cfg = dataclasses.replace(cfg)  # a time budget rewrites cfg.epochs
+    cap, step0 = cfg.epochs, cfg.step_size
     device = resolve_device(cfg.device)
     env = _Dist(device)
     device = env.device
@@ -231,14 +232,20 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
                 progress(epoch * n_batches + k + 1, cfg.epochs * n_batches, text)
         record = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1),
                   "epoch_seconds": time.perf_counter() - tic}
-        budgeting = cfg.budget_minutes > 0 and epoch == 0
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or budgeting:
+        # a time budget plans the epoch count after epoch 0 (always evaluated, to time it) and
+        # again after epoch 2 (epoch 0 carries warm-up costs): the rest must fit what is left
+        budgeting = cfg.budget_minutes > 0 and epoch == 0 or (cfg.budget_minutes > 0 and epoch == 2 < cfg.epochs - 1)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or (budgeting and epoch == 0):
             tic = time.perf_counter()
             record["test"] = {label: evaluate(bundle, data, device=device) for label, data in tests.items()}
             record["eval_seconds"] = time.perf_counter() - tic
         if budgeting:
-            planned, cfg.epochs = cfg.epochs, _epochs_in_budget(cfg, record, time.perf_counter() - clock, env)
-            cfg.step_size = max(1, round(cfg.step_size * cfg.epochs / planned))  # a step schedule shrinks with it
+            seen_epochs = history[1:] + [record] if epoch else [record]
+            per_epoch = min(r["epoch_seconds"] for r in seen_epochs)
+            eval_s = (history[0] if epoch else record).get("eval_seconds", 0.0)
+            cfg.epochs = _epochs_in_budget(cfg, per_epoch + eval_s / cfg.eval_every, time.perf_counter() - clock,
+                                           epoch + 1, cap, env)
+            cfg.step_size = max(1, round(step0 * cfg.epochs / cap))  # a step schedule shrinks with it
             record["budget_epochs"] = cfg.epochs
             if env.main:
                 log(f"time budget {cfg.budget_minutes:g} min: {cfg.epochs} epochs")
@@ -266,11 +273,11 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
     return {"history": history, "best_l2": best, "bundle": bundle}
 
 
-def _epochs_in_budget(cfg: TrainConfig, first: dict, elapsed: float, env: _Dist) -> int:
-    """Epochs that fit in the budget, measured on epoch 0 (training plus its share of evaluation)."""
-    per_epoch = first["epoch_seconds"] + first.get("eval_seconds", 0.0) / cfg.eval_every
-    fit_in = 1 + int(max(cfg.budget_minutes * 60.0 - elapsed, 0.0) / per_epoch)
-    epochs = max(1, min(cfg.epochs, fit_in))
+def _epochs_in_budget(cfg: TrainConfig, per_epoch: float, elapsed: float, done: int, cap: int, env: _Dist) -> int:
+    """Epochs in all: the ``done`` ones plus those of ``per_epoch`` seconds (training plus its
+    share of evaluation) that fit in what is left of the budget; at least ``done``, at most ``cap``."""
+    fit_in = done + int(max(cfg.budget_minutes * 60.0 - elapsed, 0.0) / max(per_epoch, 1e-9))
+    epochs = max(done, 1, min(cap, fit_in))
     if env.world > 1:  # every rank must run the same number of epochs: take rank 0's
         t = torch.tensor([epochs], dtype=torch.int64, device=env.device)
         dist.broadcast(t, 0)
