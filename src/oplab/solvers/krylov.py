@@ -118,7 +118,7 @@ class GCRODR:
             Q, R = np.linalg.qr(AU)
             keep = np.abs(np.diag(R)) > 1e-12 * np.abs(np.diag(R)).max()
             if keep.all():
-                C, U = Q, sla.solve_triangular(R, self.U.T, trans="T", lower=False).T  # U R^-1
+                C, U = Q, self.U @ sla.solve_triangular(R, np.eye(R.shape[0]))  # U R^-1
                 coef = C.T @ r
                 y += U @ coef
                 r -= C @ coef
@@ -129,7 +129,7 @@ class GCRODR:
                 P = self._harmonic_ritz_gmres(Hbar[: steps + 1, :steps])
                 Q, R = np.linalg.qr(Hbar[: steps + 1, :steps] @ P)
                 C = V[: steps + 1].T @ Q
-                U = sla.solve_triangular(R, (V[:steps].T @ P).T, trans="T", lower=False).T
+                U = (V[:steps].T @ P) @ sla.solve_triangular(R, np.eye(R.shape[0]))
         while np.linalg.norm(r) > target and info.iterations < self.maxiter:
             if C is None:  # a cycle too short to yield a recycle space: restart plain GMRES
                 y, r, V, Hbar, steps = self._cycle(op, r, y, None, None, self.m, target, info)
@@ -137,7 +137,7 @@ class GCRODR:
                     P = self._harmonic_ritz_gmres(Hbar[: steps + 1, :steps])
                     Q, R = np.linalg.qr(Hbar[: steps + 1, :steps] @ P)
                     C = V[: steps + 1].T @ Q
-                    U = sla.solve_triangular(R, (V[:steps].T @ P).T, trans="T", lower=False).T
+                    U = (V[:steps].T @ P) @ sla.solve_triangular(R, np.eye(R.shape[0]))
                 continue
             y, r, V, Hbar, steps, B = self._cycle(op, r, y, C, U, self.m - self.k, target, info)
             if steps == 0:
@@ -167,15 +167,20 @@ class GCRODR:
         steps = 0
         for j in range(steps_max):
             w = op(V[j])
-            if C is not None:
-                for _ in range(2):  # classical Gram-Schmidt, twice (CGS2): orthogonal to working precision
-                    c = C.T @ w
+            # classical Gram-Schmidt against C and V, repeated only when it cancelled most of w
+            # ("twice is enough", Kahan-Parlett criterion): orthogonal to working precision at
+            # about half the memory traffic of always doing it twice
+            for _ in range(2):
+                before = np.linalg.norm(w)
+                if C is not None:
+                    c = w @ C
                     w -= C @ c
                     B[:, j] += c
-            for _ in range(2):
                 h = V[: j + 1] @ w
                 w -= h @ V[: j + 1]
                 H[: j + 1, j] += h
+                if np.linalg.norm(w) > 0.7 * before:
+                    break
             H[j + 1, j] = np.linalg.norm(w)
             if H[j + 1, j] > 0:
                 V[j + 1] = w / H[j + 1, j]
@@ -235,8 +240,6 @@ class GCRODR:
         G[:k, :k] = np.diag(d)  # A Ut = C diag(d)
         G[:k, k:] = B
         G[k:, k:] = Hbar
-        W = np.column_stack([C, V.T])  # [n, k + j + 1]
-        Vh = np.column_stack([Ut, V[:j].T])  # [n, k + j]
         WtV = np.zeros((k + j + 1, k + j))
         WtV[:k, :k] = C.T @ Ut
         WtV[k:, :k] = V @ Ut
@@ -245,7 +248,11 @@ class GCRODR:
         vals = np.where(np.isfinite(vals), vals, np.inf)
         P = self._smallest(vals, vecs)
         Q, R = np.linalg.qr(G @ P)
-        return W @ Q, sla.solve_triangular(R, (Vh @ P).T, trans="T", lower=False).T
+        Rinv = sla.solve_triangular(R, np.eye(R.shape[0]))
+        # C = [C, V^T] Q and U = [Ut, V_j^T] P R^-1, without forming the n x (k + j) blocks
+        C_new = C @ Q[:k] + V.T @ Q[k:]
+        U_new = (Ut @ P[:k] + V[:j].T @ P[k:]) @ Rinv
+        return C_new, U_new
 
 
 def gmres(A: sp.spmatrix, b: np.ndarray, tol: float = 1e-8, restart: int = 40, maxiter: int = 5000,
