@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
 from .base import Param, nonnegative, positive
 from .elliptic import SPD_SOLVER_PARAMS, UnitSquareProblem
@@ -62,3 +61,7 @@ class Darcy(UnitSquareProblem):
 
     def pde(self, inputs: np.ndarray) -> dict:
         return {"a": inputs[0], "f": self.params["forcing"]}
+
+    def torch_pde(self, x):
+        """:meth:`pde` for a torch batch ``[B, 1, n, n]`` (the physics residual loss)."""
+        return {"a": x[:, 0], "f": self.params["forcing"]}

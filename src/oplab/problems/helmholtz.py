@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
 from .base import Param, nonnegative, positive
 from .elliptic import INDEFINITE_SOLVER_PARAMS, UnitSquareProblem
@@ -58,3 +57,11 @@ class Helmholtz(UnitSquareProblem):
     def pde(self, inputs: np.ndarray) -> dict:
         k = inputs[0]
         return {"a": np.ones_like(k), "f": 0.0, "g": self.boundary_data(), "shift": -(k**2)}
+
+    def torch_pde(self, x):
+        """:meth:`pde` for a torch batch ``[B, 1, n, n]`` (the physics residual loss)."""
+        import torch
+
+        k = x[:, 0]
+        g = torch.as_tensor(self.boundary_data(), dtype=x.dtype, device=x.device)
+        return {"a": torch.ones_like(k), "f": 0.0, "g": g, "shift": -(k**2)}

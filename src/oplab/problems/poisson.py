@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solvers import fd
 from ..solvers.random_fields import cosine_grf
 from .base import Param, nonnegative, positive
 from .elliptic import SPD_SOLVER_PARAMS, UnitSquareProblem
@@ -54,3 +53,9 @@ class Poisson(UnitSquareProblem):
     def pde(self, inputs: np.ndarray) -> dict:
         a = inputs[1] if self.params["variable"] else np.ones_like(inputs[0])
         return {"a": a, "f": inputs[0]}
+
+    def torch_pde(self, x):
+        """:meth:`pde` for a torch batch ``[B, C, n, n]`` (the physics residual loss)."""
+        import torch
+
+        return {"a": x[:, 1] if self.params["variable"] else torch.ones_like(x[:, 0]), "f": x[:, 0]}

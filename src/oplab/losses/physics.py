@@ -1,0 +1,85 @@
+"""Physics residual losses: the problem's own discretisation, applied to a prediction.
+
+A problem that supports them has ``torch_pde(x)`` (elliptic problems on the unit
+square) or ``residual(pred, x)`` (its own); :func:`residual_loss` dispatches.
+
+Elliptic problems (Darcy, Poisson, Helmholtz): the five-point flux-form
+operator of :mod:`oplab.solvers.fd`, written in torch for a batch,
+
+    r = A u - b   on the interior nodes,
+
+with ``u``'s boundary values replaced by the Dirichlet data ``g`` (so the interior
+residual is that of the discrete problem whatever the network says on the
+boundary), and per sample
+
+    loss = ||r||^2 / ||b||^2  +  bc_weight * ||u_boundary - g||^2 / ||u_interior||^2
+
+(the second denominator detached): the squared relative residual of the
+discretised PDE, LordNet's data-free objective (mean squared residual), made
+scale-free so one weight works for every problem and resolution; the second
+term makes the network's own boundary values right. On the reference
+solver's solution the first term is zero to the solver's round-off.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def elliptic_operator(u: torch.Tensor, a: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``-div(a grad u) + shift u`` on the interior nodes of ``n x n`` node grids: ``[B, n, n] -> [B, n-2, n-2]``
+    (the flux form of :func:`oplab.solvers.fd.diffusion_matrix`: face coefficients are node means)."""
+    n = u.shape[-1]
+    inv_h2 = float((n - 1) ** 2)
+    ax = 0.5 * (a[:, 1:, :] + a[:, :-1, :])  # faces (i+1/2, j)
+    ay = 0.5 * (a[:, :, 1:] + a[:, :, :-1])  # faces (i, j+1/2)
+    east, west = ax[:, 1:, 1:-1], ax[:, :-1, 1:-1]
+    north, south = ay[:, 1:-1, 1:], ay[:, 1:-1, :-1]
+    c = u[:, 1:-1, 1:-1]
+    out = (east * (c - u[:, 2:, 1:-1]) + west * (c - u[:, :-2, 1:-1])
+           + north * (c - u[:, 1:-1, 2:]) + south * (c - u[:, 1:-1, :-2])) * inv_h2
+    if shift is not None:
+        out = out + shift[:, 1:-1, 1:-1] * c
+    return out
+
+
+def _boundary_mask(n: int, device) -> torch.Tensor:
+    m = torch.ones(n, n, dtype=torch.bool, device=device)
+    m[1:-1, 1:-1] = False
+    return m
+
+
+def elliptic_residual(u: torch.Tensor, pde: dict, bc_weight: float = 1.0) -> torch.Tensor:
+    """Per-sample loss (module docstring) of ``u [B, n, n]`` for ``pde = {a, f, g, shift}``
+    (``a [B, n, n]``; ``f`` a tensor ``[B, n, n]`` or a number; ``g [n, n]``, ``[B, n, n]`` or None)."""
+    B, n = u.shape[0], u.shape[-1]
+    a = pde["a"]
+    g = pde.get("g")
+    g = torch.zeros_like(u) if g is None else torch.as_tensor(g, dtype=u.dtype, device=u.device).expand_as(u)
+    mask = _boundary_mask(n, u.device)
+    u_bc = torch.where(mask, g, u)
+    f = pde.get("f", 0.0)
+    f = torch.as_tensor(f, dtype=u.dtype, device=u.device).expand(B, n, n)[:, 1:-1, 1:-1]
+    shift = pde.get("shift")
+    r = elliptic_operator(u_bc, a, shift) - f
+    b = f - elliptic_operator(torch.where(mask, g, torch.zeros_like(u)), a, shift)  # f + boundary data moved across
+    loss = r.square().flatten(1).sum(1) / b.square().flatten(1).sum(1).clamp_min(1e-30)
+    if bc_weight:
+        edge = (u - g)[:, mask].square().sum(1)
+        scale = u[:, 1:-1, 1:-1].detach().square().flatten(1).mean(1) * mask.sum() + 1e-12
+        loss = loss + bc_weight * edge / scale
+    return loss
+
+
+def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of ``problem``'s residual loss for predictions ``pred`` of inputs ``x``."""
+    from ..errors import ParameterError
+
+    if hasattr(problem, "residual"):
+        return problem.residual(pred, x).mean()
+    if hasattr(problem, "torch_pde"):
+        if pred.shape[1] != 1:
+            raise ParameterError(f"{problem.name}: the residual loss takes one output channel, got {pred.shape[1]}")
+        return elliptic_residual(pred[:, 0], problem.torch_pde(x), bc_weight).mean()
+    raise ParameterError(f"problem {problem.name!r} has no physics residual loss (available for darcy, poisson, "
+                         f"helmholtz, and burgers with trajectory=true)")

@@ -1,0 +1,85 @@
+"""Physics residual losses: zero (to discretisation error) on the reference solver's solution,
+clearly non-zero on a perturbed field, differentiable, resolution-consistent; training from the
+residual alone lowers the error against the solver."""
+
+import numpy as np
+import pytest
+import torch
+
+from oplab import problems
+from oplab.losses.physics import elliptic_operator, residual_loss
+from oplab.problems.base import rng_for
+from oplab.solvers import fd
+
+
+def batch(name, n, count=3, **params):
+    p = problems.create(name, n, **params)
+    x, y = p.generate(range(count), seed=0)
+    return p, torch.from_numpy(x), torch.from_numpy(y)
+
+
+def test_torch_operator_equals_the_sparse_matrix():
+    rng = np.random.default_rng(0)
+    a, u, s = rng.uniform(1, 3, (9, 9)), rng.normal(size=(9, 9)), rng.normal(size=(9, 9))
+    u[0], u[-1], u[:, 0], u[:, -1] = 0, 0, 0, 0
+    A = fd.diffusion_matrix(a, s)
+    ref = (A @ u[1:-1, 1:-1].ravel()).reshape(7, 7)
+    got = elliptic_operator(torch.from_numpy(u)[None], torch.from_numpy(a)[None], torch.from_numpy(s)[None])[0]
+    assert np.allclose(got.numpy(), ref, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,params", [("darcy", {}), ("poisson", {}), ("poisson", {"variable": True}),
+                                         ("helmholtz", {})])
+def test_elliptic_residual_vanishes_on_the_solver_solution(name, params):
+    p, x, y = batch(name, 33, **params)
+    x, y = x.double(), y.double()
+    exact = residual_loss(p, y, x).item()
+    assert exact < 1e-18, exact
+    rng = torch.Generator().manual_seed(0)
+    bumped = y + 0.01 * y.abs().max() * torch.randn(y.shape, generator=rng, dtype=y.dtype)
+    assert residual_loss(p, bumped, x).item() > 1e-4
+    if name != "helmholtz":  # zero Dirichlet data: 5% too large everywhere is a 5% residual, squared
+        assert residual_loss(p, y * 1.05, x).item() == pytest.approx(0.05**2, rel=1e-6)
+
+
+def test_boundary_term_sees_wrong_boundary_values():
+    p, x, y = batch("darcy", 17)
+    y = y.double()
+    moved = y.clone()
+    moved[:, :, 0, :] += 0.1 * y.abs().max()
+    assert residual_loss(p, moved, x.double()).item() > 5e-3  # about (10% x sqrt(17 / 64))^2
+    assert residual_loss(p, moved, x.double(), bc_weight=0.0).item() < 1e-18  # the interior ignores it
+
+
+def test_residual_is_differentiable_and_resolution_consistent():
+    p, x, y = batch("darcy", 65)
+    u = (1.1 * y.double()).requires_grad_()
+    loss = residual_loss(p, u, x.double())
+    loss.backward()
+    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+    assert loss.item() == pytest.approx(0.01, rel=1e-6)
+    # the same field on a coarser grid means about the same residual: the fine Poisson solution,
+    # restricted, nearly solves the coarse discrete problem (smooth data: O(h^2) truncation error)
+    pf, xf, yf = batch("poisson", 65)
+    pc = problems.create("poisson", 33)
+    fine = residual_loss(pf, yf.double(), xf.double()).item()
+    restricted = residual_loss(pc, yf[..., ::2, ::2].double(), xf[..., ::2, ::2].double()).item()
+    assert fine < 1e-18 and restricted < 1e-3, restricted
+
+
+def test_burgers_trajectory_residual():
+    p, x, y = batch("burgers", 128, count=2, trajectory=True, n_times=50)
+    pred = y[:, :, 0].double()
+    exact = residual_loss(p, pred, x.double()).item()
+    assert exact < 1e-4, exact
+    # the time step's error: half the step, a quarter of the (squared, relative) residual
+    p2, x2, y2 = batch("burgers", 128, count=2, trajectory=True, n_times=100)
+    finer = residual_loss(p2, y2[:, :, 0].double(), x2.double()).item()
+    assert 3.0 < exact / finer < 5.5, (exact, finer)
+    wrong = pred.roll(1, dims=1)  # the trajectory shifted by one time step
+    assert residual_loss(p, wrong, x.double()).item() > 100 * exact
+    one_shot = problems.create("burgers", 64)
+    with pytest.raises(Exception, match="trajectory"):
+        residual_loss(one_shot, pred[:, :1, :64], x[..., :64].double())
+    with pytest.raises(Exception, match="no physics residual"):
+        residual_loss(problems.create("antiderivative", 20), pred, x)
