@@ -160,6 +160,8 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device"),
+    physics_only: bool = typer.Option(False, "--physics-only", help="Train from the inputs alone with the problem's residual loss (no solution is read)."),
+    physics_weight: Optional[float] = typer.Option(None, "--physics-weight", help="Add the physics residual loss with this weight (PINO-style with data)."),
     set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (e.g. model.width=64)."),
 ):
     """Train an operator; writes config, metrics, checkpoints and figures to the run folder."""
@@ -173,7 +175,8 @@ def train_cmd(
     flags = {
         "data": {"train": data and str(data), "test": test and str(test), "n_train": n_train, "n_test": n_test,
                  "resolution": resolution, "test_resolutions": list(test_resolution) or None},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                  "physics_only": physics_only or None, "physics_weight": physics_weight},
     }
     for section, values in flags.items():
         for key, value in values.items():

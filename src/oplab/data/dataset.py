@@ -94,11 +94,21 @@ class H5Dataset(Dataset):
         y = f["outputs"][(index, *time_axes, slice(None), *self._out_slices)]
         return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(np.ascontiguousarray(y)), "index": index}
 
-    def arrays(self, indices=None) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and outputs of ``indices`` (default all) as numpy arrays, strided."""
+    def arrays(self, indices=None, outputs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and outputs of ``indices`` (default all) as numpy arrays, strided.
+
+        ``outputs=False`` reads only the inputs; the outputs come back as NaN of their shape."""
         idx = range(len(self)) if indices is None else indices
-        items = [self[i] for i in idx]
-        return (np.stack([it["x"].numpy() for it in items]), np.stack([it["y"].numpy() for it in items]))
+        if outputs:
+            items = [self[i] for i in idx]
+            return (np.stack([it["x"].numpy() for it in items]), np.stack([it["y"].numpy() for it in items]))
+        f = self._h5()
+        n = len(self)
+        x = np.stack([f["inputs"][(int(i) % n, slice(None), *self._in_slices)] for i in idx])
+        full = f["outputs"].shape[1:]  # [T,] C, *S: shape arithmetic only, no solution is read
+        lead = len(full) - len(self._out_slices)
+        shape = (*full[:lead], *(len(range(*sl.indices(m))) for sl, m in zip(self._out_slices, full[lead:])))
+        return x, np.full((len(x), *shape), np.nan, dtype=np.float32)
 
     def split(self, n_train: int | None = None, n_test: int | None = None, shuffle_seed: int | None = None) -> tuple[Subset, Subset]:
         """Deterministic train/test split.

@@ -19,6 +19,17 @@ discretised PDE, LordNet's data-free objective (mean squared residual), made
 scale-free so one weight works for every problem and resolution; the second
 term makes the network's own boundary values right. On the reference
 solver's solution the first term is zero to the solver's round-off.
+
+``norm="preconditioned"`` (the default for training) measures the residual
+after one solve with the constant-coefficient Dirichlet Laplacian ``L`` (by
+type-I discrete sine transforms, O(n^2 log n)):
+``||L^-1 (A u - b)||^2 / ||L^-1 b||^2``. Since ``L^-1 A`` is close to
+``a`` times the identity, this is about the squared relative L2 error of
+``u`` itself, with a condition number near the coefficient contrast instead
+of ``(n^2)^2``: measured on Darcy 17x17, an FNO trained on the plain residual
+stalled at relative L2 ~1 (the loss is dominated by the highest frequencies),
+the preconditioned one learned the solution. ``norm="residual"`` is the plain
+(LordNet) form.
 """
 
 from __future__ import annotations
@@ -43,13 +54,38 @@ def elliptic_operator(u: torch.Tensor, a: torch.Tensor, shift: torch.Tensor | No
     return out
 
 
+def _dst1(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Type-I discrete sine transform along ``dim`` (unnormalised: applying it twice gives ``(m + 1) / 2`` x)."""
+    x = x.movedim(dim, -1)
+    m = x.shape[-1]
+    zero = torch.zeros(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)
+    ext = torch.cat([zero, x, zero, -x.flip(-1)], dim=-1)  # odd extension, length 2 (m + 1)
+    out = -torch.fft.rfft(ext, dim=-1).imag[..., 1 : m + 1] / 2
+    return out.movedim(-1, dim)
+
+
+def laplacian_solve(r: torch.Tensor) -> torch.Tensor:
+    """``L^-1 r`` for the five-point Dirichlet Laplacian ``L = -Lap_h`` on ``[B, m, m]`` interior grids (h = 1/(m+1))."""
+    m = r.shape[-1]
+    k = torch.arange(1, m + 1, dtype=r.dtype, device=r.device)
+    lam1 = 4 * (m + 1) ** 2 * torch.sin(k * torch.pi / (2 * (m + 1))).square()
+    lam = lam1[:, None] + lam1[None, :]
+    coef = _dst1(_dst1(r, -1), -2) / lam
+    return _dst1(_dst1(coef, -1), -2) * (2.0 / (m + 1)) ** 2
+
+
 def _boundary_mask(n: int, device) -> torch.Tensor:
     m = torch.ones(n, n, dtype=torch.bool, device=device)
     m[1:-1, 1:-1] = False
     return m
 
 
-def elliptic_residual(u: torch.Tensor, pde: dict, bc_weight: float = 1.0) -> torch.Tensor:
+def pde_scale(a: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean coefficient: ``u ~ L^-1 b / mean(a)``."""
+    return a.flatten(1).mean(1)
+
+
+def elliptic_residual(u: torch.Tensor, pde: dict, bc_weight: float = 1.0, norm: str = "residual") -> torch.Tensor:
     """Per-sample loss (module docstring) of ``u [B, n, n]`` for ``pde = {a, f, g, shift}``
     (``a [B, n, n]``; ``f`` a tensor ``[B, n, n]`` or a number; ``g [n, n]``, ``[B, n, n]`` or None)."""
     B, n = u.shape[0], u.shape[-1]
@@ -63,15 +99,21 @@ def elliptic_residual(u: torch.Tensor, pde: dict, bc_weight: float = 1.0) -> tor
     shift = pde.get("shift")
     r = elliptic_operator(u_bc, a, shift) - f
     b = f - elliptic_operator(torch.where(mask, g, torch.zeros_like(u)), a, shift)  # f + boundary data moved across
+    pb = laplacian_solve(b)  # a data-only scale of the solution (u = L^-1 b when a = 1)
+    if norm == "preconditioned":
+        r, b = laplacian_solve(r), pb
+    elif norm != "residual":
+        raise ValueError(f"unknown residual norm {norm!r}; expected residual or preconditioned")
     loss = r.square().flatten(1).sum(1) / b.square().flatten(1).sum(1).clamp_min(1e-30)
     if bc_weight:
-        edge = (u - g)[:, mask].square().sum(1)
-        scale = u[:, 1:-1, 1:-1].detach().square().flatten(1).mean(1) * mask.sum() + 1e-12
+        edge = (u - g)[:, mask].square().mean(1)
+        scale = pb.square().flatten(1).mean(1).clamp_min(1e-30) / pde_scale(a).square()
         loss = loss + bc_weight * edge / scale
     return loss
 
 
-def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float = 1.0) -> torch.Tensor:
+def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float = 1.0,
+                  norm: str = "residual") -> torch.Tensor:
     """Mean over the batch of ``problem``'s residual loss for predictions ``pred`` of inputs ``x``."""
     from ..errors import ParameterError
 
@@ -80,6 +122,6 @@ def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float
     if hasattr(problem, "torch_pde"):
         if pred.shape[1] != 1:
             raise ParameterError(f"{problem.name}: the residual loss takes one output channel, got {pred.shape[1]}")
-        return elliptic_residual(pred[:, 0], problem.torch_pde(x), bc_weight).mean()
+        return elliptic_residual(pred[:, 0], problem.torch_pde(x), bc_weight, norm).mean()
     raise ParameterError(f"problem {problem.name!r} has no physics residual loss (available for darcy, poisson, "
                          f"helmholtz, and burgers with trajectory=true)")

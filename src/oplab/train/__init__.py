@@ -21,8 +21,8 @@ from .config import DataConfig, RunConfig, TrainConfig
 from .loop import fit
 
 
-def _datasets(cfg: DataConfig):
-    """Training GridData and test GridData per resolution label."""
+def _datasets(cfg: DataConfig, outputs: bool = True):
+    """Training GridData (without its solutions if not ``outputs``) and test GridData per resolution label."""
     from ..data.dataset import open_dataset
     from .data import load
 
@@ -42,7 +42,7 @@ def _datasets(cfg: DataConfig):
         test_path = cfg.train
         tr, te = train_ds.split(cfg.n_train, cfg.n_test)
         train_idx, test_idx = list(tr.indices), list(te.indices)
-    train = load(train_ds, train_idx)
+    train = load(train_ds, train_idx, outputs=outputs)
     resolutions = [cfg.resolution] + [r for r in cfg.test_resolutions if r != cfg.resolution]
     tests = {}
     for res in resolutions:
@@ -79,7 +79,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None) -> dict:
     from .plots import write_plots
 
     out = Path(cfg.out) if cfg.out else None
-    train_ds, train, tests = _datasets(cfg.data)
+    train_ds, train, tests = _datasets(cfg.data, outputs=not cfg.train.physics_only)
     model_cfg = derive(cfg.model, train.x.shape, train.y.shape, train.out_coords, train.periodic)
     torch.manual_seed(cfg.train.seed)
     model = models.from_config(model_cfg)
@@ -136,7 +136,7 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, log=print
     else:
         test_ds = test if isinstance(test, H5Dataset) else open_dataset(test)
         test_idx, train_idx = None, list(range(n_train or len(ds)))
-    train_data = load(ds, train_idx)
+    train_data = load(ds, train_idx, outputs=not cfg.physics_only)
     tests = {str(train_data.x.shape[-1]): load(test_ds, test_idx)}
     from ..models import config_of
 

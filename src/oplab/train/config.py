@@ -46,6 +46,13 @@ class TrainConfig:
     gamma: float = 0.5  # step schedule: decay factor
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature)
+    #: physics residual loss of the data set's problem (oplab.losses.physics) with this weight; 0 = off
+    physics_weight: float = 0.0
+    data_weight: float = 1.0  # weight of the data loss when both are on (PINO-style)
+    bc_weight: float = 1.0  # weight of the boundary term inside the elliptic residual loss
+    physics_norm: str = "preconditioned"  # preconditioned | residual (plain, LordNet): see oplab.losses.physics
+    #: train from the inputs alone: the training outputs are never read (physics_weight 0 means 1)
+    physics_only: bool = False
     eval_every: int = 10  # evaluate on the test resolutions every K epochs (and at the end)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -55,7 +62,8 @@ class TrainConfig:
     plot_samples: int = 3
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1")}
+        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1"),
+                   "physics_norm": ("preconditioned", "residual")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")
@@ -65,9 +73,11 @@ class TrainConfig:
         for key in ("lr",):
             if not getattr(self, key) > 0:
                 raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
-        for key in ("weight_decay", "grad_clip", "budget_minutes"):
+        for key in ("weight_decay", "grad_clip", "budget_minutes", "physics_weight", "data_weight", "bc_weight"):
             if getattr(self, key) < 0:
                 raise ParameterError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.physics_only and self.physics_weight == 0:
+            self.physics_weight = 1.0
 
 
 @dataclass

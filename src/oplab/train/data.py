@@ -30,11 +30,15 @@ class GridData:
         return self.x.shape[0]
 
 
-def load(ds: H5Dataset, indices=None) -> GridData:
-    """Read samples ``indices`` (default all) of ``ds`` into float32 tensors."""
-    x, y = ds.arrays(indices)
+def load(ds: H5Dataset, indices=None, outputs: bool = True) -> GridData:
+    """Read samples ``indices`` (default all) of ``ds`` into float32 tensors.
+
+    With ``outputs=False`` the solutions are not read (physics-only training):
+    ``y`` is NaN of the right shape, so any use of it shows up as a NaN loss.
+    """
+    x, y = ds.arrays(indices, outputs=outputs)
     name = str(ds.path)
-    for label, arr in (("inputs", x), ("outputs", y)):
+    for label, arr in (("inputs", x), ("outputs", y))[: 2 if outputs else 1]:
         bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
         if bad.any():
             idx = list(indices) if indices is not None else list(range(len(ds)))

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__, losses
+from ..losses.physics import residual_loss
 from ..data.normalize import ChannelNormalizer
 from ..errors import OplabError
 from . import checkpoint as ckpt
@@ -155,7 +156,9 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
     bundle = Bundle(model, train.x.shape[1], train.y.shape[1]).to(device)
     if cfg.normalize:
         bundle.in_norm.fit(train.x)
-        bundle.out_norm.fit(train.y)
+        if not cfg.physics_only:  # without solutions the output normaliser stays the identity
+            bundle.out_norm.fit(train.y)
+    physics = _physics_problem(info, train) if cfg.physics_weight > 0 else None
     if hasattr(model, "fit_data"):  # data-dependent parts (POD basis)
         model.fit_data(bundle.in_norm.encode(train.x.to(device)), bundle.out_norm.encode(train.y.to(device)))
 
@@ -215,7 +218,10 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
             xb, yb = train.x[idx].to(device), train.y[idx].to(device)
             with autocast:
                 pred = net(xb, coords)
-            loss = loss_fn(pred.float(), yb, coords, train.periodic)
+            loss = 0.0 if cfg.physics_only else cfg.data_weight * loss_fn(pred.float(), yb, coords, train.periodic)
+            if physics is not None:
+                loss = loss + cfg.physics_weight * residual_loss(physics, pred.float(), xb.float(), cfg.bc_weight,
+                                                                 cfg.physics_norm)
             if not torch.isfinite(loss):
                 where = f"{out}/checkpoints/last" if out is not None else "no run folder"
                 raise TrainingDiverged(
@@ -271,6 +277,17 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
         epoch += 1
     env.barrier()
     return {"history": history, "best_l2": best, "bundle": bundle}
+
+
+def _physics_problem(info: dict | None, train: GridData):
+    """The data set's problem at the training grid, for its physics residual loss."""
+    from .. import problems
+
+    data = (info or {}).get("data") or {}
+    if "problem" not in data:
+        raise OplabError("a physics loss needs the data set's problem (train from an oplab data file)")
+    n = train.y.shape[-1]
+    return problems.create(data["problem"], n, **data.get("params", {}))
 
 
 def _epochs_in_budget(cfg: TrainConfig, per_epoch: float, elapsed: float, done: int, cap: int, env: _Dist) -> int:
