@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..solvers import linear
 from ..solvers.random_fields import cosine_grf
 from .base import Param, nonnegative, positive
 from .elliptic import SPD_SOLVER_PARAMS, UnitSquareProblem
@@ -33,13 +34,41 @@ class Poisson(UnitSquareProblem):
         positive("tau", 3.0, "GRF inverse length scale"),
         nonnegative("sigma", 0.0, "GRF amplitude of f (0: tau^(alpha-1))"),
         positive("coef_scale", 1.0, "scale of log a (variable only)"),
-        *SPD_SOLVER_PARAMS,
+        Param("solver", "direct", "linear solver, or wos (walk-on-spheres Monte Carlo: noisy, unbiased)",
+              choices=(*linear.METHODS, "skr", "wos")),
+        *SPD_SOLVER_PARAMS[1:],
+        Param("wos_walks", 16, "walk-on-spheres: walks per grid node", check=lambda v: v >= 1, expect=">= 1"),
+        positive("wos_eps", 1e-3, "walk-on-spheres: stopping distance to the boundary"),
     )
 
     def __init__(self, resolution=None, **params):
         super().__init__(resolution, **params)
         # instance attribute: the variable-coefficient variant has two input channels
         self.input_channels = ("f", "a") if self.params["variable"] else ("f",)
+        if self.params["solver"] == "wos" and self.params["variable"]:
+            from ..errors import ParameterError
+
+            raise ParameterError("poisson: solver=wos is for -Lap u = f (variable=false)")
+
+    @property
+    def solver_name(self) -> str:
+        p = self.params
+        if p["solver"] == "wos":
+            return f"walk-on-spheres (walks={p['wos_walks']}, eps={p['wos_eps']:g}; Monte Carlo, noisy)"
+        return super().solver_name
+
+    def solve(self, inputs: np.ndarray) -> np.ndarray:
+        if self.params["solver"] != "wos":
+            return super().solve(inputs)
+        import hashlib
+
+        from ..solvers.wos import solve_grid
+
+        # the walks' randomness is a function of the input, so sample i is reproducible
+        seed = int.from_bytes(hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).digest()[:8], "little")
+        u = solve_grid(inputs[0], walks=self.params["wos_walks"], eps=self.params["wos_eps"],
+                       rng=np.random.default_rng(seed))
+        return u[None]
 
     def sample_inputs(self, rng: np.random.Generator) -> np.ndarray:
         p, n = self.params, self.resolution
