@@ -72,3 +72,30 @@ def test_unknown_loss():
 
     with pytest.raises(ParameterError, match="unknown loss"):
         losses.get("l3")
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_hm1_matches_the_analytic_norm(periodic):
+    """Same fields: ||sin(2 pi m x)||_{H^-1}^2 = (1/2) / (1 + (2 pi m)^2) on either basis (sine
+    modes 2m and 6m of the Dirichlet basis are these functions)."""
+    n, eps = 513, 0.1
+    (x,) = grid(n, periodic)
+    v = torch.sin(2 * math.pi * x)[None, None]
+    u = v + eps * torch.sin(6 * math.pi * x)[None, None]
+    got = losses.relative_hm1(u, v, grid(n, periodic), [periodic]).item()
+    expected = eps * math.sqrt((1 + 4 * math.pi**2) / (1 + 36 * math.pi**2))
+    assert got == pytest.approx(expected, rel=1e-6)
+    # low frequencies weigh more: the same amplitude at a lower frequency is a larger error
+    low = v + eps * torch.sin(2 * math.pi * x)[None, None]
+    assert losses.relative_hm1(low, v, grid(n, periodic), [periodic]).item() > 2 * got
+
+
+def test_hm1_is_differentiable_in_2d():
+    torch.manual_seed(1)
+    coords = (torch.linspace(0, 1, 7, dtype=torch.float64),) * 2
+    u = torch.randn(2, 1, 7, 7, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 1, 7, 7, dtype=torch.float64)
+    for per in ([True, True], [False, False]):
+        assert torch.autograd.gradcheck(lambda a: losses.relative_hm1(a, v, coords, per), (u,))
+    with pytest.raises(ValueError, match="mixed"):
+        losses.relative_hm1(u, v, coords, [True, False])

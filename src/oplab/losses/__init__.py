@@ -75,7 +75,49 @@ def relative_h1(pred: torch.Tensor, target: torch.Tensor, coords: Coords, period
     return err.mean() if reduce else err
 
 
-LOSSES = {"l2": relative_l2, "h1": relative_h1}
+def _sine_coefficients(u: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Type-I sine coefficients of the interior values along ``dims`` (Dirichlet axes)."""
+    from .physics import _dst1
+
+    for dim in dims:
+        u = _dst1(u.narrow(dim, 1, u.shape[dim] - 2), dim)
+    return u
+
+
+def relative_hm1(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
+                 reduce: bool = True) -> torch.Tensor:
+    """Relative negative-order Sobolev norm ``||u - v||_{H^-1} / ||v||_{H^-1}``.
+
+    ``||e||_{H^-1}^2 = sum_k |e_k|^2 / (1 + |k|^2)`` in the Fourier basis of
+    periodic axes (``k = 2 pi m / L``) or the sine basis of Dirichlet axes
+    (``k = pi m / L``, boundary values taken as zero). It weighs low
+    frequencies most, the loss of the Spectral-Refiner paper (Cao et al. 2024,
+    "Spectral-Refiner: fine-tuning of accurate spatiotemporal neural operator
+    for turbulent flows", where it is an a posteriori error estimator for NSE),
+    evaluated here by Parseval. All axes periodic or all not.
+    """
+    d = len(coords)
+    dims = list(range(pred.ndim - d, pred.ndim))
+    e = pred - target
+    if all(periodic):
+        eh, vh = torch.fft.fftn(e, dim=dims), torch.fft.fftn(target, dim=dims)
+        ks = [2 * torch.pi * torch.fft.fftfreq(c.numel(), d=float(c[1] - c[0]) if c.numel() > 1 else 1.0)
+              .to(pred.dtype).to(pred.device) for c in coords]
+    elif not any(periodic):
+        eh, vh = _sine_coefficients(e, dims), _sine_coefficients(target, dims)
+        ks = [torch.pi * torch.arange(1, c.numel() - 1, dtype=pred.dtype, device=pred.device)
+              / float(c[-1] - c[0]) for c in coords]
+    else:
+        raise ValueError("relative_hm1: mixed periodic and non-periodic axes are not supported")
+    k2 = sum(k.reshape([-1 if i == j else 1 for j in range(d)]).square() for i, k in enumerate(ks))
+    w = 1.0 / (1.0 + k2)
+    num = (eh.abs().square() * w).reshape(e.shape[0], -1).sum(1)
+    den = (vh.abs().square() * w).reshape(e.shape[0], -1).sum(1)
+    err = num.sqrt() / den.sqrt().clamp_min(1e-30)
+    return err.mean() if reduce else err
+
+
+LOSSES = {"l2": relative_l2, "h1": relative_h1, "hm1": relative_hm1}
 
 
 def get(name: str):
