@@ -30,6 +30,17 @@ of ``(n^2)^2``: measured on Darcy 17x17, an FNO trained on the plain residual
 stalled at relative L2 ~1 (the loss is dominated by the highest frequencies),
 the preconditioned one learned the solution. ``norm="residual"`` is the plain
 (LordNet) form.
+
+``norm="weak"`` is the weak form of DGNO (Zang & Koutsourelakis 2025): for
+compactly supported radial test functions ``phi_j`` (Wendland C2, centres on a
+lattice inside the square, support radius 1.5 lattice spacings)
+
+    R_j = int a grad u . grad phi_j + shift u phi_j - f phi_j,
+
+with ``grad u`` by central differences and the integrals by the trapezoidal
+rule, so no second derivative of ``u`` is taken; the loss is
+``sum_j R_j^2 / sum_j (|int a grad u . grad phi_j + shift u phi_j| + |int f phi_j|)^2``
+(denominator detached) plus the boundary term.
 """
 
 from __future__ import annotations
@@ -112,6 +123,63 @@ def elliptic_residual(u: torch.Tensor, pde: dict, bc_weight: float = 1.0, norm: 
     return loss
 
 
+def _wendland(n: int, centres: int, dtype, device):
+    """Test functions ``[J, n, n]`` and their gradients ``[2, J, n, n]`` on the node grid, trapezoid-weighted."""
+    c = torch.linspace(0, 1, n, dtype=dtype, device=device)
+    X, Y = torch.meshgrid(c, c, indexing="ij")
+    radius = 1.5 / (centres + 2)  # 1.5 lattice spacings, and every support inside the square
+    pos = torch.linspace(radius, 1 - radius, centres, dtype=dtype, device=device)
+    cx, cy = torch.meshgrid(pos, pos, indexing="ij")
+    dx = X[None] - cx.reshape(-1, 1, 1)
+    dy = Y[None] - cy.reshape(-1, 1, 1)
+    r = torch.sqrt(dx.square() + dy.square())
+    q = (r / radius).clamp(max=1.0)
+    phi = (1 - q) ** 4 * (4 * q + 1)
+    dphi_dr = -20 * q * (1 - q) ** 3 / radius  # d/dr of the Wendland C2 function; 0 at r = 0
+    safe = torch.where(r > 0, r, torch.ones_like(r))
+    grad = torch.stack([dphi_dr * dx / safe, dphi_dr * dy / safe])
+    w = torch.full((n,), 1.0 / (n - 1), dtype=dtype, device=device)
+    w[0] = w[-1] = 0.5 / (n - 1)
+    W = w[:, None] * w[None, :]
+    return phi * W, grad * W
+
+
+_WENDLAND_CACHE: dict = {}
+
+
+def weak_residual(u: torch.Tensor, pde: dict, centres: int = 12, bc_weight: float = 1.0) -> torch.Tensor:
+    """Per-sample weak-form (DGNO) loss of ``u [B, n, n]`` (module docstring)."""
+    B, n = u.shape[0], u.shape[-1]
+    key = (n, centres, u.dtype, str(u.device))
+    if key not in _WENDLAND_CACHE:
+        _WENDLAND_CACHE.clear()
+        _WENDLAND_CACHE[key] = _wendland(n, centres, u.dtype, u.device)
+    phi, gphi = _WENDLAND_CACHE[key]
+    a = pde["a"]
+    g = pde.get("g")
+    g = torch.zeros_like(u) if g is None else torch.as_tensor(g, dtype=u.dtype, device=u.device).expand_as(u)
+    mask = _boundary_mask(n, u.device)
+    u_bc = torch.where(mask, g, u)
+    h = 1.0 / (n - 1)
+    ux, uy = torch.gradient(u_bc, spacing=h, dim=(1, 2), edge_order=2)
+    f = torch.as_tensor(pde.get("f", 0.0), dtype=u.dtype, device=u.device).expand(B, n, n)
+    stiff = torch.einsum("bxy,jxy->bj", a * ux, gphi[0]) + torch.einsum("bxy,jxy->bj", a * uy, gphi[1])
+    shift = pde.get("shift")
+    mass = torch.einsum("bxy,jxy->bj", shift * u_bc, phi) if shift is not None else torch.zeros_like(stiff)
+    load = torch.einsum("bxy,jxy->bj", f, phi)
+    R = stiff + mass - load
+    # scale: the size of the equation's terms per test function (detached), so u = 0 scores 1 when
+    # f drives the solution, and the loss stays relative when boundary data drive it (Helmholtz)
+    scale = (stiff.abs() + mass.abs() + load.abs()).detach().square().sum(1)
+    loss = R.square().sum(1) / scale.clamp_min(1e-30)
+    if bc_weight:
+        pb = laplacian_solve(f[:, 1:-1, 1:-1])
+        edge = (u - g)[:, mask].square().mean(1)
+        ref = torch.maximum(pb.square().flatten(1).mean(1) / pde_scale(a).square(), g[:, mask].square().mean(1))
+        loss = loss + bc_weight * edge / ref.clamp_min(1e-30)
+    return loss
+
+
 def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float = 1.0,
                   norm: str = "residual") -> torch.Tensor:
     """Mean over the batch of ``problem``'s residual loss for predictions ``pred`` of inputs ``x``."""
@@ -122,6 +190,8 @@ def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float
     if hasattr(problem, "torch_pde"):
         if pred.shape[1] != 1:
             raise ParameterError(f"{problem.name}: the residual loss takes one output channel, got {pred.shape[1]}")
+        if norm == "weak":
+            return weak_residual(pred[:, 0], problem.torch_pde(x), bc_weight=bc_weight).mean()
         return elliptic_residual(pred[:, 0], problem.torch_pde(x), bc_weight, norm).mean()
     raise ParameterError(f"problem {problem.name!r} has no physics residual loss (available for darcy, poisson, "
                          f"helmholtz, and burgers with trajectory=true)")

@@ -50,7 +50,7 @@ class TrainConfig:
     physics_weight: float = 0.0
     data_weight: float = 1.0  # weight of the data loss when both are on (PINO-style)
     bc_weight: float = 1.0  # weight of the boundary term inside the elliptic residual loss
-    physics_norm: str = "preconditioned"  # preconditioned | residual (plain, LordNet): see oplab.losses.physics
+    physics_norm: str = "preconditioned"  # preconditioned | residual (plain, LordNet) | weak (DGNO): oplab.losses.physics
     #: train from the inputs alone: the training outputs are never read (physics_weight 0 means 1)
     physics_only: bool = False
     eval_every: int = 10  # evaluate on the test resolutions every K epochs (and at the end)
@@ -63,7 +63,7 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1", "hm1"),
-                   "physics_norm": ("preconditioned", "residual")}
+                   "physics_norm": ("preconditioned", "residual", "weak")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")
