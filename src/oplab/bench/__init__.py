@@ -15,6 +15,7 @@ or any YAML file of the same shape::
         resolution: null           # train at this stride of the stored grid
         test_resolutions: [32]     # further strides of the test samples
         test_datasets: [darcy128]  # further data sets, tested whole (zero-shot super-resolution)
+        test_dataset: null         # or: the test samples from the end of this set (e.g. exact outputs)
         model: {name: fno, modes: [12, 12], width: 32}
         train: {epochs: 100, budget_minutes: 6, batch_size: 10}
         published: {l2: 0.0108, resolution: 85, source: "Li et al. 2021 (FNO), Table 4"}
@@ -43,8 +44,8 @@ from ..errors import OplabError, ParameterError
 SUITES_DIR = Path(__file__).parent / "suites"
 
 _DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
-_CASE_KEYS = {"name", "dataset", "n_train", "n_test", "resolution", "test_resolutions", "test_datasets",
-              "model", "train", "published", "peer", "note"}
+_CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "resolution", "test_resolutions",
+              "test_datasets", "model", "train", "published", "peer", "note"}
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Case:
     resolution: int | None = None
     test_resolutions: list = field(default_factory=list)
     test_datasets: list = field(default_factory=list)
+    test_dataset: str | None = None  # test samples from the end of this set instead (same inputs, exact outputs)
     published: dict | None = None
     peer: dict | None = None
     note: str = ""
@@ -111,7 +113,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         for k in ("name", "dataset", "model"):
             if k not in c:
                 raise ParameterError(f"{label}: {k!r} is required")
-        for k in [c["dataset"], *c.get("test_datasets", [])]:
+        for k in [c["dataset"], *c.get("test_datasets", []), *([c["test_dataset"]] if c.get("test_dataset") else [])]:
             if k not in datasets:
                 raise ParameterError(f"{label}: data set {k!r} is not in datasets ({', '.join(datasets)})")
         model = {"name": c["model"]} if isinstance(c["model"], str) else dict(c["model"])
@@ -181,7 +183,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     if only and len(cases) != len(set(only)):
         missing = sorted(set(only) - {c.name for c in cases})
         raise ParameterError(f"suite {suite.name}: no case(s) {missing}; cases: {[c.name for c in suite.cases]}")
-    keys = sorted({k for c in cases for k in [c.dataset, *c.test_datasets]})
+    keys = sorted({k for c in cases for k in [c.dataset, *c.test_datasets, *([c.test_dataset] if c.test_dataset else [])]})
     make_datasets(suite, data_dir, keys, workers=workers, log=log)
     py = peer_python() if peers == "auto" else peers
     results = []
@@ -209,6 +211,7 @@ def _case_config(case: Case, data_dir: Path, device: str, budget: float | None, 
         train["budget_minutes"] = float(budget)
     return {
         "data": {"train": str(dataset_path(data_dir, case.dataset)), "n_train": case.n_train, "n_test": case.n_test,
+                 "test": str(dataset_path(data_dir, case.test_dataset)) if case.test_dataset else None,
                  "resolution": case.resolution, "test_resolutions": list(case.test_resolutions),
                  "test_files": [str(dataset_path(data_dir, k)) for k in case.test_datasets]},
         "model": case.model, "train": train, "out": str(run_dir),
