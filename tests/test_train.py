@@ -267,3 +267,27 @@ def test_progress_callback_counts_batches(darcy, tmp_path):
     assert [d for d, _, _ in calls] == list(range(1, 11))  # 40 samples / batch 8 = 5 batches x 2 epochs
     assert all(t == 10 for _, t, _ in calls)
     assert calls[-1][2].startswith("epoch 0")  # the text describes the last finished epoch
+
+
+def test_spectral_refiner_starts_from_the_trained_model_and_trains_only_the_last_layer(darcy, tmp_path):
+    from oplab.train.refine import refine
+
+    base = tmp_path / "base"
+    run(cfg(darcy, base, epochs=4), log=lambda s: None)
+    before = oplab.load(base)
+    x = oplab.data.open(darcy).arrays(range(40, 48))[0]
+    # zero epochs of refinement: the expanded model is the trained one, exactly (new modes start at 0)
+    same = refine(base, tmp_path / "r0", epochs=1, lr=1e-12, log=lambda s: None)
+    refined0 = oplab.load(tmp_path / "r0", checkpoint="last")
+    assert refined0.config["model"]["last_modes"] == [16, 17]  # every frequency of the 33 grid
+    assert np.allclose(refined0(x), before(x), rtol=1e-4, atol=1e-6)
+    assert same["history"][0]["train_loss"] > 0
+    result = refine(base, tmp_path / "r1", epochs=3, lr=1e-2, log=lambda s: None)
+    w0, w1 = weights(base, "best"), weights(tmp_path / "r1")
+    last = "model.spectral.1.weight.weight"  # SMALL_FNO has 2 layers
+    assert all(torch.equal(w0[k], w1[k]) for k in w0 if k != last)  # everything else frozen
+    from oplab.train.refine import expand_spectral_weight
+
+    assert not torch.equal(expand_spectral_weight(w0[last], [6, 6], [16, 17]), w1[last])
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    assert main(["refine", str(tmp_path / "unet_missing"), "--out", str(tmp_path / "x")]) == 2

@@ -194,6 +194,20 @@ def train_cmd(
     run(tc.from_dict(raw))
 
 
+@app.command("refine")
+def refine_cmd(
+    run_dir: Path = typer.Argument(..., help="A trained FNO/TFNO run folder."),
+    out: Path = typer.Option(..., "--out", help="New run folder for the refined model."),
+    epochs: int = typer.Option(20, "--epochs"),
+    loss: str = typer.Option("hm1", "--loss", help="hm1 (negative Sobolev, the paper's) | l2 | h1"),
+    lr: float = typer.Option(1e-3, "--lr"),
+):
+    """Spectral-Refiner fine-tuning: train only the last Fourier layer, with every frequency of the grid."""
+    from .train.refine import refine
+
+    refine(run_dir, out, epochs=epochs, loss=loss, lr=lr)
+
+
 @app.command("models")
 def models_cmd():
     """List the registered operators and presets."""

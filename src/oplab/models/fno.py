@@ -122,6 +122,9 @@ class FNO(Operator):
             fraction of the dense parameter count or an int rank
             (see :func:`oplab.layers.spectral.spectral_weight`).
         skip: the pointwise path ``W``: ``"linear"`` (paper), ``"identity"`` or ``"none"``.
+        last_modes: modes of the last Fourier layer, dense (default: ``modes``, in the
+            layers' form); the Spectral-Refiner fine-tuning (:func:`oplab.train.refine.refine`)
+            sets it to every frequency of the grid.
 
     ``forward(x, coords)``: ``x [B, in_channels, *S]``, ``coords`` a tuple of ``d``
     1D coordinate tensors (required when ``positional``) -> ``[B, out_channels, *S]``.
@@ -149,9 +152,13 @@ class FNO(Operator):
         factorization: str | None = None,
         rank: float = 1.0,
         skip: str = "linear",
+        last_modes: list[int] | None = None,
     ):
         super().__init__()
         name = type(self).__name__
+        if last_modes is not None and (not isinstance(last_modes, (list, tuple)) or len(last_modes) != len(modes)
+                                       or not all(_positive_int(m) for m in last_modes)):
+            raise ParameterError(f"{name}: last_modes must be {len(modes)} positive ints, got {last_modes!r}")
         if not isinstance(modes, (list, tuple)) or not modes or not all(_positive_int(m) for m in modes):
             raise ParameterError(f"{name}: modes must be a list of positive ints, one per spatial axis, got {modes!r}")
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width), ("n_layers", n_layers)):
@@ -170,6 +177,8 @@ class FNO(Operator):
         lifted = self.in_channels + (self.dim if self.positional else 0)
         self.lifting = channel_mlp(lifted, lifting_channels, width, activation)  # P
         self.spectral = nn.ModuleList(SpectralConv(width, width, modes, factorization, rank) for _ in range(n_layers))  # K
+        if last_modes is not None:
+            self.spectral[-1] = SpectralConv(width, width, last_modes)
         if skip == "linear":
             self.skips = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))  # W
         else:
@@ -237,9 +246,10 @@ class TFNO(FNO):
         factorization: str | None = "tucker",
         rank: float = 0.1,
         skip: str = "linear",
+        last_modes: list[int] | None = None,
     ):
         super().__init__(
             in_channels, out_channels, modes, width=width, n_layers=n_layers, lifting_channels=lifting_channels,
             projection_channels=projection_channels, positional=positional, padding=padding, activation=activation,
-            factorization=factorization, rank=rank, skip=skip,
+            factorization=factorization, rank=rank, skip=skip, last_modes=last_modes,
         )

@@ -1,0 +1,94 @@
+"""Spectral-Refiner fine-tuning: the last Fourier layer without mode truncation, all else frozen.
+
+Cao, Xu, Brarda, Lin 2024 ("Spectral-Refiner: Fine-Tuning of Accurate
+Spatiotemporal Neural Operator for Turbulent Flows"): after the usual
+training, freeze every parameter except the last spectral convolution, give
+that layer every frequency the grid holds (no truncation: the high
+frequencies the truncated model cannot produce get weights, initialised to
+zero so the refined model starts as the trained one), and train it with the
+negative Sobolev loss (``loss="hm1"``, :func:`oplab.losses.relative_hm1`).
+
+>>> from oplab.train.refine import refine
+>>> refine("runs/fno", "runs/fno_refined", epochs=20)
+
+The refined run folder is an ordinary run (``oplab.load``, ``oplab evaluate``);
+its model config carries ``last_modes``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import OplabError
+from . import checkpoint as ckpt
+from .config import DataConfig, TrainConfig
+from .loop import fit
+
+
+def expand_spectral_weight(old: torch.Tensor, old_modes, new_modes) -> torch.Tensor:
+    """A dense weight's real storage ``[I, O, 2 m_1, .., m_d, 2]`` placed into the larger
+    ``[I, O, 2 M_1, .., M_d, 2]`` at the same frequencies, zeros elsewhere (leading axes hold
+    frequencies ``0..m-1`` then ``-m..-1``)."""
+    d = len(new_modes)
+    shape = (*old.shape[:2], *[2 * m for m in new_modes[:-1]], new_modes[-1], 2)
+    new = old.new_zeros(shape)
+    index = [slice(None), slice(None)]
+    blocks = [[(slice(0, m), slice(0, m)), (slice(m, 2 * m), slice(2 * M - m, 2 * M))]
+              for m, M in zip(old_modes[:-1], new_modes[:-1])]
+    import itertools
+
+    for combo in itertools.product(*blocks) if d > 1 else [()]:
+        src = index + [c[0] for c in combo] + [slice(0, old_modes[-1]), slice(None)]
+        dst = index + [c[1] for c in combo] + [slice(0, old_modes[-1]), slice(None)]
+        new[tuple(dst)] = old[tuple(src)]
+    return new
+
+
+def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "hm1", lr: float = 1e-3,
+           checkpoint: str = "best", log=print, **train_kwargs) -> dict:
+    """Fine-tune the FNO/TFNO of ``run_dir`` into the new run folder ``out`` (module docstring)."""
+    from .. import models
+    from . import _check_fresh, _datasets
+
+    run_dir, out = Path(run_dir), Path(out)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise OplabError(f"{run_dir}: not a run folder (no config.json)")
+    saved = json.loads(cfg_path.read_text())
+    model_cfg = dict(saved["model"])
+    if model_cfg.get("name") not in ("fno", "tfno"):
+        raise OplabError(f"{run_dir}: the refiner fine-tunes an FNO or TFNO, this run has {model_cfg.get('name')!r}")
+    _check_fresh(out)
+    data_cfg = DataConfig(**{k: saved["data"][k] for k in DataConfig.__dataclass_fields__ if k in saved["data"]})
+    train_ds, train, tests = _datasets(data_cfg)
+    sizes = list(train.x.shape[2:])
+    full = [n // 2 for n in sizes[:-1]] + [sizes[-1] // 2 + 1]
+    old_last = model_cfg.get("last_modes") or model_cfg["modes"]
+    new_cfg = {**model_cfg, "last_modes": full}
+    model = models.from_config(new_cfg)
+    weights = ckpt.load_weights(run_dir / "checkpoints" / (checkpoint if (run_dir / "checkpoints" / checkpoint).exists() else "last"))
+    state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
+    last = f"spectral.{len(model.spectral) - 1}."
+    old_weight_key = next((k for k in state if k.startswith(last)), None)
+    if old_weight_key is None or not old_weight_key.endswith("weight.weight"):
+        raise OplabError(f"{run_dir}: the last spectral layer is factorised; the refiner needs a dense one "
+                         f"(train with factorization=null, or last_modes set)")
+    state = {k: v for k, v in state.items() if not k.startswith(last)}
+    state[last + "weight.weight"] = expand_spectral_weight(weights["model." + old_weight_key], old_last, full)
+    model.load_state_dict(state)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(last)
+    n_free = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"refining {run_dir}: last Fourier layer {list(old_last)} -> {full} modes, {n_free:,} trainable parameters, "
+        f"loss {loss}")
+    cfg = TrainConfig(**{**{k: v for k, v in saved["train"].items() if k in TrainConfig.__dataclass_fields__},
+                         "epochs": epochs, "loss": loss, "lr": lr, "budget_minutes": 0.0, **train_kwargs})
+    info = {"model": new_cfg, "data": saved["data"], "refined_from": str(run_dir)}
+    result = fit(model, train, tests, cfg, out, info, log=log)
+    from .plots import write_plots
+
+    write_plots(out, result["bundle"], tests[next(iter(tests))], result["history"], info, cfg.plot_samples)
+    return result
