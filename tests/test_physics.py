@@ -148,3 +148,18 @@ def test_weak_form_residual_converges_on_the_solver_solution(name, params):
     u = y.double().requires_grad_()
     residual_loss(p, u, x.double(), norm="weak").backward()
     assert torch.isfinite(u.grad).all()
+
+
+def test_navier_stokes_trajectory_residual():
+    def make(record):
+        return batch("navier_stokes", 32, count=2, solve_resolution=32, t_end=0.2, record_every=record,
+                     dt=1e-3, scheme="heun", nu=1e-3)
+
+    p, x, y = make(0.02)
+    pred = y[:, :, 0].double()
+    exact = residual_loss(p, pred, x.double()).item()
+    assert exact < 1e-3, exact
+    assert residual_loss(p, pred.roll(1, dims=1), x.double()).item() > 100 * exact
+    p2, x2, y2 = make(0.01)
+    finer = residual_loss(p2, y2[:, :, 0].double(), x2.double()).item()
+    assert finer < exact / 3, (exact, finer)

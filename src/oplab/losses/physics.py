@@ -194,4 +194,4 @@ def residual_loss(problem, pred: torch.Tensor, x: torch.Tensor, bc_weight: float
             return weak_residual(pred[:, 0], problem.torch_pde(x), bc_weight=bc_weight).mean()
         return elliptic_residual(pred[:, 0], problem.torch_pde(x), bc_weight, norm).mean()
     raise ParameterError(f"problem {problem.name!r} has no physics residual loss (available for darcy, poisson, "
-                         f"helmholtz, and burgers with trajectory=true)")
+                         f"helmholtz, navier_stokes, and burgers with trajectory=true)")
