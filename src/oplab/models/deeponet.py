@@ -326,6 +326,12 @@ class MultiONet(_BranchTrunk):
     ``w_l / L``; with ``depth=1`` it is the single inner product
     ``w_1 <s(W^b u + c^b), s(W^t y + c^t)> + b0``.
 
+    Keep a sign-changing activation (``tanh``, the default): every paired
+    feature is activated, so with ``relu`` each inner product is a sum of
+    non-negative terms and the output loses most of its expressivity
+    (measured on the antiderivative, 150 functions, 3000 Adam steps: relative
+    L2 0.30 with ``relu``, 0.054 with ``tanh``).
+
     Multiple outputs split the width: channel ``c`` uses features
     ``[c p/C, (c+1) p/C)`` of every layer and its own weights ``w_{l,c}``
     (``width`` must be divisible by ``out_channels``).
