@@ -22,8 +22,22 @@ import torch
 Coords = Sequence[torch.Tensor]
 
 
+_WEIGHTS = None
+
+
 def quadrature_weights(coords: Coords, periodic: Sequence[bool]) -> torch.Tensor:
-    """Tensor-product weights ``[*S]`` (trapezoid / rectangle per axis)."""
+    """Tensor-product weights ``[*S]`` (trapezoid / rectangle per axis); cached per grid
+    (rebuilding them took 0.17 ms of a 1.4 ms DeepONet step)."""
+    global _WEIGHTS
+    if _WEIGHTS is None:
+        from .._memo import TensorMemo
+
+        _WEIGHTS = TensorMemo()
+    coords = [torch.as_tensor(c) for c in coords]
+    return _WEIGHTS.get(coords, tuple(bool(p) for p in periodic), lambda: _build_weights(coords, periodic))
+
+
+def _build_weights(coords: Coords, periodic: Sequence[bool]) -> torch.Tensor:
     weights = None
     for c, per in zip(coords, periodic):
         n = c.numel()
@@ -60,7 +74,7 @@ def _sq_norm(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def relative_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
                 reduce: bool = True) -> torch.Tensor:
-    w = quadrature_weights(coords, periodic).to(pred.dtype)
+    w = quadrature_weights(coords, periodic).to(pred.dtype)  # .to is a no-op on a matching dtype
     err = _sq_norm(pred - target, w).sqrt() / _sq_norm(target, w).sqrt().clamp_min(1e-30)
     return err.mean() if reduce else err
 
