@@ -136,22 +136,33 @@ def dataset_path(data_dir: Path, key: str) -> Path:
 
 
 def make_datasets(suite: Suite, data_dir: Path, keys=None, workers: int = 2, log=print) -> dict:
-    """Generate the suite's data sets (each resumable; an existing matching file is kept)."""
+    """Generate the suite's data sets (each resumable; an existing matching file is kept).
+
+    Returns ``{key: {"seconds": ..., "workers": ..., "solver": ...}}``; the time of the run that
+    made a file is kept beside it (``KEY.h5.json``), so a later run reports it too.
+    """
     from .. import problems
+    from ..data import format as fmt
     from ..data.generation import generate
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    seconds = {}
+    out = {}
     for key in keys or suite.datasets:
         spec = suite.datasets[key]
         path = dataset_path(data_dir, key)
+        side = path.with_name(path.name + ".json")
         prob = problems.create(spec["problem"], spec.get("resolution"), **(spec.get("params") or {}))
-        if not path.exists():
+        fresh = not path.exists()
+        if fresh:
             log(f"generating {key}: {spec['problem']} x{spec['n']} at {prob.resolution}")
         tic = time.perf_counter()
         generate(prob, spec["n"], path, seed=spec.get("seed", 0), workers=workers, resume=True)
-        seconds[key] = time.perf_counter() - tic
-    return seconds
+        if fresh or not side.exists():
+            side.write_text(json.dumps({"seconds": time.perf_counter() - tic, "workers": workers} if fresh else {}))
+        rec = json.loads(side.read_text())
+        out[key] = {**rec, "n": spec["n"], "problem": spec["problem"], "resolution": prob.resolution,
+                    "solver": fmt.read_meta(path).get("solver")}
+    return out
 
 
 def peer_python(explicit: str | None = None) -> str | None:
@@ -184,7 +195,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
         missing = sorted(set(only) - {c.name for c in cases})
         raise ParameterError(f"suite {suite.name}: no case(s) {missing}; cases: {[c.name for c in suite.cases]}")
     keys = sorted({k for c in cases for k in [c.dataset, *c.test_datasets, *([c.test_dataset] if c.test_dataset else [])]})
-    make_datasets(suite, data_dir, keys, workers=workers, log=log)
+    made = make_datasets(suite, data_dir, keys, workers=workers, log=log)
     py = peer_python() if peers == "auto" else peers
     results = []
     for case in cases:
@@ -200,7 +211,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     report = {"suite": suite.name, "description": suite.description, "source": suite.source,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe(device),
               "command": " ".join(["oplab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("oplab") else "",
-              "datasets": suite.datasets, "cases": results}
+              "datasets": {k: {**suite.datasets[k], **made.get(k, {})} for k in keys}, "cases": results}
     write_report(report, out)
     return report
 

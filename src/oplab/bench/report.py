@@ -53,6 +53,15 @@ def render(report: dict, out: Path) -> str:
               "peak memory is the case process's maximum RSS on the CPU (torch included) or CUDA's max "
               "allocated; inference is per sample on a batch of 50. A peer row (↳) ran the same data in its "
               "own library and environment in the same suite run; its ratio column is oplab ÷ peer.", ""]
+    sets = report.get("datasets") or {}
+    if sets:
+        lines += ["## Data sets", "", "| data set | problem | resolution | samples | solver | generation s (workers) |",
+                  "|---|---|---|---|---|---|"]
+        for key, d in sets.items():
+            secs = f"{d['seconds']:.0f} ({d.get('workers')})" if d.get("seconds") is not None else "—"
+            lines.append(f"| {key} | {d.get('problem')} | {d.get('resolution', '')} | {d.get('n')} | "
+                         f"{d.get('solver', '')} | {secs} |")
+        lines.append("")
     by_problem: dict[str, list] = {}
     for r in report["cases"]:
         problem = (r.get("dataset") or {}).get("problem") or r.get("case", {}).get("dataset", "?")
