@@ -99,3 +99,11 @@ def test_hm1_is_differentiable_in_2d():
         assert torch.autograd.gradcheck(lambda a: losses.relative_hm1(a, v, coords, per), (u,))
     with pytest.raises(ValueError, match="mixed"):
         losses.relative_hm1(u, v, coords, [True, False])
+
+
+def test_mse_is_the_mean_square_over_the_domain():
+    coords = grid(101, False)
+    v = torch.zeros(2, 1, 101, dtype=torch.float64)
+    u = v + 0.5
+    assert losses.relative_l2 is not losses.get("mse")
+    assert losses.get("mse")(u, v, coords, [False]).item() == pytest.approx(0.25)

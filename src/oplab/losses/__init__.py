@@ -131,7 +131,16 @@ def relative_hm1(pred: torch.Tensor, target: torch.Tensor, coords: Coords, perio
     return err.mean() if reduce else err
 
 
-LOSSES = {"l2": relative_l2, "h1": relative_h1, "hm1": relative_hm1}
+def mse(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
+        reduce: bool = True) -> torch.Tensor:
+    """Mean squared error ``||u - v||_L2^2 / |domain|`` (not relative): its minimiser over noisy
+    targets is their conditional mean, the right loss for unbiased Monte Carlo targets (WoS-NO)."""
+    w = quadrature_weights(coords, periodic).to(pred.dtype)
+    err = _sq_norm(pred - target, w) / w.sum()
+    return err.mean() if reduce else err
+
+
+LOSSES = {"l2": relative_l2, "h1": relative_h1, "hm1": relative_hm1, "mse": mse}
 
 
 def get(name: str):

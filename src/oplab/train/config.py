@@ -45,7 +45,7 @@ class TrainConfig:
     step_size: int = 100  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature) | hm1 (relative H^-1, Spectral-Refiner)
+    loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature) | hm1 (relative H^-1, Spectral-Refiner) | mse
     #: physics residual loss of the data set's problem (oplab.losses.physics) with this weight; 0 = off
     physics_weight: float = 0.0
     data_weight: float = 1.0  # weight of the data loss when both are on (PINO-style)
@@ -62,7 +62,7 @@ class TrainConfig:
     plot_samples: int = 3
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1", "hm1"),
+        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1", "hm1", "mse"),
                    "physics_norm": ("preconditioned", "residual", "weak")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
