@@ -208,6 +208,19 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
             else:
                 results[-1]["peer"] = run_peer(case, case_dir, data_dir, device, budget, py,
                                                oplab_epochs=results[-1].get("epochs"), log=log)
+    if only:  # the report covers every case of the suite finished in this folder, not only these
+        done = {r["name"]: r for r in results}
+        results = []
+        for case in suite.cases:
+            path = out / "cases" / case.name / "result.json"
+            if case.name in done:
+                results.append(done[case.name])
+            elif path.exists():
+                rec = json.loads(path.read_text())
+                peer = out / "cases" / case.name / "peer" / "result.json"
+                if peer.exists():
+                    rec["peer"] = json.loads(peer.read_text())
+                results.append(rec)
     report = {"suite": suite.name, "description": suite.description, "source": suite.source,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe(device),
               "command": " ".join(["oplab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("oplab") else "",
