@@ -128,8 +128,25 @@ def _row(r: dict, labels: list, pub, pub_res: str, ours) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def thin_curves(report: dict, points: int = 200) -> dict:
+    """The report with each training curve cut to about ``points`` entries (first and last kept);
+    the whole curves stay in each case's ``result.json`` and run folder."""
+    cases = []
+    for case in report["cases"]:
+        curve = case.get("curve")
+        if curve and len(curve) > points:
+            step = -(-len(curve) // points)
+            keep = curve[::step]
+            if keep[-1] is not curve[-1]:
+                keep.append(curve[-1])
+            case = {**case, "curve": keep}
+        cases.append(case)
+    return {**report, "cases": cases}
+
+
 def write_report(report: dict, out: Path) -> None:
     out = Path(out)
+    report = thin_curves(report)
     for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", render(report, out))):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
