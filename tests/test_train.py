@@ -291,3 +291,13 @@ def test_spectral_refiner_starts_from_the_trained_model_and_trains_only_the_last
     assert not torch.equal(expand_spectral_weight(w0[last], [6, 6], [16, 17]), w1[last])
     assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
     assert main(["refine", str(tmp_path / "unet_missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_python_api_refuses_an_existing_run_folder(darcy, tmp_path):
+    ds = oplab.data.open(darcy)
+    model = oplab.models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], width=8, n_layers=1)
+    oplab.train(model, ds, epochs=1, out=tmp_path / "r", n_train=40, n_test=8, log=lambda s: None)
+    before = (tmp_path / "r" / "config.json").read_text()
+    with pytest.raises(OplabError, match="already holds a run"):
+        oplab.train(model, ds, epochs=1, out=tmp_path / "r", n_train=40, n_test=8, log=lambda s: None)
+    assert (tmp_path / "r" / "config.json").read_text() == before

@@ -144,6 +144,8 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, log=print
             "data": {"train": str(ds.path), "test": str(test_ds.path), "n_train": len(train_idx),
                      "n_test": len(tests[next(iter(tests))]), "resolution": ds.resolution,
                      "test_resolutions": [], "test_files": [], **_data_info(ds, train_data)}}
+    if out is not None:
+        _check_fresh(Path(out))  # as `oplab train`: never overwrite a run folder
     result = fit(model, train_data, tests, cfg, Path(out) if out else None, info, log=log)
     if out is not None:
         from .plots import write_plots
