@@ -112,32 +112,19 @@ class GCRODR:
         else:
             r = b.copy()
         base = np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64)
-        C = None
+        C = U = None
         if self.U is not None and self.U.shape[0] == n:
-            AU = np.column_stack([op(u) for u in self.U.T])
-            Q, R = np.linalg.qr(AU)
-            keep = np.abs(np.diag(R)) > 1e-12 * np.abs(np.diag(R)).max()
-            if keep.all():
-                C, U = Q, self.U @ sla.solve_triangular(R, np.eye(R.shape[0]))  # U R^-1
+            Q, R = np.linalg.qr(np.column_stack([op(u) for u in self.U.T]))
+            if (np.abs(np.diag(R)) > 1e-12 * np.abs(np.diag(R)).max()).all():
+                C, U = Q, self.U @ sla.solve_triangular(R, np.eye(R.shape[0]))  # A U = C, C^T C = I
                 coef = C.T @ r
                 y += U @ coef
                 r -= C @ coef
-        if C is None:  # first system (or a degenerate recycle space): one GMRES(m) cycle
-            U = None
-            y, r, V, Hbar, steps = self._cycle(op, r, y, None, None, self.m, target, info)
-            if steps >= self.k and np.linalg.norm(r) > target:
-                P = self._harmonic_ritz_gmres(Hbar[: steps + 1, :steps])
-                Q, R = np.linalg.qr(Hbar[: steps + 1, :steps] @ P)
-                C = V[: steps + 1].T @ Q
-                U = (V[:steps].T @ P) @ sla.solve_triangular(R, np.eye(R.shape[0]))
         while np.linalg.norm(r) > target and info.iterations < self.maxiter:
-            if C is None:  # a cycle too short to yield a recycle space: restart plain GMRES
-                y, r, V, Hbar, steps = self._cycle(op, r, y, None, None, self.m, target, info)
+            if C is None:  # no recycle space yet (first system): a GMRES(m) cycle, which yields one
+                y, r, V, Hbar, steps, _ = self._cycle(op, r, y, None, None, self.m, target, info)
                 if steps >= self.k:
-                    P = self._harmonic_ritz_gmres(Hbar[: steps + 1, :steps])
-                    Q, R = np.linalg.qr(Hbar[: steps + 1, :steps] @ P)
-                    C = V[: steps + 1].T @ Q
-                    U = (V[:steps].T @ P) @ sla.solve_triangular(R, np.eye(R.shape[0]))
+                    C, U = self._from_gmres(V[: steps + 1], Hbar[: steps + 1, :steps])
                 continue
             y, r, V, Hbar, steps, B = self._cycle(op, r, y, C, U, self.m - self.k, target, info)
             if steps == 0:
@@ -203,8 +190,7 @@ class GCRODR:
         r = r - (Hs @ coef) @ V[: steps + 1]
         if C is not None:
             y = y - U @ (B[:, :steps] @ coef)
-            return y, r, V, H, steps, B
-        return y, r, V, H, steps
+        return y, r, V, H, steps, B
 
     # recycle space -------------------------------------------------------------
     def _smallest(self, vals: np.ndarray, vecs: np.ndarray) -> np.ndarray:
@@ -226,11 +212,14 @@ class GCRODR:
         P, _ = np.linalg.qr(np.column_stack(cols[: self.k]))
         return P
 
-    def _harmonic_ritz_gmres(self, Hbar: np.ndarray) -> np.ndarray:
-        m = Hbar.shape[1]
-        Hm = Hbar[:m, :m]
-        vals, vecs = sla.eig(Hbar.T @ Hbar, Hm.T)
-        return self._smallest(vals, vecs)
+    def _from_gmres(self, V: np.ndarray, Hbar: np.ndarray):
+        """``C, U`` from a GMRES cycle ``A V_j = V_{j+1} Hbar``: the harmonic Ritz vectors of smallest
+        magnitude, ``(H_j + h^2 H_j^-T e_j e_j^T) g = theta g``, i.e. ``Hbar^T Hbar g = theta H_j^T g``."""
+        j = Hbar.shape[1]
+        vals, vecs = sla.eig(Hbar.T @ Hbar, Hbar[:j, :j].T)
+        P = self._smallest(vals, vecs)
+        Q, R = np.linalg.qr(Hbar @ P)
+        return V.T @ Q, (V[:j].T @ P) @ sla.solve_triangular(R, np.eye(R.shape[0]))
 
     def _refresh(self, C, U, V, Hbar, B):
         k, j = U.shape[1], Hbar.shape[1]
