@@ -63,15 +63,17 @@ def problems_cmd(name: Optional[str] = typer.Argument(None, help="Show one probl
 
 
 class _Bar:
-    """A rich progress bar fed by ``progress(done, total)`` callbacks."""
+    """A rich progress bar fed by ``progress(done, total[, text])`` callbacks: samples (``count``:
+    done/total) or training batches (a percentage, with the latest epoch's errors as ``text``)."""
 
-    def __init__(self, label: str):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+    def __init__(self, label: str, count: bool = True):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         self.progress = Progress(
-            TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+            TextColumn(label), BarColumn(), MofNCompleteColumn() if count else TaskProgressColumn(),
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.description}"), console=err_console,
         )
         self.task = None
 
@@ -82,11 +84,13 @@ class _Bar:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def __call__(self, done: int, total: int) -> None:
+    def log(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def __call__(self, done: int, total: int, text: str = "") -> None:
         if self.task is None:
-            self.task = self.progress.add_task("", total=total, completed=done)
-            self.start_done = done
-        self.progress.update(self.task, completed=done)
+            self.task = self.progress.add_task(text, total=total, completed=done)
+        self.progress.update(self.task, completed=done, total=total, description=text)
 
 
 @app.command("generate")
@@ -302,35 +306,6 @@ def predict_cmd(
     console.print(f"wrote {out} {list(y.shape)}")
 
 
-class _TrainBar:
-    """A rich progress bar over a training run's batches, with the latest epoch's errors."""
-
-    def __init__(self, label: str):
-        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn(label), BarColumn(), TaskProgressColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console,
-        )
-        self.task = None
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-    def log(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, markup=False)
-
-    def __call__(self, done: int, total: int, text: str) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task(text, total=total)
-        self.progress.update(self.task, completed=done, total=total, description=text)
-
-
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("oplab-quickstart"), "--out", help="Folder for data, run and summary."),
@@ -350,7 +325,7 @@ def quickstart_cmd(
     """
     from .quickstart import quickstart
 
-    with _TrainBar("training") as bar:
+    with _Bar("training", count=False) as bar:
         summary = quickstart(out, resolution=resolution, super_resolution=super_resolution, n_train=n_train,
                              n_test=n_test, budget_minutes=budget, workers=workers, device=device,
                              log=bar.log, data_progress=_Bar, train_progress=bar)
