@@ -35,9 +35,9 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__, losses
-from ..losses.physics import residual_loss
 from ..data.normalize import ChannelNormalizer
 from ..errors import OplabError
+from ..losses.physics import residual_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import GridData
@@ -215,7 +215,8 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
         total, seen = 0.0, 0
         for k, start in enumerate(range(0, n, cfg.batch_size)):
             idx = order[start : start + cfg.batch_size][env.rank :: env.world]
-            xb, yb = train.x[idx].to(device), train.y[idx].to(device)
+            xb = train.x[idx].to(device)
+            yb = None if cfg.physics_only else train.y[idx].to(device)  # no solutions: nothing to move
             with autocast:
                 pred = net(xb, coords)
             loss = 0.0 if cfg.physics_only else cfg.data_weight * loss_fn(pred.float(), yb, coords, train.periodic)
@@ -240,7 +241,7 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out: Path | None 
                   "epoch_seconds": time.perf_counter() - tic}
         # a time budget plans the epoch count after epoch 0 (always evaluated, to time it) and
         # again after epoch 2 (epoch 0 carries warm-up costs): the rest must fit what is left
-        budgeting = cfg.budget_minutes > 0 and epoch == 0 or (cfg.budget_minutes > 0 and epoch == 2 < cfg.epochs - 1)
+        budgeting = cfg.budget_minutes > 0 and (epoch == 0 or epoch == 2 < cfg.epochs - 1)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or (budgeting and epoch == 0):
             tic = time.perf_counter()
             record["test"] = {label: evaluate(bundle, data, device=device) for label, data in tests.items()}
