@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -52,7 +51,8 @@ os.environ.setdefault("DDE_BACKEND", "pytorch")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oplab.bench.machine import Foreign, cpu_model  # noqa: E402
+from oplab.bench.machine import Foreign, describe  # noqa: E402
+from oplab.bench.peer_driver import step_stamps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -87,18 +87,7 @@ def run_deepxde(seed: int, args, data) -> dict:
     model.compile("adam", lr=args.lr, metrics=["mean l2 relative error"])
     torch.set_num_threads(args.threads)
 
-    class Stamps(dde.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.t = []
-
-        def on_batch_begin(self):
-            self.t.append(time.perf_counter())
-
-        def on_train_end(self):
-            self.t.append(time.perf_counter())
-
-    stamps = Stamps()
+    stamps = step_stamps(dde)
     tic = time.perf_counter()
     model.train(iterations=args.iterations, callbacks=[stamps], verbose=0)
     total = time.perf_counter() - tic
@@ -249,9 +238,7 @@ def main(argv=None) -> int:
         "benchmark": "DeepONet vs DeepXDE 1.15.0, antiderivative aligned",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "environment": {"torch": torch.__version__, "deepxde": deepxde.__version__, "oplab": oplab.__version__,
-                        "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
-                        "threads": torch.get_num_threads()},
+        "environment": {**describe(), "deepxde": deepxde.__version__},
         "metric": "mean over the test functions of ||u - v||_2 / ||v||_2 on the 100 points",
         "summary": summary, "ratios_vs_deepxde": ratios, "runs": runs,
     }

@@ -54,8 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -65,7 +63,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oplab.bench.machine import Foreign, cpu_model  # noqa: E402
+from oplab.bench.machine import Foreign, describe  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "peer-data" / "neuralop"
@@ -338,9 +336,7 @@ def main(argv=None) -> int:
         "benchmark": "FNO vs neuraloperator 2.0.0, peer Darcy 16/32",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "environment": {"torch": torch.__version__, "neuralop": getattr(neuralop, "__version__", "?"),
-                        "oplab": oplab.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-                        "cores": os.cpu_count(), "threads": torch.get_num_threads()},
+        "environment": {**describe(), "neuralop": getattr(neuralop, "__version__", "?")},
         "metric": "mean over test samples of ||u - v||_2 / ||v||_2 on grid values",
         "inference_foreign_cpu_cores": busy.cores,
         "summary": summary, "ratios_vs_neuralop": ratios, "runs": runs,

@@ -145,6 +145,21 @@ def run_deepxde(spec, train, tests):
     model = dde.Model(data, net)
     model.compile("adam", lr=cfg.get("lr", 1e-3))
 
+    stamps = step_stamps(dde)
+    iterations = cfg.get("epochs", 10000)
+    tic = time.perf_counter()
+    model.train(iterations=iterations, callbacks=[stamps], verbose=0, display_every=max(1000, iterations // 10))
+    total = time.perf_counter() - tic
+    preds = [model.predict((flat(t[0]), mesh)).reshape(t[1].shape) for t in tests]
+    infer = _time(lambda: model.predict((flat(tests[0][0]), mesh))) / len(tests[0][0])
+    return {"version": dde.__version__, "params": sum(p.numel() for p in net.parameters()),
+            "epochs": iterations, "epoch_seconds": statistics.median(np.diff(stamps.t)), "train_seconds": total,
+            "inference_seconds_per_sample": infer}, preds
+
+
+def step_stamps(dde):
+    """A DeepXDE callback recording the start of every step and the end of training (``.t``)."""
+
     class Stamps(dde.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -156,16 +171,7 @@ def run_deepxde(spec, train, tests):
         def on_train_end(self):
             self.t.append(time.perf_counter())
 
-    stamps = Stamps()
-    iterations = cfg.get("epochs", 10000)
-    tic = time.perf_counter()
-    model.train(iterations=iterations, callbacks=[stamps], verbose=0, display_every=max(1000, iterations // 10))
-    total = time.perf_counter() - tic
-    preds = [model.predict((flat(t[0]), mesh)).reshape(t[1].shape) for t in tests]
-    infer = _time(lambda: model.predict((flat(tests[0][0]), mesh))) / len(tests[0][0])
-    return {"version": dde.__version__, "params": sum(p.numel() for p in net.parameters()),
-            "epochs": iterations, "epoch_seconds": statistics.median(np.diff(stamps.t)), "train_seconds": total,
-            "inference_seconds_per_sample": infer}, preds
+    return Stamps()
 
 
 def _time(fn, repeats=5):
