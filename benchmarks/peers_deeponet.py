@@ -192,8 +192,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    import deepxde  # noqa: F401  (prints its backend once)
-    import oplab
+    import deepxde  # here, so it prints its backend once, before the runs
 
     torch.set_num_threads(args.threads)
     data = make_data(args.n_train, args.n_test, args.data_seed)

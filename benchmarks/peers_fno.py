@@ -266,7 +266,6 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     import neuralop
-    import oplab
 
     # neuraloperator's Trainer passes the whole batch dict to the model and the loss, which warn
     # about the extra key once (after neuralop's own filterwarnings("once"), which this must follow)
