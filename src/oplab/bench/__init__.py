@@ -157,9 +157,9 @@ def make_datasets(suite: Suite, data_dir: Path, keys=None, workers: int = 2, log
             log(f"generating {key}: {spec['problem']} x{spec['n']} at {prob.resolution}")
         tic = time.perf_counter()
         generate(prob, spec["n"], path, seed=spec.get("seed", 0), workers=workers, resume=True)
-        if fresh or not side.exists():
-            side.write_text(json.dumps({"seconds": time.perf_counter() - tic, "workers": workers} if fresh else {}))
-        rec = json.loads(side.read_text())
+        if fresh:
+            side.write_text(json.dumps({"seconds": time.perf_counter() - tic, "workers": workers}))
+        rec = json.loads(side.read_text()) if side.exists() else {}  # older files: time unknown
         out[key] = {**rec, "n": spec["n"], "problem": spec["problem"], "resolution": prob.resolution,
                     "solver": fmt.read_meta(path).get("solver")}
     return out
