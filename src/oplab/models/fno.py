@@ -186,6 +186,13 @@ class FNO(Operator):
         self.activation = ACTIVATIONS[activation]()
         self.projection = channel_mlp(width, projection_channels, self.out_channels, activation)  # Q
 
+    @classmethod
+    def defaults(cls, sizes, periodic) -> dict:
+        """Modes: the grid's, capped at 16 (1D), 12 (2D) or 8 (3D) per axis; width 64 in 1D, else 32;
+        no padding when every axis is periodic, else 0 (set ``padding`` for non-periodic data)."""
+        cap = {1: 16, 2: 12, 3: 8}.get(len(sizes), 8)
+        return {"modes": [min(cap, n // 2) for n in sizes], "width": 64 if len(sizes) == 1 else 32, "padding": 0.0}
+
     @property
     def n_modes(self) -> tuple[int, ...]:
         """Fourier modes used now per axis (``<= modes``); settable, for every layer."""

@@ -25,9 +25,6 @@ PRESETS = {
                                 "latent": 40, "activation": "relu"},
 }
 
-#: models whose output lives on the input grid
-GRID_MODELS = ("fno", "tfno", "unet")
-
 
 def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
     """Complete ``{"name": ..., **args}`` for data with input ``[N, C_in, *S_in]``
@@ -49,19 +46,10 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
             raise ParameterError(
                 f"model {name!r} maps a grid to the same grid, but the data maps inputs on {list(s_in)} "
                 f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet)")
-        defaults = {"in_channels": c_in, "out_channels": c_out}
-        if name in ("fno", "tfno"):
-            cap = {1: 16, 2: 12, 3: 8}.get(d, 8)
-            defaults["modes"] = [min(cap, n // 2) for n in s_out]
-            defaults["width"] = 64 if d == 1 else 32
-            if not all(periodic):
-                defaults["padding"] = 0.0
-        if name == "unet":
-            defaults["dim"] = d
+        defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic))}
     else:
-        defaults = {"n_sensors": c_in * math.prod(s_in), "coord_dim": d, "out_channels": c_out}
-        if name == "pod_deeponet":
-            defaults = {"n_sensors": c_in * math.prod(s_in), "n_points": math.prod(s_out), "out_channels": c_out}
+        defaults = {"n_sensors": c_in * math.prod(s_in), "coord_dim": d, "out_channels": c_out,
+                    "n_points": math.prod(s_out), **cls.defaults(s_out, tuple(periodic))}
     import inspect
 
     valid = set(inspect.signature(cls.__init__).parameters) - {"self"}

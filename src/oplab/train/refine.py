@@ -59,8 +59,11 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
         raise OplabError(f"{run_dir}: not a run folder (no config.json)")
     saved = json.loads(cfg_path.read_text())
     model_cfg = dict(saved["model"])
-    if model_cfg.get("name") not in ("fno", "tfno"):
-        raise OplabError(f"{run_dir}: the refiner fine-tunes an FNO or TFNO, this run has {model_cfg.get('name')!r}")
+    import inspect
+
+    if "last_modes" not in inspect.signature(models.get(model_cfg.get("name", "")).__init__).parameters:
+        raise OplabError(f"{run_dir}: the refiner fine-tunes a Fourier model with a last_modes argument "
+                         f"(fno, tfno), this run has {model_cfg.get('name')!r}")
     _check_fresh(out)
     data_cfg = DataConfig(**{k: saved["data"][k] for k in DataConfig.__dataclass_fields__ if k in saved["data"]})
     train_ds, train, tests = _datasets(data_cfg)
