@@ -41,7 +41,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     lines = []
     report = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
     cases = {c["name"]: c for c in report["cases"]}
-    assert set(cases) == {"darcy16-fno", "antiderivative-deeponet"}
+    assert set(cases) == {"darcy16-fno", "darcy16-unet", "antiderivative-deeponet"}
     fno = cases["darcy16-fno"]
     assert set(fno["test"]) == {"16", "31"}  # its own test samples, and the zero-shot 31 set
     assert fno["curve"][-1]["train_loss"] < fno["curve"][0]["train_loss"]
@@ -50,11 +50,14 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     text = (out / "report.md").read_text()
     assert "## darcy" in text and "## antiderivative" in text and "L2@31" in text
     assert "0.0108 (85)" in text  # the published figure beside ours
+    # the two darcy16 cases are ranked, and the winner is the one with the lower error
+    winner = min(("darcy16-fno", "darcy16-unet"), key=lambda n: cases[n]["test"]["16"]["l2"])
+    assert "## Comparison: darcy16 at equal epochs" in text and f"**Winner: {winner}**" in text
     assert (out / "cases/darcy16-fno/run/predictions.png").exists()
     assert json.loads((out / "report.json").read_text())["suite"] == "smoke"
     # rerun: finished cases are not trained again
     again = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
-    assert sum("done before" in line for line in lines) == 2
+    assert sum("done before" in line for line in lines) == 3
     assert again["cases"][0]["test"] == report["cases"][0]["test"]
     # a case interrupted after its last checkpoint resumes instead of starting over
     (out / "cases/darcy16-fno/result.json").unlink()

@@ -45,7 +45,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 
 _DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
 _CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "resolution", "test_resolutions",
-              "test_datasets", "model", "train", "published", "peer", "note"}
+              "test_datasets", "model", "train", "published", "peer", "note", "compare"}
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Case:
     published: dict | None = None
     peer: dict | None = None
     note: str = ""
+    compare: str | None = None  # cases sharing this label are ranked against each other in the report
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def render(report: dict, out: Path) -> str:
             lines.append(f"| {key} | {d.get('problem')} | {d.get('resolution', '')} | {d.get('n')} | "
                          f"{d.get('solver', '')} | {secs} |")
         lines.append("")
+    lines += comparisons(report)
     by_problem: dict[str, list] = {}
     for r in report["cases"]:
         problem = (r.get("dataset") or {}).get("problem") or r.get("case", {}).get("dataset", "?")
@@ -115,6 +117,45 @@ def render(report: dict, out: Path) -> str:
             lines.append(f"- **{r['name']}**: " + "; ".join(notes) + (f". Figures: {figs}" if figs else ""))
         lines.append("")
     return "\n".join(lines)
+
+
+def comparisons(report: dict) -> list[str]:
+    """One ranking table per ``compare`` label: the cases by their error on the first test
+    set, each as a ratio to the winner; a line says who wins and by how much."""
+    groups: dict[str, list] = {}
+    for r in report["cases"]:
+        label = (r.get("case") or {}).get("compare")
+        if label and "failed" not in r and r.get("test"):
+            groups.setdefault(label, []).append(r)
+    lines = []
+    for label, rows in groups.items():
+        labels = _labels(rows)
+        first = labels[0]
+        rows = sorted(rows, key=lambda r: ((r["test"].get(first) or {}).get("l2") or math.inf))
+        best = (rows[0]["test"].get(first) or {}).get("l2")
+        budgets = sorted({(r.get("train") or {}).get("budget_minutes") for r in rows} - {None})
+        lines += [f"## Comparison: {label}", "",
+                  "Ranked by relative L2 at " + first
+                  + (f"; every case trained under the same budget of {', '.join(f'{b:g}' for b in budgets)} min"
+                     if len(budgets) == 1 else "") + ".", "",
+                  "| rank | case | model | params | epochs | s/epoch | " + " | ".join(f"L2@{k}" for k in labels)
+                  + f" | L2@{first} ÷ best |", "|" + "---|" * (6 + len(labels) + 1)]
+        for i, r in enumerate(rows, 1):
+            model = (r.get("model") or {}).get("name", "")
+            l2 = (r["test"].get(first) or {}).get("l2")
+            cells = [str(i), r["name"], model, _fmt(r.get("params"), ","), _fmt(r.get("epochs"), "d"),
+                     _fmt(r.get("epoch_seconds"), ".3g"),
+                     *[_fmt((r["test"].get(k) or {}).get("l2")) for k in labels],
+                     f"{l2 / best:.2f}x" if l2 and best else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(rows) > 1 and best:
+            second = (rows[1]["test"].get(first) or {}).get("l2")
+            lines += ["", f"**Winner: {rows[0]['name']}** (L2@{first} {best:.4f}); the runner-up "
+                      f"{rows[1]['name']} has {second / best:.2f}x its error"
+                      + (f", the last ({rows[-1]['name']}) {((rows[-1]['test'].get(first) or {}).get('l2') or math.nan) / best:.2f}x"
+                         if len(rows) > 2 else "") + "."]
+        lines.append("")
+    return lines
 
 
 def _row(r: dict, labels: list, pub, pub_res: str, ours) -> str:
