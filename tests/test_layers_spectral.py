@@ -15,13 +15,7 @@ from oplab.layers import SpectralConv
 from oplab.layers.spectral import CPWeight, TTWeight, TuckerWeight
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: one thread is faster and immune to a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def set_dense(layer: SpectralConv, weight: torch.Tensor) -> None:

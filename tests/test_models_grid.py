@@ -13,13 +13,7 @@ from oplab import models
 from oplab.errors import ParameterError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small models: one thread is faster and immune to a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grid(*sizes: int) -> tuple[torch.Tensor, ...]:

@@ -8,7 +8,6 @@ import torch
 
 from oplab import problems
 from oplab.losses.physics import elliptic_operator, residual_loss
-from oplab.problems.base import rng_for
 from oplab.solvers import fd
 
 

@@ -301,3 +301,18 @@ def test_python_api_refuses_an_existing_run_folder(darcy, tmp_path):
     with pytest.raises(OplabError, match="already holds a run"):
         oplab.train(model, ds, epochs=1, out=tmp_path / "r", n_train=40, n_test=8, log=lambda s: None)
     assert (tmp_path / "r" / "config.json").read_text() == before
+
+
+def test_learning_rate_schedules():
+    from oplab.train.loop import learning_rate
+
+    step = tc.TrainConfig(epochs=300, lr=1e-3, scheduler="step", step_size=100, gamma=0.5)
+    assert [learning_rate(step, e) for e in (0, 99, 100, 299)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    cosine = tc.TrainConfig(epochs=100, lr=1e-3, scheduler="cosine")
+    assert learning_rate(cosine, 0) == 1e-3 and learning_rate(cosine, 50) == pytest.approx(5e-4)
+    # one cycle: lr/2 -> lr over the first 30% of the epochs -> lr/200 at the last epoch
+    one = tc.TrainConfig(epochs=500, lr=3e-4, scheduler="onecycle")
+    rates = [learning_rate(one, e) for e in range(500)]
+    assert rates[0] == pytest.approx(1.5e-4) and max(rates) == pytest.approx(3e-4)
+    assert rates.index(max(rates)) == 150 and rates[-1] == pytest.approx(1.5e-6)
+    assert all(a <= b for a, b in zip(rates[:150], rates[1:151])) and all(a >= b for a, b in zip(rates[150:], rates[151:]))

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import OplabError, ParameterError
+from ..errors import ParameterError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -222,6 +222,10 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
                 if peer.exists():
                     rec["peer"] = json.loads(peer.read_text())
                 results.append(rec)
+    labels = {c.name: c.compare for c in suite.cases}
+    for rec in results:  # the suite's grouping is presentation: a case finished before a label was added joins it
+        if rec.get("name") in labels and isinstance(rec.get("case"), dict):
+            rec["case"]["compare"] = labels[rec["name"]]
     report = {"suite": suite.name, "description": suite.description, "source": suite.source,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe(device),
               "command": " ".join(["oplab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("oplab") else "",

@@ -21,7 +21,6 @@ import os
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -84,7 +83,7 @@ def main(case_dir: str) -> int:
     tmp = case_dir / "result.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, case_dir / "result.json")
-    log(f"done: L2 " + ", ".join(f"{k} {m['l2']:.4f}" for k, m in final["test"].items()))
+    log("done: L2 " + ", ".join(f"{k} {m['l2']:.4f}" for k, m in final["test"].items()))
     return 0
 
 

@@ -19,7 +19,7 @@ from ..errors import ParameterError
 from .base import Operator
 
 # modules that define models (each registers its classes on import)
-_MODULES = ("fno", "deeponet", "unet")
+_MODULES = ("fno", "deeponet", "unet", "mgno", "lsm", "lordnet", "transolver", "mgtfno")
 _REGISTRY: dict[str, type[Operator]] = {}
 
 

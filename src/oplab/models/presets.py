@@ -20,9 +20,30 @@ PRESETS = {
     # Li et al. 2021 (FNO), sec. 5.3 Navier-Stokes FNO-2D: 12 modes, width 20
     "fno-ns": {"name": "fno", "modes": [12, 12], "width": 20, "n_layers": 4},
     "tfno-darcy": {"name": "tfno", "modes": [12, 12], "width": 32, "n_layers": 4},
+    # U-Net baseline (Ronneberger et al. 2015) as used against FNO: width 32, 4 down-samplings
+    "unet-darcy": {"name": "unet", "width": 32, "depth": 4},
+    # He, Liu, Xu 2024 (MgNO): the defaults of the authors' MgNO_DC model, 4 layers of 24 channels, V-cycles of up
+    # to 6 levels (their Darcy script trains 5 layers: see the paper suite)
+    "mgno-darcy": {"name": "mgno", "width": 24, "n_layers": 4},
+    # Wu et al. 2023 (LSM), the released Darcy script: width 64, 4 tokens, 12 basis functions, 8 heads,
+    # 6x6-cell patches at 96 cells (16 patches per axis); 19.2M parameters
+    "lsm-darcy": {"name": "lsm", "width": 64, "depth": 4, "n_tokens": 4, "n_basis": 12, "n_heads": 8, "patches": 16},
+    # Wu et al. 2024 (Transolver), the released Darcy script: 8 layers, width 128, 8 heads, 64 slices, mlp ratio 1,
+    # unified position on an 8 x 8 reference grid
+    "transolver-darcy": {"name": "transolver", "width": 128, "n_layers": 8, "n_heads": 8, "n_slices": 64,
+                         "mlp_ratio": 1, "ref": 8},
+    # LordNet (Huang et al. 2022): no published Darcy setting; width 64, rank 8, 4 blocks (about FNO's cost at 64)
+    "lordnet-darcy": {"name": "lordnet", "width": 64, "rank": 8, "n_layers": 4, "projection_channels": 64},
+    # Kossaifi et al. 2024 (MG-TFNO): 2 x 2 patches with one coarse level, 1/8 patch of context, joint Tucker
+    # rank 0.1 (the paper's setting is for Navier-Stokes at 1024; this is the Darcy-64 one of the cpu suite)
+    "mgtfno-darcy": {"name": "mgtfno", "patches": 2, "levels": 1, "padding": 0.125, "domain_padding": 0.125,
+                     "rank": 0.1},
     # Lu et al. 2021 (DeepONet), antiderivative: branch/trunk width 40, p = 40
     "deeponet-antiderivative": {"name": "deeponet", "branch_layers": [40, 40], "trunk_layers": [40, 40],
                                 "latent": 40, "activation": "relu"},
+    # MultiONet (arXiv:2502.06250) at DeepONet's antiderivative size (tanh: ReLU
+    # makes every layer-wise inner product non-negative)
+    "multionet-antiderivative": {"name": "multionet", "width": 40, "depth": 2, "activation": "tanh"},
 }
 
 

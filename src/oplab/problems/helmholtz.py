@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..solvers.random_fields import cosine_grf
-from .base import Param, nonnegative, positive
+from .base import nonnegative, positive
 from .elliptic import INDEFINITE_SOLVER_PARAMS, UnitSquareProblem
 
 

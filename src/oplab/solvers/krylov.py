@@ -267,7 +267,7 @@ def gmres(A: sp.spmatrix, b: np.ndarray, tol: float = 1e-8, restart: int = 40, m
 def features(fields: np.ndarray, size: int = 16) -> np.ndarray:
     """Sorting features of parameter fields ``[N, C, n, n]``: block means on a ``size x size`` grid."""
     fields = np.asarray(fields, dtype=np.float64)
-    N, C, n = fields.shape[0], fields.shape[1], fields.shape[-1]
+    N, n = fields.shape[0], fields.shape[-1]
     edges = np.linspace(0, n, min(size, n) + 1).astype(int)
     rows = np.add.reduceat(fields, edges[:-1], axis=2) / np.diff(edges)[None, None, :, None]
     blocks = np.add.reduceat(rows, edges[:-1], axis=3) / np.diff(edges)[None, None, None, :]

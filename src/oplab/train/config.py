@@ -41,7 +41,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adam | adamw
-    scheduler: str = "cosine"  # cosine | step | none
+    scheduler: str = "cosine"  # cosine | step | onecycle | none
     step_size: int = 100  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -62,7 +62,7 @@ class TrainConfig:
     plot_samples: int = 3
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "none"), "loss": ("l2", "h1", "hm1", "mse"),
+        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "h1", "hm1", "mse"),
                    "physics_norm": ("preconditioned", "residual", "weak")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:

@@ -55,6 +55,15 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
         return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
     if cfg.scheduler == "cosine":
         return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.scheduler == "onecycle":
+        # one cycle (Smith & Topin 2019; torch's OneCycleLR) per epoch, with the factors of MgNO's Darcy
+        # script: cosine from lr/2 up to lr over the first 30% of the epochs, then cosine down to lr/200
+        warm = max(1, round(0.3 * cfg.epochs))
+        if epoch < warm:
+            return cfg.lr / 2 + cfg.lr / 2 * 0.5 * (1.0 - math.cos(math.pi * epoch / warm))
+        low = cfg.lr / 200
+        t = (epoch - warm) / max(1, cfg.epochs - 1 - warm)
+        return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
     return cfg.lr
 
 
