@@ -143,7 +143,6 @@ def make_datasets(suite: Suite, data_dir: Path, keys=None, workers: int = 2, log
     made a file is kept beside it (``KEY.h5.json``), so a later run reports it too.
     """
     from .. import problems
-    from ..data import format as fmt
     from ..data.generation import generate
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,10 +159,22 @@ def make_datasets(suite: Suite, data_dir: Path, keys=None, workers: int = 2, log
         generate(prob, spec["n"], path, seed=spec.get("seed", 0), workers=workers, resume=True)
         if fresh:
             side.write_text(json.dumps({"seconds": time.perf_counter() - tic, "workers": workers}))
-        rec = json.loads(side.read_text()) if side.exists() else {}  # older files: time unknown
-        out[key] = {**rec, "n": spec["n"], "problem": spec["problem"], "resolution": prob.resolution,
-                    "solver": fmt.read_meta(path).get("solver")}
+        out[key] = _dataset_record(suite, data_dir, key)
     return out
+
+
+def _dataset_record(suite: Suite, data_dir: Path, key: str) -> dict:
+    """What the report says of data set ``key`` (already generated): size, solver, generation time."""
+    from .. import problems
+    from ..data import format as fmt
+
+    spec = suite.datasets[key]
+    path = dataset_path(data_dir, key)
+    side = path.with_name(path.name + ".json")
+    prob = problems.create(spec["problem"], spec.get("resolution"), **(spec.get("params") or {}))
+    rec = json.loads(side.read_text()) if side.exists() else {}  # older files: time unknown
+    return {**rec, "n": spec["n"], "problem": spec["problem"], "resolution": prob.resolution,
+            "solver": fmt.read_meta(path).get("solver")}
 
 
 def peer_python(explicit: str | None = None) -> str | None:
@@ -222,6 +233,15 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
                 if peer.exists():
                     rec["peer"] = json.loads(peer.read_text())
                 results.append(rec)
+    # the data-set table covers every reported case (with --only, also those finished earlier)
+    reported = {r.get("name") for r in results}
+    datasets = {}
+    for k in sorted({k for c in suite.cases if c.name in reported
+                     for k in [c.dataset, *c.test_datasets, *([c.test_dataset] if c.test_dataset else [])]}):
+        if k in made:
+            datasets[k] = {**suite.datasets[k], **made[k]}
+        elif dataset_path(data_dir, k).exists():
+            datasets[k] = {**suite.datasets[k], **_dataset_record(suite, data_dir, k)}
     labels = {c.name: c.compare for c in suite.cases}
     for rec in results:  # the suite's grouping is presentation: a case finished before a label was added joins it
         if rec.get("name") in labels and isinstance(rec.get("case"), dict):
@@ -229,7 +249,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     report = {"suite": suite.name, "description": suite.description, "source": suite.source,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe(device),
               "command": " ".join(["oplab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("oplab") else "",
-              "datasets": {k: {**suite.datasets[k], **made.get(k, {})} for k in keys}, "cases": results}
+              "datasets": datasets, "cases": results}
     write_report(report, out)
     return report
 

@@ -1,34 +1,48 @@
-"""Cost of one model at a stated size: parameters, forward and forward+backward time, peak memory.
+"""Cost of one model at a stated size: parameters, time per call, peak memory per sample.
 
-``measure(preset, x_shape, y_shape)`` runs in a fresh child process
-(``python -m oplab.bench.modelcard JSON``) so that the peak memory is the
-model's own:
+``measure(model, x_shape, y_shape)`` runs each mode (``"infer"``: a forward
+pass under ``torch.inference_mode``; ``"train"``: forward, relative-L2 loss,
+backward, no optimizer state) in a fresh child process
+(``python -m oplab.bench.modelcard JSON``), so that the peak memory is the
+model's own. In the child:
 
-* time: median of ``repeats`` calls after one warm-up, with ``threads`` torch
-  threads; forward under ``torch.no_grad``, forward+backward of the mean
-  squared output (parameter gradients included);
-* peak memory on the CPU: the rise of the process's maximum resident set
-  (``ru_maxrss``) above its value after the model and the batch were built,
-  first over the inference calls, then over the training steps (the high-water
-  mark only grows, so the second figure covers both); on CUDA,
-  ``torch.cuda.max_memory_allocated`` above the allocation after the build.
+1. build the model (``oplab.models.presets.derive`` fills channels and the
+   grid-derived arguments; a preset name works) and one warm-up call on a
+   single sample (lazy imports, FFT plans, allocator pools);
+2. peak memory of the first call on the full batch: on CUDA,
+   ``torch.cuda.max_memory_allocated`` minus the allocation before it; on the
+   CPU, with ``cur`` the resident set before the call (``/proc/self/statm``)
+   and ``hw`` the high-water mark then (``ru_maxrss``), the call's peak is
+   ``ru_maxrss_after - cur`` when the call raised the mark, else at most
+   ``hw - cur`` (then marked as an upper bound ``"<="``). The child runs with
+   ``MALLOC_MMAP_THRESHOLD_=131072``: glibc then serves every block over
+   128 KiB by ``mmap`` and returns it when freed, so the resident set follows
+   the live tensors (with glibc's adaptive threshold, freed heap blocks can
+   stay resident and inflate the mark of runs that free and reallocate a lot
+   by up to 2x);
+3. time: the median of ``repeats`` further calls, with ``threads`` torch threads.
 
-Used by ``benchmarks/models.py`` (which writes ``docs/models.md``) and by the
-MG-TFNO memory benchmark.
+Used by ``benchmarks/models.py`` (which writes ``docs/models.md``) and
+``benchmarks/mgtfno_memory.py``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
+MODES = ("infer", "train")
 
-def _rss_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+def _resident_kib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 def _measure_here(spec: dict) -> dict:
@@ -40,71 +54,76 @@ def _measure_here(spec: dict) -> dict:
     from ..models.presets import derive
 
     torch.manual_seed(0)
-    torch.set_num_threads(spec.get("threads", 1))
-    device = torch.device(spec.get("device", "cpu"))
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    cuda = device.type == "cuda"
     x_shape, y_shape = spec["x_shape"], spec["y_shape"]
     sizes = y_shape[2:]
     coords = tuple(((torch.arange(n) + 0.5) / n).to(device) for n in sizes)
     periodic = spec.get("periodic") or [False] * len(sizes)
     config = derive(spec["model"], x_shape, y_shape, coords, periodic)
     model = from_config(config).to(device)
-    x = torch.randn(*x_shape, device=device)
-    cuda = device.type == "cuda"
+    train = spec["mode"] == "train"
+    model.train(train)
 
-    def sync():
+    def call(x, y):
+        if train:
+            model.zero_grad(set_to_none=True)
+            out = model(x, coords)
+            ((out - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)).mean().backward()
+        else:
+            with torch.inference_mode():
+                model(x, coords)
         if cuda:
             torch.cuda.synchronize()
 
-    def timed(fn, repeats):
-        out = []
-        for i in range(repeats + 1):
-            sync()
-            tic = time.perf_counter()
-            fn()
-            sync()
-            if i:
-                out.append(time.perf_counter() - tic)
-        return statistics.median(out)
-
-    def forward():
-        with torch.no_grad():
-            model(x, coords)
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        model(x, coords).square().mean().backward()
-
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() / 2**20
-        peak = lambda: torch.cuda.max_memory_allocated() / 2**20 - base  # noqa: E731
-    else:
-        base = _rss_peak_mib()
-        peak = lambda: _rss_peak_mib() - base  # noqa: E731
-    repeats = spec.get("repeats", 5)
-    forward_s = timed(forward, repeats)
-    infer_peak = peak()
-    step_s = timed(step, repeats)
-    train_peak = peak()
     batch = x_shape[0]
-    return {"model": config, "params": model.n_params(), "x_shape": x_shape, "y_shape": y_shape,
-            "threads": torch.get_num_threads(), "device": str(device),
-            "forward_ms": forward_s * 1e3, "forward_backward_ms": step_s * 1e3,
-            "inference_peak_mib_per_sample": infer_peak / batch, "train_peak_mib_per_sample": train_peak / batch,
-            "points": math.prod(sizes)}
+    call(torch.randn(1, *x_shape[1:], device=device), torch.randn(1, *y_shape[1:], device=device))  # warm-up
+    x, y = torch.randn(*x_shape, device=device), torch.randn(*y_shape, device=device)
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        cur, hw = _resident_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    call(x, y)
+    if cuda:
+        peak, bound = (torch.cuda.max_memory_allocated() - before) / 2**20, "="
+    else:
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak, bound = ((after - cur) / 1024, "=") if after > hw else ((hw - cur) / 1024, "<=")
+    times = []
+    for _ in range(spec["repeats"]):
+        tic = time.perf_counter()
+        call(x, y)
+        times.append(time.perf_counter() - tic)
+    return {"model": config, "params": model.n_params(), "points": math.prod(sizes),
+            "peak_mib": peak, "bound": bound, "mib_per_sample": peak / batch,
+            "ms": statistics.median(times) * 1e3 if times else None}
 
 
 def measure(model: dict | str, x_shape, y_shape, periodic=None, threads: int = 1, device: str = "cpu",
-            repeats: int = 5, timeout: float = 900) -> dict:
-    """Measure ``model`` (a preset name or ``{"name": ..., **args}``) in a fresh process (module docstring)."""
-    spec = {"model": {"name": model} if isinstance(model, str) else dict(model), "x_shape": list(x_shape),
+            repeats: int = 5, modes=MODES, timeout: float = 1800) -> dict:
+    """Measure ``model`` (a preset name or ``{"name": ..., **args}``), one fresh process per mode
+    (module docstring). Returns ``model`` (the full config), ``params`` and, per mode ``m``,
+    ``m_ms`` (median time per call), ``m_mib_per_sample`` and ``m_bound`` (``"="`` or ``"<="``)."""
+    base = {"model": {"name": model} if isinstance(model, str) else dict(model), "x_shape": list(x_shape),
             "y_shape": list(y_shape), "periodic": periodic, "threads": threads, "device": device, "repeats": repeats}
-    done = subprocess.run([sys.executable, "-m", "oplab.bench.modelcard", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(f"measuring {spec['model']} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "MALLOC_MMAP_THRESHOLD_": "131072"}
+    record = {"x_shape": list(x_shape), "y_shape": list(y_shape), "threads": threads, "device": device}
+    for mode in modes:
+        spec = {**base, "mode": mode}
+        done = subprocess.run([sys.executable, "-m", "oplab.bench.modelcard", json.dumps(spec)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"measuring {base['model']} ({mode}) failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        record.update(model=result["model"], params=result["params"], points=result["points"])
+        record.update({f"{mode}_ms": result["ms"], f"{mode}_mib_per_sample": result["mib_per_sample"],
+                       f"{mode}_peak_mib": result["peak_mib"], f"{mode}_bound": result["bound"]})
+    return record
 
 
 if __name__ == "__main__":

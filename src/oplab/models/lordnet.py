@@ -57,7 +57,8 @@ from . import register
 from .base import Operator
 from .fno import ACTIVATIONS, Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
 
-_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+#: ``F.interpolate``'s linear mode per dimension
+LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def resample(x: torch.Tensor, sizes: Sequence[int], periodic: Sequence[bool]) -> torch.Tensor:
@@ -71,7 +72,7 @@ def resample(x: torch.Tensor, sizes: Sequence[int], periodic: Sequence[bool]) ->
     if any(wrap):  # append the first cell at the end: a vertex grid of n + 1 points on the period
         x = F.pad(x, [p for a in reversed(range(d)) for p in (0, int(wrap[a]))], mode="circular")
     target = [n + int(w) for n, w in zip(sizes, wrap)]
-    y = F.interpolate(x, size=target, mode=_MODES[d], align_corners=True)
+    y = F.interpolate(x, size=target, mode=LINEAR_MODES[d], align_corners=True)
     return y[(slice(None), slice(None), *[slice(0, n) for n in sizes])] if any(wrap) else y
 
 

@@ -90,14 +90,9 @@ from ..errors import ParameterError
 from . import register
 from .base import Operator
 from .fno import Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
+from .lordnet import LINEAR_MODES
+from .unet import _CONV, _POOL, _norm
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(channels, 8), channels)
 
 
 def _double_conv(dim: int, in_channels: int, out_channels: int, mid_channels: int | None = None) -> nn.Sequential:
@@ -348,7 +343,7 @@ class LSM(Operator):
         v = self.spectral[self.depth](skips[-1])
         for k, block in zip(reversed(range(self.depth)), self.up):
             skip = self.spectral[k](skips[k])
-            up = F.interpolate(v, size=skip.shape[2:], mode=_LINEAR_MODE[self.dim], align_corners=True)
+            up = F.interpolate(v, size=skip.shape[2:], mode=LINEAR_MODES[self.dim], align_corners=True)
             v = block(torch.cat([skip, up], dim=1))
         v = self.outc(v)  # [B, width, *S']
         v = v[(slice(None), slice(None), *[slice(0, n) for n in sizes])]
