@@ -48,16 +48,16 @@ def check_gradient(model: models.Operator, in_channels: int, sizes, seed: int = 
     assert not missing, f"parameters without gradient: {missing}"
 
 
-_DARCY: dict[int, Path] = {}
+_DARCY: dict[tuple[int, int], Path] = {}
 
 
 def darcy(tmp_dir: Path, resolution: int = 17, n: int = 48) -> Path:
     """A small generated Darcy set (cached per test session)."""
-    if resolution not in _DARCY:
-        path = Path(tmp_dir) / f"darcy{resolution}.h5"
+    if (resolution, n) not in _DARCY:
+        path = Path(tmp_dir) / f"darcy{resolution}-{n}.h5"
         generate(problems.create("darcy", resolution=resolution), n, path, seed=0)
-        _DARCY[resolution] = path
-    return _DARCY[resolution]
+        _DARCY[resolution, n] = path
+    return _DARCY[resolution, n]
 
 
 def check_training(name: str, kwargs: dict, tmp_path: Path, data: Path, epochs: int = 12, lr: float = 5e-3,

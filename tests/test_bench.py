@@ -103,3 +103,17 @@ def test_quickstart_small(tmp_path):
     assert quickstart(out, log=lines.append) == s  # finished: shows the summary again
     assert "finished before" in lines[0]
     shutil.rmtree(out / "data")
+
+
+def test_comparison_ranks_finite_errors_first_and_survives_missing_ones():
+    from oplab.bench.report import comparisons
+
+    def case(name, test):
+        return {"name": name, "case": {"compare": "g"}, "model": {"name": "fno"}, "test": test, "params": 1,
+                "epochs": 1, "epoch_seconds": 1.0, "train": {"budget_minutes": 6}}
+
+    text = "\n".join(comparisons({"cases": [
+        case("diverged", {"64": {"l2": float("nan")}}), case("second", {"64": {"l2": 0.02}, "128": {"l2": 0.04}}),
+        case("other-grid", {"128": {"l2": 0.01}}), case("first", {"64": {"l2": 0.01}})]}))
+    assert "**Winner: first** (L2@64 0.0100); the runner-up second has 2.00x its error" in text
+    assert text.index("| 3 | diverged") < text.index("| 4 | other-grid")

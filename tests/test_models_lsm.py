@@ -38,8 +38,10 @@ def test_shapes_1d_and_3d(dim, shapes):
 
 def test_gradient():
     torch.manual_seed(0)
-    model = LSM(1, 2, width=4, depth=1, n_tokens=2, n_basis=3, n_heads=2, patches=2, projection_channels=4)
-    check_gradient(model, 1, (6, 5))  # 5 cells in 2 patches: the masked padding is on the path
+    model = LSM(1, 2, width=4, depth=1, n_tokens=2, n_basis=3, n_heads=2, patches=4, projection_channels=4)
+    # 10 cells in 4 patches of 3 (2 padded cells), and 5 in 2 of 3 one level down: the masked path is taken
+    assert patch_layout((10,), (4,)) == ((4,), (3,)) and patch_layout((5,), (2,)) == ((2,), (3,))
+    check_gradient(model, 1, (10, 6))
 
 
 def test_training_and_checkpoint(darcy17, tmp_path):

@@ -22,6 +22,12 @@ model's own. In the child:
    by up to 2x);
 3. time: the median of ``repeats`` further calls, with ``threads`` torch threads.
 
+The parameter gradients are allocated by the warm-up, so the peak counts what
+grows with the batch (activations, workspace), not the model's fixed memory.
+"Per sample" is that peak divided by the batch: a model whose peak does not
+grow in proportion to the batch (MG-TFNO with ``patch_batch``) has a per-sample
+figure that falls as the batch grows, so compare models at the same batch.
+
 Used by ``benchmarks/models.py`` (which writes ``docs/models.md``) and
 ``benchmarks/mgtfno_memory.py``.
 """
@@ -68,7 +74,7 @@ def _measure_here(spec: dict) -> dict:
 
     def call(x, y):
         if train:
-            model.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=False)  # the gradients stay allocated after the warm-up: a fixed cost
             out = model(x, coords)
             ((out - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)).mean().backward()
         else:
@@ -80,7 +86,6 @@ def _measure_here(spec: dict) -> dict:
     batch = x_shape[0]
     call(torch.randn(1, *x_shape[1:], device=device), torch.randn(1, *y_shape[1:], device=device))  # warm-up
     x, y = torch.randn(*x_shape, device=device), torch.randn(*y_shape, device=device)
-    model.zero_grad(set_to_none=True)
     gc.collect()
     if cuda:
         torch.cuda.reset_peak_memory_stats()

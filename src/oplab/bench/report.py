@@ -130,9 +130,16 @@ def comparisons(report: dict) -> list[str]:
     lines = []
     for label, rows in groups.items():
         labels = _labels(rows)
-        first = labels[0]
-        rows = sorted(rows, key=lambda r: ((r["test"].get(first) or {}).get("l2") or math.inf))
-        best = (rows[0]["test"].get(first) or {}).get("l2")
+        # rank on the first test set every case of the group was evaluated on
+        common = [k for k in labels if all(k in r["test"] for r in rows)]
+        first = (common or labels)[0]
+
+        def error(r):  # a missing or non-finite error ranks last
+            value = (r["test"].get(first) or {}).get("l2")
+            return value if value is not None and math.isfinite(value) else math.inf
+
+        rows = sorted(rows, key=error)
+        best = error(rows[0])
         budgets = sorted({(r.get("train") or {}).get("budget_minutes") for r in rows} - {None})
         lines += [f"## Comparison: {label}", "",
                   "Ranked by relative L2 at " + first
@@ -140,20 +147,21 @@ def comparisons(report: dict) -> list[str]:
                      if len(budgets) == 1 else "") + ".", "",
                   "| rank | case | model | params | epochs | s/epoch | " + " | ".join(f"L2@{k}" for k in labels)
                   + f" | L2@{first} ÷ best |", "|" + "---|" * (6 + len(labels) + 1)]
+        finite = math.isfinite(best) and best > 0
+
+        def ratio(r) -> str:
+            return f"{error(r) / best:.2f}x" if finite and math.isfinite(error(r)) else "—"
+
         for i, r in enumerate(rows, 1):
             model = (r.get("model") or {}).get("name", "")
-            l2 = (r["test"].get(first) or {}).get("l2")
             cells = [str(i), r["name"], model, _fmt(r.get("params"), ","), _fmt(r.get("epochs"), "d"),
                      _fmt(r.get("epoch_seconds"), ".3g"),
-                     *[_fmt((r["test"].get(k) or {}).get("l2")) for k in labels],
-                     f"{l2 / best:.2f}x" if l2 and best else ""]
+                     *[_fmt((r["test"].get(k) or {}).get("l2")) for k in labels], ratio(r)]
             lines.append("| " + " | ".join(cells) + " |")
-        if len(rows) > 1 and best:
-            second = (rows[1]["test"].get(first) or {}).get("l2")
+        if len(rows) > 1 and finite:
             lines += ["", f"**Winner: {rows[0]['name']}** (L2@{first} {best:.4f}); the runner-up "
-                      f"{rows[1]['name']} has {second / best:.2f}x its error"
-                      + (f", the last ({rows[-1]['name']}) {((rows[-1]['test'].get(first) or {}).get('l2') or math.nan) / best:.2f}x"
-                         if len(rows) > 2 else "") + "."]
+                      f"{rows[1]['name']} has {ratio(rows[1])} its error"
+                      + (f", the last ({rows[-1]['name']}) {ratio(rows[-1])}" if len(rows) > 2 else "") + "."]
         lines.append("")
     return lines
 

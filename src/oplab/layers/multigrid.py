@@ -136,6 +136,12 @@ class VCycle(nn.Module):
         self.levels = nn.ModuleList(modules)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode == "reflect":  # reflection needs 2 cells on every level the cycle visits
+            coarsest = [-(-n // 2 ** (len(self.levels) - 1)) for n in f.shape[2:]]
+            if min(coarsest) < 2:
+                raise ValueError(f"VCycle: padding_mode 'reflect' needs at least 2 cells per axis on every level, but "
+                                 f"the grid {list(f.shape[2:])} has {coarsest} on level {len(self.levels) - 1} of "
+                                 f"{len(self.levels)}; use fewer levels or another padding_mode")
         u = self._cycle(0, f, None)
         assert u is not None  # the finest level smooths at least once
         return u

@@ -7,19 +7,22 @@
 
 Every model is an :class:`~oplab.models.base.Operator` whose constructor
 takes plain JSON values; ``model.config`` holds them. Adding a model is one
-module here plus one line in ``_MODULES``.
+module in this package that registers its class: the modules are found by
+name (every module here except ``base`` and ``presets``).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 
 from ..errors import ParameterError
 from .base import Operator
 
-# modules that define models (each registers its classes on import)
-_MODULES = ("fno", "deeponet", "unet", "mgno", "lsm", "lordnet", "transolver", "mgtfno")
+# modules that define models (each registers its classes on import): all of this package's but these
+_NOT_MODELS = ("base", "presets")
+_MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_MODELS))
 _REGISTRY: dict[str, type[Operator]] = {}
 
 

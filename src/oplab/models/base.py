@@ -59,13 +59,15 @@ class Operator(nn.Module):
         cls.__init__ = recording_init
 
     @classmethod
-    def defaults(cls, sizes: tuple[int, ...], periodic: Sequence[bool]) -> dict:
+    def defaults(cls, sizes: tuple[int, ...], periodic: Sequence[bool], given: dict | None = None) -> dict:
         """Constructor arguments this model derives from the data: ``sizes`` is the
         output grid ``S`` (grid models map ``[B, C_in, *S]`` to ``[B, C_out, *S]``),
-        ``periodic`` the periodicity of each axis. Channels and sensor counts are
-        filled by :func:`oplab.models.presets.derive`; a model overrides this for
-        anything else that depends on the grid (dimension, modes, grid size,
-        boundary handling). Keys the constructor does not take are ignored."""
+        ``periodic`` the periodicity of each axis, ``given`` the arguments the user
+        set (they win; a derived value that depends on them should follow them).
+        Channels and sensor counts are filled by :func:`oplab.models.presets.derive`;
+        a model overrides this for anything else that depends on the grid
+        (dimension, modes, grid size, boundary handling). Keys the constructor
+        does not take are ignored."""
         return {"dim": len(sizes)}
 
     def extra_repr(self) -> str:

@@ -164,6 +164,9 @@ class FNO(Operator):
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width), ("n_layers", n_layers)):
             if not _positive_int(value):
                 raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
+        for key, value in (("lifting_channels", lifting_channels), ("projection_channels", projection_channels)):
+            if value is not None and not (value == 0 or _positive_int(value)):
+                raise ParameterError(f"{name}: {key} must be a positive int, or 0/None for one linear map, got {value!r}")
         if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0.0 <= padding < 1.0:
             raise ParameterError(f"{name}: padding must be a fraction in [0, 1), got {padding!r}")
         if activation not in ACTIVATIONS:
@@ -187,9 +190,9 @@ class FNO(Operator):
         self.projection = channel_mlp(width, projection_channels, self.out_channels, activation)  # Q
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """Modes: the grid's, capped at 16 (1D), 12 (2D) or 8 (3D) per axis; width 64 in 1D, else 32;
-        no padding when every axis is periodic, else 0 (set ``padding`` for non-periodic data)."""
+        no domain padding (set ``padding`` for non-periodic data where it helps)."""
         cap = {1: 16, 2: 12, 3: 8}.get(len(sizes), 8)
         return {"modes": [min(cap, n // 2) for n in sizes], "width": 64 if len(sizes) == 1 else 32, "padding": 0.0}
 

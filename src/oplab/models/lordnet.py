@@ -183,7 +183,7 @@ class LordNet(Operator):
         self.projection = channel_mlp(width, projection_channels, self.out_channels, activation)
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """``grid`` and ``periodic`` of the training data."""
         return {"grid": [int(n) for n in sizes], "periodic": [bool(p) for p in periodic]}
 

@@ -318,7 +318,7 @@ class LSM(Operator):
         self.projection = channel_mlp(width, projection_channels, self.out_channels, "gelu")
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """``dim``; ``depth`` up to 4 with the coarsest scale at least 2 cells
         (``floor(log2(min(S))) - 1``); ``patches`` of about 4 cells at the finest
         scale, at most 16 per axis."""

@@ -159,11 +159,15 @@ class MgNO(Operator):
         self.projection = Pointwise(width, self.out_channels, bias=False)  # Q
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """``dim`` from the grid; ``levels`` as many as keep the coarsest level at >= 4 cells per
-        axis (at most 6); ``padding_mode`` circular when every axis is periodic, else zeros."""
+        axis (at most 6), or the length of a given per-level ``pre_smooth``/``post_smooth``;
+        ``padding_mode`` circular when every axis is periodic, else zeros."""
         smallest = min(sizes)
         levels = max(1, min(MAX_LEVELS, int(math.floor(math.log2(max(smallest, 1) / COARSEST))) + 1))
+        for key in ("pre_smooth", "post_smooth"):  # a per-level list given by the user fixes the levels
+            if isinstance((given or {}).get(key), (list, tuple)):
+                levels = len(given[key])
         periodic = list(periodic)
         return {"dim": len(sizes), "levels": levels,
                 "padding_mode": "circular" if periodic and all(periodic) else "zeros"}

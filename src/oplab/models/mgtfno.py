@@ -146,7 +146,8 @@ class MGTFNO(Operator):
         boundary: context beyond a non-periodic edge: ``"reflect"``, ``"replicate"`` or ``"zeros"``.
         patch_batch: ``None`` runs all patches at once; an int runs them that many at a time,
             with activation checkpointing per chunk when gradients are recorded (see the module
-            docstring). Also settable later as ``model.patch_batch``.
+            docstring). Also settable later as ``model.patch_batch`` (the model's ``config``, and so
+            a checkpoint written afterwards, records the new value).
         width, n_layers, lifting_channels, projection_channels, activation, skip: of the inner
             TFNO (see :class:`~oplab.models.fno.FNO`).
         positional: append the coordinates of each padded patch's cells (the grid's coordinates,
@@ -198,8 +199,13 @@ class MGTFNO(Operator):
     ):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(modes, (list, tuple)) or not modes or not all(_positive_int(m) for m in modes):
-            raise ParameterError(f"{name}: modes must be a list of positive ints, one per spatial axis, got {modes!r}")
+        if not isinstance(modes, (list, tuple)) or not 1 <= len(modes) <= 3 or not all(_positive_int(m) for m in modes):
+            raise ParameterError(f"{name}: modes must be a list of 1 to 3 positive ints, one per spatial axis, got {modes!r}")
+        if isinstance(domain_padding, bool) or not isinstance(domain_padding, (int, float)) or not 0 <= domain_padding < 1:
+            raise ParameterError(f"{name}: domain_padding must be a fraction in [0, 1), got {domain_padding!r}")
+        if isinstance(rank, bool) or not isinstance(rank, (int, float)) or rank <= 0:
+            raise ParameterError(f"{name}: rank must be a positive number (a fraction of the dense weight, or an int "
+                                 f"rank), got {rank!r}")
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width), ("n_layers", n_layers)):
             if not _positive_int(value):
                 raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
@@ -227,15 +233,19 @@ class MGTFNO(Operator):
             raise ParameterError(str(err).replace("MultigridPatching", name)) from None
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.levels, self.positional = int(levels), bool(positional)
-        self.patch_batch = None if patch_batch is None else int(patch_batch)
+        self._patch_batch = None if patch_batch is None else int(patch_batch)
 
         inner_in = self.in_channels * (self.levels + 1) + (self.dim if self.positional else 0)
-        self.inner = TFNO(
-            inner_in, self.out_channels, list(modes), width=width, n_layers=n_layers, lifting_channels=lifting_channels,
-            projection_channels=projection_channels, positional=False, padding=domain_padding, activation=activation,
-            factorization=factorization if not joint_factorization else "cp",
-            rank=rank if not joint_factorization else 1, skip=skip,
-        )
+        try:
+            self.inner = TFNO(
+                inner_in, self.out_channels, list(modes), width=width, n_layers=n_layers,
+                lifting_channels=lifting_channels, projection_channels=projection_channels, positional=False,
+                padding=domain_padding, activation=activation,
+                factorization=factorization if not joint_factorization else "cp",
+                rank=rank if not joint_factorization else 1, skip=skip,
+            )
+        except ParameterError as err:  # the inner network's argument errors, under this model's name
+            raise ParameterError(str(err).replace("TFNO:", f"{name}:", 1)) from None
         self.joint_weight = None
         if joint_factorization:
             layer_shape = tuple(self.inner.spectral[0].weight.shape)  # [width, width, 2 m_1, ..., m_d]
@@ -246,23 +256,36 @@ class MGTFNO(Operator):
                 layer.factorization = "joint-tucker"
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """Two patches per axis where the axis has at least 16 cells (else one), an eighth of the
         patch as context, one coarse level, modes ``min(cap, w // 2)`` of the padded patch
         ``w`` (cap 16 in 1D, 12 in 2D, 8 in 3D), the data's periodicity, ``domain_padding=0.125``
         (the output on a patch is not periodic on it; 0 only for one periodic patch), width 64 in
         1D, else 32. On 64x64 Darcy (200 samples, 15 epochs) this reached the test error of
         context and domain padding 0.25 (0.062 against 0.064) in 72% of the time."""
+        given = given or {}
         cap = {1: 16, 2: 12, 3: 8}.get(len(sizes), 8)
-        patches = [2 if n >= 16 else 1 for n in sizes]
-        modes = []
-        for n, c in zip(sizes, patches):
-            s = -(-n // c)
-            w = s + 2 * round(0.125 * s)
-            modes.append(max(1, min(cap, w // 2)))
+        patches = given.get("patches", [2 if n >= 16 else 1 for n in sizes])
+        padding = given.get("padding", 0.125)
+        layout = MultigridPatching(len(sizes), patches, padding).layout(tuple(sizes))
+        modes = [max(1, min(cap, w // 2)) for w in layout.width]
+        patches = list(layout.count)
         periodic = [bool(p) for p in periodic]
         return {"modes": modes, "patches": patches, "levels": 1, "padding": 0.125, "periodic": periodic,
                 "domain_padding": 0.0 if all(periodic) and max(patches) == 1 else 0.125, "width": 64 if len(sizes) == 1 else 32}
+
+    @property
+    def patch_batch(self) -> int | None:
+        """Patches processed at a time (``None``: all); settable, and recorded in ``config``."""
+        return self._patch_batch
+
+    @patch_batch.setter
+    def patch_batch(self, value: int | None) -> None:
+        if value is not None and not _positive_int(value):
+            raise ParameterError(f"{type(self).__name__}: patch_batch must be a positive int or None, got {value!r}")
+        self._patch_batch = None if value is None else int(value)
+        if hasattr(self, "config"):
+            self.config["patch_batch"] = self._patch_batch
 
     @property
     def n_modes(self) -> tuple[int, ...]:

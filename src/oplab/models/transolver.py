@@ -212,7 +212,7 @@ class Transolver(Operator):
             nn.init.orthogonal_(layer.attention.to_slices.weight)
 
     @classmethod
-    def defaults(cls, sizes, periodic) -> dict:
+    def defaults(cls, sizes, periodic, given=None) -> dict:
         """``dim``; ``ref`` 8 (the paper's) in 1D and 2D, 4 in 3D (64 position channels)."""
         return {"dim": len(sizes), "ref": 8 if len(sizes) <= 2 else 4}
 
