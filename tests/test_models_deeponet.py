@@ -19,15 +19,6 @@ from oplab.problems import create as create_problem
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny nets run fastest (and steadiest on a shared machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def registry_of_this_module(monkeypatch):
     """Resolve names through the registry without importing sibling model modules."""
     monkeypatch.setattr(models, "_MODULES", ("deeponet",))

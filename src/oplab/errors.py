@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 
 class OplabError(Exception):
     """An error caused by the user's input (file, key, shape, parameter).
@@ -17,3 +19,9 @@ class ParameterError(OplabError, ValueError):
 
 class DataFileError(OplabError):
     """A data file is missing, truncated, foreign, or does not fit."""
+
+
+def is_int(value, minimum: int = 1) -> bool:
+    """``value`` is an int (not a bool) of at least ``minimum``: the check behind "must be a positive
+    int" (``minimum=1``) and "a non-negative int" (``minimum=0``) argument errors."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum

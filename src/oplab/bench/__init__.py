@@ -65,6 +65,11 @@ class Case:
     note: str = ""
     compare: str | None = None  # cases sharing this label are ranked against each other in the report
 
+    @property
+    def datasets(self) -> list[str]:
+        """The data sets this case reads: training, test and zero-shot test sets."""
+        return [self.dataset, *self.test_datasets, *([self.test_dataset] if self.test_dataset else [])]
+
 
 @dataclass
 class Suite:
@@ -114,11 +119,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
         for k in ("name", "dataset", "model"):
             if k not in c:
                 raise ParameterError(f"{label}: {k!r} is required")
-        for k in [c["dataset"], *c.get("test_datasets", []), *([c["test_dataset"]] if c.get("test_dataset") else [])]:
-            if k not in datasets:
-                raise ParameterError(f"{label}: data set {k!r} is not in datasets ({', '.join(datasets)})")
         model = {"name": c["model"]} if isinstance(c["model"], str) else dict(c["model"])
         case = Case(**{**c, "model": model})
+        for k in case.datasets:
+            if k not in datasets:
+                raise ParameterError(f"{label}: data set {k!r} is not in datasets ({', '.join(datasets)})")
         from ..train.config import TrainConfig, _section
 
         _section(TrainConfig, case.train, f"{label}: train")  # a typo fails now, not after hours of work
@@ -206,7 +211,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     if only and len(cases) != len(set(only)):
         missing = sorted(set(only) - {c.name for c in cases})
         raise ParameterError(f"suite {suite.name}: no case(s) {missing}; cases: {[c.name for c in suite.cases]}")
-    keys = sorted({k for c in cases for k in [c.dataset, *c.test_datasets, *([c.test_dataset] if c.test_dataset else [])]})
+    keys = sorted({k for c in cases for k in c.datasets})
     made = make_datasets(suite, data_dir, keys, workers=workers, log=log)
     py = peer_python() if peers == "auto" else peers
     results = []
@@ -236,8 +241,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     # the data-set table covers every reported case (with --only, also those finished earlier)
     reported = {r.get("name") for r in results}
     datasets = {}
-    for k in sorted({k for c in suite.cases if c.name in reported
-                     for k in [c.dataset, *c.test_datasets, *([c.test_dataset] if c.test_dataset else [])]}):
+    for k in sorted({k for c in suite.cases if c.name in reported for k in c.datasets}):
         if k in made:
             datasets[k] = {**suite.datasets[k], **made[k]}
         elif dataset_path(data_dir, k).exists():

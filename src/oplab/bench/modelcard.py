@@ -2,9 +2,11 @@
 
 ``measure(model, x_shape, y_shape)`` runs each mode (``"infer"``: a forward
 pass under ``torch.inference_mode``; ``"train"``: forward, relative-L2 loss,
-backward, no optimizer state) in a fresh child process
+backward, no optimizer state) in fresh child processes
 (``python -m oplab.bench.modelcard JSON``), so that the peak memory is the
-model's own. In the child:
+model's own: one child measures the memory, another the time (the memory
+child's allocator setting, below, makes every large allocation a system call
+and nearly doubled the measured times). In a child:
 
 1. build the model (``oplab.models.presets.derive`` fills channels and the
    grid-derived arguments; a preset name works) and one warm-up call on a
@@ -20,7 +22,8 @@ model's own. In the child:
    the live tensors (with glibc's adaptive threshold, freed heap blocks can
    stay resident and inflate the mark of runs that free and reallocate a lot
    by up to 2x);
-3. time: the median of ``repeats`` further calls, with ``threads`` torch threads.
+3. time (the other child, default allocator): the median of ``repeats`` further
+   calls, with ``threads`` torch threads.
 
 The parameter gradients are allocated by the warm-up, so the peak counts what
 grows with the batch (activations, workspace), not the model's fixed memory.
@@ -115,19 +118,22 @@ def measure(model: dict | str, x_shape, y_shape, periodic=None, threads: int = 1
     ``m_ms`` (median time per call), ``m_mib_per_sample`` and ``m_bound`` (``"="`` or ``"<="``)."""
     base = {"model": {"name": model} if isinstance(model, str) else dict(model), "x_shape": list(x_shape),
             "y_shape": list(y_shape), "periodic": periodic, "threads": threads, "device": device, "repeats": repeats}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "MALLOC_MMAP_THRESHOLD_": "131072"}
+    threads_env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     record = {"x_shape": list(x_shape), "y_shape": list(y_shape), "threads": threads, "device": device}
-    for mode in modes:
-        spec = {**base, "mode": mode}
+
+    def child(spec: dict, env: dict) -> dict:
         done = subprocess.run([sys.executable, "-m", "oplab.bench.modelcard", json.dumps(spec)], env=env,
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode:
-            raise RuntimeError(f"measuring {base['model']} ({mode}) failed:\n{done.stderr[-3000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        record.update(model=result["model"], params=result["params"], points=result["points"])
-        record.update({f"{mode}_ms": result["ms"], f"{mode}_mib_per_sample": result["mib_per_sample"],
-                       f"{mode}_peak_mib": result["peak_mib"], f"{mode}_bound": result["bound"]})
+            raise RuntimeError(f"measuring {base['model']} ({spec['mode']}) failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    for mode in modes:
+        memory = child({**base, "mode": mode, "repeats": 0}, {**threads_env, "MALLOC_MMAP_THRESHOLD_": "131072"})
+        timing = child({**base, "mode": mode}, threads_env) if repeats else {"ms": None}
+        record.update(model=memory["model"], params=memory["params"], points=memory["points"])
+        record.update({f"{mode}_ms": timing["ms"], f"{mode}_mib_per_sample": memory["mib_per_sample"],
+                       f"{mode}_peak_mib": memory["peak_mib"], f"{mode}_bound": memory["bound"]})
     return record
 
 

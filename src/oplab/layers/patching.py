@@ -40,14 +40,10 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ParameterError
+from ..errors import ParameterError, is_int
 
 #: how cells outside a non-periodic axis are filled
 BOUNDARIES = ("reflect", "replicate", "zeros")
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _per_axis(value, dim: int, key: str, ok, expected: str) -> list:
@@ -121,16 +117,16 @@ class MultigridPatching:
 
     def __init__(self, dim: int, patches: int | Sequence[int] = 2, padding: int | float | Sequence = 0,
                  levels: int = 0, periodic: bool | Sequence[bool] = True, boundary: str = "reflect"):
-        if not _positive_int(dim):
+        if not is_int(dim):
             raise ParameterError(f"MultigridPatching: dim must be a positive int, got {dim!r}")
         self.dim = int(dim)
-        self.patches = [int(v) for v in _per_axis(patches, dim, "patches", _positive_int, "a positive int")]
+        self.patches = [int(v) for v in _per_axis(patches, dim, "patches", is_int, "a positive int")]
 
         def padding_ok(v) -> bool:
             return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
 
         self.padding = _per_axis(padding, dim, "padding", padding_ok, "an int >= 0 (cells) or a float >= 0 (fraction of the patch)")
-        if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 0:
+        if not is_int(levels, 0):
             raise ParameterError(f"MultigridPatching: levels must be an int >= 0, got {levels!r}")
         self.levels = int(levels)
         self.periodic = [bool(v) for v in _per_axis(periodic, dim, "periodic", lambda v: isinstance(v, bool), "a bool")]

@@ -91,6 +91,10 @@ def _jsonable(arguments: dict, owner: str) -> dict:
     return out
 
 
+#: ``F.interpolate``'s linear mode per number of spatial axes
+LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
 def mesh(coords: Sequence[torch.Tensor], batch: int, dtype=None, device=None) -> torch.Tensor:
     """Positional channels ``[batch, d, *S]`` from the coordinates of ``d`` axes."""
     grids = torch.meshgrid(*[c.to(device=device, dtype=dtype) for c in coords], indexing="ij")

@@ -17,14 +17,13 @@ parameters.
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, is_int
 from ..layers.spectral import SpectralConv
 from . import register
 from .base import Operator, mesh
@@ -70,11 +69,9 @@ def channel_mlp(in_channels: int, hidden: int | None, out_channels: int, activat
     return nn.Sequential(Pointwise(in_channels, hidden), ACTIVATIONS[activation](), Pointwise(hidden, out_channels))
 
 
-def append_positions(x: torch.Tensor, coords, model: str) -> torch.Tensor:
-    """``x`` with the ``d`` coordinate channels of its grid appended: ``[B, C, *S] -> [B, C + d, *S]``.
-
-    ``coords``: a sequence of ``d`` 1D tensors, ``coords[i]`` of length ``S[i]``.
-    """
+def check_coords(x: torch.Tensor, coords, model: str) -> tuple[torch.Tensor, ...]:
+    """``coords`` as a tuple of ``d`` 1D tensors, one per spatial axis of ``x [B, C, *S]``
+    (``coords[i]`` of length ``S[i]``), or an error naming ``model`` and what was expected."""
     d = x.ndim - 2
     if coords is None:
         raise ValueError(
@@ -83,14 +80,24 @@ def append_positions(x: torch.Tensor, coords, model: str) -> torch.Tensor:
         )
     coords = tuple(coords)
     sizes = tuple(x.shape[2:])
-    if len(coords) != d or any(c.ndim != 1 or c.numel() != n for c, n in zip(coords, sizes)):
+    if len(coords) != d or any(not isinstance(c, torch.Tensor) or c.ndim != 1 or c.numel() != n
+                               for c, n in zip(coords, sizes)):
         got = [tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__ for c in coords]
         raise ValueError(f"{model}: coords must be {d} 1D tensors of lengths {list(sizes)} (the spatial shape of x), got shapes {got}")
+    return coords
+
+
+def append_positions(x: torch.Tensor, coords, model: str) -> torch.Tensor:
+    """``x`` with the ``d`` coordinate channels of its grid appended: ``[B, C, *S] -> [B, C + d, *S]``.
+
+    ``coords``: a sequence of ``d`` 1D tensors, ``coords[i]`` of length ``S[i]``.
+    """
+    coords = check_coords(x, coords, model)
     return torch.cat([x, mesh(coords, x.shape[0], dtype=x.dtype, device=x.device)], dim=1)
 
 
 def _positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    return is_int(value, 1)
 
 
 def _check_channels(model: str, x: torch.Tensor, channels: int, dim: int) -> None:

@@ -54,11 +54,8 @@ from torch import nn
 
 from ..errors import ParameterError
 from . import register
-from .base import Operator
+from .base import LINEAR_MODES, Operator
 from .fno import ACTIVATIONS, Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
-
-#: ``F.interpolate``'s linear mode per dimension
-LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def resample(x: torch.Tensor, sizes: Sequence[int], periodic: Sequence[bool]) -> torch.Tensor:

@@ -79,18 +79,16 @@ Choices of this implementation (documented deviations):
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, is_int
 from . import register
-from .base import Operator
+from .base import LINEAR_MODES, Operator
 from .fno import Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
-from .lordnet import LINEAR_MODES
 from .unet import _CONV, _POOL, _norm
 
 
@@ -276,7 +274,7 @@ class LSM(Operator):
                            ("n_tokens", n_tokens), ("n_basis", n_basis), ("n_heads", n_heads)):
             if not _positive_int(value):
                 raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
-        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
+        if not is_int(depth, 0):
             raise ParameterError(f"{name}: depth must be a non-negative int, got {depth!r}")
         if width % n_heads:
             raise ParameterError(f"{name}: width ({width}) must be divisible by n_heads ({n_heads}), "

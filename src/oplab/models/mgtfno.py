@@ -58,12 +58,12 @@ from typing import Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import ParameterError
+from ..errors import ParameterError, is_int
 from ..layers.patching import BOUNDARIES, MultigridPatching
 from ..layers.spectral import SpectralWeight, TuckerWeight, tucker_ranks
 from . import register
 from .base import Operator
-from .fno import ACTIVATIONS, SKIPS, TFNO, _check_channels, _positive_int
+from .fno import ACTIVATIONS, SKIPS, TFNO, _check_channels, _positive_int, check_coords
 
 
 def joint_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
@@ -224,7 +224,7 @@ class MGTFNO(Operator):
             raise ParameterError(f"{name}: joint_factorization=True needs factorization='tucker' (the global Tucker "
                                  f"tensor of all layers), got factorization={factorization!r}; "
                                  f"set joint_factorization=False for per-layer weights")
-        if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 0:
+        if not is_int(levels, 0):
             raise ParameterError(f"{name}: levels must be an int >= 0, got {levels!r}")
         self.dim = len(modes)
         try:
@@ -301,16 +301,7 @@ class MGTFNO(Operator):
         patches = self.patching.split(x)
         if not self.positional:
             return patches
-        name = type(self).__name__
-        d = self.dim
-        if coords is None:
-            raise ValueError(f"{name}: positional=True needs coords, a tuple of {d} 1D tensors with the coordinates of each "
-                             f"spatial axis of x (the dataset's grid); got None (or build the model with positional=False)")
-        coords = tuple(coords)
-        sizes = tuple(x.shape[2:])
-        if len(coords) != d or any(not isinstance(c, torch.Tensor) or c.ndim != 1 or c.numel() != n for c, n in zip(coords, sizes)):
-            got = [tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__ for c in coords]
-            raise ValueError(f"{name}: coords must be {d} 1D tensors of lengths {list(sizes)} (the spatial shape of x), got shapes {got}")
+        coords = check_coords(x, coords, type(self).__name__)
         pos = self.patching.positions([c.to(device=x.device, dtype=x.dtype) for c in coords])  # [P, d, *w]
         pos = pos.unsqueeze(0).expand(x.shape[0], *pos.shape).reshape(-1, *pos.shape[1:])  # [B * P, d, *w]
         return torch.cat([patches, pos], dim=1)

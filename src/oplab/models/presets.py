@@ -61,21 +61,17 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
     c_in, s_in = x_shape[1], tuple(x_shape[2:])
     c_out, s_out = y_shape[1], tuple(y_shape[2:])
     d = len(s_out)
-    given = set(kwargs)
-    given_args = {k: v for k, v in kwargs.items() if k != "name"}
+    given = {k: v for k, v in kwargs.items() if k != "name"}
     if cls.kind == "grid":
         if s_in != s_out:
             raise ParameterError(
                 f"model {name!r} maps a grid to the same grid, but the data maps inputs on {list(s_in)} "
                 f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet)")
-        defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic), given_args)}
+        defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic), given)}
     else:
         defaults = {"n_sensors": c_in * math.prod(s_in), "coord_dim": d, "out_channels": c_out,
-                    "n_points": math.prod(s_out), **cls.defaults(s_out, tuple(periodic), given_args)}
+                    "n_points": math.prod(s_out), **cls.defaults(s_out, tuple(periodic), given)}
     import inspect
 
     valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    out = {"name": name}
-    out.update({k: v for k, v in defaults.items() if k in valid and k not in given})
-    out.update({k: v for k, v in kwargs.items() if k != "name"})
-    return out
+    return {"name": name, **{k: v for k, v in defaults.items() if k in valid and k not in given}, **given}

@@ -227,7 +227,8 @@ class Transolver(Operator):
         position = append_positions(x[:, :0], coords, "Transolver")[0]  # [d, *S] (checks coords)
         position = position.reshape(self.dim, -1).T  # [N, d]
         if self.ref:
-            axes = [torch.linspace(float(c.min()), float(c.max()), self.ref, dtype=x.dtype, device=x.device) for c in coords]
+            steps = torch.linspace(0.0, 1.0, self.ref, dtype=x.dtype, device=x.device)
+            axes = [c.min() + (c.max() - c.min()) * steps for c in (c.to(x) for c in coords)]  # no host sync
             references = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(self.dim, -1).T  # [ref^d, d]
             position = (position[:, None, :] - references[None]).square().sum(-1).sqrt()  # [N, ref^d]
         return torch.cat([points, position.expand(batch, -1, -1)], dim=-1)

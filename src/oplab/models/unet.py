@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, is_int
 from . import register
 from .base import Operator
 from .fno import _check_channels, _positive_int, append_positions
@@ -71,7 +71,7 @@ class UNet(Operator):
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
             if not _positive_int(value):
                 raise ParameterError(f"UNet: {key} must be a positive int, got {value!r}")
-        if not (_positive_int(depth) or depth == 0) or isinstance(depth, bool):
+        if not is_int(depth, 0):
             raise ParameterError(f"UNet: depth must be a non-negative int, got {depth!r}")
         self.dim, self.depth = int(dim), int(depth)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
