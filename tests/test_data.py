@@ -193,6 +193,73 @@ def test_two_commands_on_one_file_are_refused(tmp_path):
     generate(problems.create("darcy", resolution=9), 2, out)
 
 
+def test_readme_snippet_as_a_plain_script(tmp_path):
+    """The README's snippet without a main guard: the spawned workers re-run the
+    script, so the caller gets one clear OplabError (not BrokenProcessPool, not the
+    lock message); with the guard, or with workers=1, the same script works."""
+    out = tmp_path / "d9.h5"
+    body = (
+        "import oplab\n"
+        "p = oplab.problems.create('darcy', resolution=9)\n"
+        "{indent}oplab.data.generate(p, n=4, out={out!r}, seed=0, workers={workers})\n"
+    )
+
+    def run(name, guard, workers):
+        script = tmp_path / name
+        text = body.format(indent="    " if guard else "", out=str(out), workers=workers)
+        if guard:
+            text = text.replace("    oplab.data.generate", "if __name__ == '__main__':\n    oplab.data.generate")
+        script.write_text(text)
+        return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    plain = run("plain.py", guard=False, workers=2)
+    assert plain.returncode != 0
+    assert "BrokenProcessPool" not in plain.stderr and "another oplab generate" not in plain.stderr
+    assert plain.stderr.count("Traceback") == 1  # the caller's; the workers leave quietly
+    assert plain.stderr.strip().splitlines()[-1] == (
+        f"oplab.errors.OplabError: generate(workers=2) is reached from the top level of the script "
+        f"{tmp_path / 'plain.py'}, which every worker process re-runs as it starts: put the call under "
+        f"`if __name__ == \"__main__\":`, or pass workers=1"
+    )
+    assert not out.exists()
+
+    guarded = run("guarded.py", guard=True, workers=2)  # resumes the parts folder left above
+    assert guarded.returncode == 0, guarded.stderr
+    assert len(open_data(out)) == 4
+    ref = sha(out)
+    out.unlink()
+    single = run("single.py", guard=False, workers=1)
+    assert single.returncode == 0, single.stderr
+    assert sha(out) == ref
+
+
+def test_generate_in_a_starting_child_process(tmp_path, monkeypatch):
+    """The two branches a child re-running the main script takes: a worker of a
+    generate pool notes it and leaves quietly; a child of any other pool that
+    meets the lock gets the main-guard advice, not "another oplab generate"."""
+    import multiprocessing
+
+    from oplab.data.generation import _POOL_ENV, _Parts
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    prob = problems.create("darcy", resolution=9)
+    note = tmp_path / "note"
+    monkeypatch.setenv(_POOL_ENV, f"{os.getppid()}:{note}")
+    with pytest.raises(SystemExit):
+        generate(prob, 2, tmp_path / "a.h5")
+    assert note.exists() and not (tmp_path / "a.h5.parts").exists()
+
+    monkeypatch.delenv(_POOL_ENV)
+    out = tmp_path / "busy.h5"
+    holder = _Parts(out, {})
+    holder.lock()
+    try:
+        with pytest.raises(OplabError, match=r"top level of the main script.*if __name__ == \"__main__\""):
+            generate(prob, 2, out)
+    finally:
+        holder.unlock()
+
+
 def test_existing_file_and_mismatched_parts(tmp_path, capsys):
     prob = problems.create("darcy", resolution=9)
     out = generate(prob, 3, tmp_path / "d.h5")

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from oplab import models
 from oplab.errors import ParameterError
-from oplab.models.deeponet import DeepONet, MultiONet, PODDeepONet, fit_data, grid_points
+from oplab.layers.grid import grid_points
+from oplab.models.deeponet import DeepONet, MultiONet, PODDeepONet, fit_data
 from oplab.problems import create as create_problem
 
 

@@ -21,7 +21,7 @@ from oplab.data.generation import generate
 from oplab.errors import OplabError, ParameterError
 from oplab.train import config as tc
 from oplab.train import resume_run, run
-from oplab.train.loop import TrainingDiverged
+from oplab.train import TrainingDiverged
 
 SMALL_FNO = {"name": "fno", "modes": [6, 6], "width": 12, "n_layers": 2, "lifting_channels": 16,
              "projection_channels": 16}
@@ -84,7 +84,7 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(darcy, tmp_path
             raise KeyboardInterrupt  # after epoch 3's metrics, before its checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        run(cfg(darcy, cut), log=crash_at_epoch_3)
+        run(cfg(darcy, cut, checkpoint_seconds=0), log=crash_at_epoch_3)  # "last" after every epoch
     state = json.loads((cut / "checkpoints/last/state.json").read_text())
     assert state["epoch"] == 2
     resume_run(cut, log=lambda s: None)
@@ -92,6 +92,17 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(darcy, tmp_path
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len((cut / "metrics.jsonl").read_text().splitlines()) == 6
+    # by default "last" is written at evaluations (eval_every 2: epochs 1, 3, 5) and every 30 s: the
+    # crash loses epochs 2-3, which the resumed run replays to the same weights
+    sparse = tmp_path / "sparse"
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(darcy, sparse), log=crash_at_epoch_3)
+    assert json.loads((sparse / "checkpoints/last/state.json").read_text())["epoch"] == 1
+    assert len((sparse / "metrics.jsonl").read_text().splitlines()) == 3  # epochs 0-2; 3 crashed before its line
+    resume_run(sparse, log=lambda s: None)
+    c = weights(sparse)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert [json.loads(x)["epoch"] for x in (sparse / "metrics.jsonl").read_text().splitlines()] == list(range(6))
 
 
 def test_kill_9_then_resume_from_the_command_line(darcy, tmp_path):
@@ -175,9 +186,9 @@ def test_cli_bad_inputs(darcy, tmp_path, capsys):
     import h5py
 
     with h5py.File(bad, "a") as f:
-        f["outputs"][3, 0, 5, 5] = np.nan
+        f["outputs"][44, 0, 5, 5] = np.nan  # a test sample (the run's test samples are 40-47)
     assert main(["evaluate", str(out), "--data", str(bad)]) == 2
-    assert "NaN or Inf in outputs of sample(s) [3]" in capsys.readouterr().err
+    assert "NaN or Inf in outputs of sample(s) [44]" in capsys.readouterr().err
     # a checkpoint that is not safetensors
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
@@ -202,7 +213,10 @@ def test_cli_bad_inputs(darcy, tmp_path, capsys):
     assert main(["evaluate", str(out), "--data", str(darcy), "--resolution", "17", "--resolution", "33",
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res) == {"17", "33"} and res["33"]["samples"] == 48
+    assert set(res) == {"17", "33"} and res["33"]["samples"] == 8 and res["33"]["scored"] == "test"
+    assert main(["evaluate", str(out), "--data", str(darcy), "--all", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["33"]["samples"] == 48 and res["33"]["scored"] == "all"
 
 
 @pytest.mark.parametrize("model", ["deeponet", "pod_deeponet", "multionet"])
@@ -304,7 +318,7 @@ def test_python_api_refuses_an_existing_run_folder(darcy, tmp_path):
 
 
 def test_learning_rate_schedules():
-    from oplab.train.loop import learning_rate
+    from oplab.train.schedule import learning_rate
 
     step = tc.TrainConfig(epochs=300, lr=1e-3, scheduler="step", step_size=100, gamma=0.5)
     assert [learning_rate(step, e) for e in (0, 99, 100, 299)] == [1e-3, 1e-3, 5e-4, 2.5e-4]

@@ -18,13 +18,27 @@ from rich.table import Table
 from .errors import OplabError, ParameterError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     help="oplab: operator learning for PDEs -- reference data, neural operators, benchmarks.",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Inspect data set files.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect data set files.")
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"oplab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """oplab: operator learning for PDEs -- reference data, neural operators, benchmarks."""
 
 
 def parse_params(problem_cls, items: List[str]) -> dict:
@@ -96,15 +110,15 @@ class _Bar:
 @app.command("generate")
 def generate_cmd(
     problem: str = typer.Argument(..., help="Problem name (see `oplab problems`)."),
-    n: int = typer.Option(..., "--n", help="Number of samples."),
-    out: Path = typer.Option(..., "--out", help="Output HDF5 file."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Grid points per axis (default: the problem's)."),
-    seed: int = typer.Option(0, "--seed", help="Seed; sample i depends on (problem, parameters, seed, i) only."),
-    param: List[str] = typer.Option([], "--param", help="Problem parameter key=value (repeatable)."),
-    solver: Optional[str] = typer.Option(None, "--solver", help="Linear solver of elliptic problems: direct | amg | skr (= --param solver=...)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (or Dask workers with --scheduler local)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster."),
-    resume: bool = typer.Option(False, "--resume", help="Keep an existing complete file with the same settings."),
+    n: int = typer.Option(..., "--n", metavar="N", help="Number of samples."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Output HDF5 file."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", metavar="N", help="Grid points per axis (default: the problem's)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed; sample i depends on (problem, parameters, seed, i) only."),
+    param: List[str] = typer.Option([], "--param", metavar="KEY=VALUE", help="Problem parameter key=value (repeatable)."),
+    solver: Optional[str] = typer.Option(None, "--solver", metavar="NAME", help="Linear solver of elliptic problems: direct | amg | skr (= --param solver=...)."),
+    workers: int = typer.Option(1, "--workers", metavar="W", help="Worker processes (or Dask workers with --scheduler local)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS|local", help="Dask scheduler address, or 'local' for a LocalCluster."),
+    resume: bool = typer.Option(False, "--resume", metavar="DIR", help="Keep an existing complete file with the same settings."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file or partial generation."),
 ):
     """Generate a reference data set (resumable: rerun the same command after an interruption)."""
@@ -149,24 +163,26 @@ def data_info_cmd(file: Path = typer.Argument(..., help="An oplab HDF5 data set.
 
 @app.command("train")
 def train_cmd(
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data set (HDF5)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model or preset name (see `oplab models`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Run configuration (YAML); flags override it."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
-    test: Optional[Path] = typer.Option(None, "--test", help="Separate test data set (default: the end of --data)."),
-    n_train: Optional[int] = typer.Option(None, "--n-train"),
-    n_test: Optional[int] = typer.Option(None, "--n-test"),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Train at this resolution (stride)."),
-    test_resolution: List[int] = typer.Option([], "--test-resolution", help="Also evaluate at this resolution (repeatable)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="FILE", help="Training data set (HDF5)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME", help="Model or preset name (see `oplab models`)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Run folder to create."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="Run configuration (YAML); flags override it."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR", help="Continue the run in this folder."),
+    test: Optional[Path] = typer.Option(None, "--test", metavar="FILE", help="Separate test data set (default: the end of --data)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", metavar="N"),
+    n_test: Optional[int] = typer.Option(None, "--n-test", metavar="N"),
+    n_val: Optional[int] = typer.Option(None, "--n-val", metavar="N", help="Validation samples, the last of the training ones; they choose 'best' (default: a tenth, at most 200; 0: none)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", metavar="N", help="Train at this resolution (stride)."),
+    test_resolution: List[int] = typer.Option([], "--test-resolution", metavar="N", help="Also evaluate at this resolution (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N"),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="LR"),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED"),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE"),
     physics_only: bool = typer.Option(False, "--physics-only", help="Train from the inputs alone with the problem's residual loss (no solution is read)."),
-    physics_weight: Optional[float] = typer.Option(None, "--physics-weight", help="Add the physics residual loss with this weight (PINO-style with data)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a setting: section.key=value (e.g. model.width=64)."),
+    physics_weight: Optional[float] = typer.Option(None, "--physics-weight", metavar="W", help="Add the physics residual loss with this weight (PINO-style with data)."),
+    logger: List[str] = typer.Option([], "--logger", metavar="tensorboard|mlflow", help="Also log to TensorBoard (RUN/tensorboard) or MLflow (RUN/mlflow.db); repeatable."),
+    set_: List[str] = typer.Option([], "--set", metavar="SECTION.KEY=VALUE", help="Override a setting: section.key=value (e.g. model.width=64)."),
 ):
     """Train an operator; writes config, metrics, checkpoints and figures to the run folder."""
     from .train import config as tc
@@ -178,9 +194,10 @@ def train_cmd(
     raw = tc.load_yaml(config) if config else {}
     flags = {
         "data": {"train": data and str(data), "test": test and str(test), "n_train": n_train, "n_test": n_test,
-                 "resolution": resolution, "test_resolutions": list(test_resolution) or None},
+                 "n_val": n_val, "resolution": resolution, "test_resolutions": list(test_resolution) or None},
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                  "physics_only": physics_only or None, "physics_weight": physics_weight},
+                  "physics_only": physics_only or None, "physics_weight": physics_weight,
+                  "loggers": list(logger) or None},
     }
     for section, values in flags.items():
         for key, value in values.items():
@@ -201,10 +218,10 @@ def train_cmd(
 @app.command("refine")
 def refine_cmd(
     run_dir: Path = typer.Argument(..., help="A trained FNO/TFNO run folder."),
-    out: Path = typer.Option(..., "--out", help="New run folder for the refined model."),
-    epochs: int = typer.Option(20, "--epochs"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New run folder for the refined model."),
+    epochs: int = typer.Option(20, "--epochs", metavar="N"),
     loss: str = typer.Option("hm1", "--loss", help="hm1 (negative Sobolev, the paper's) | l2 | h1"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", metavar="LR"),
 ):
     """Spectral-Refiner fine-tuning: train only the last Fourier layer, with every frequency of the grid."""
     from .train.refine import refine
@@ -231,56 +248,38 @@ def models_cmd():
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder."),
-    data: Path = typer.Option(..., "--data", help="Data set to evaluate on."),
-    resolution: List[int] = typer.Option([], "--resolution", help="Resolution(s) to evaluate at (stride)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Use the last N samples (default all)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    data: Path = typer.Option(..., "--data", metavar="FILE", help="Data set to evaluate on."),
+    resolution: List[int] = typer.Option([], "--resolution", metavar="N", help="Resolution(s) to evaluate at (stride)."),
+    n: Optional[int] = typer.Option(None, "--n", metavar="N", help="Only the last N of the scored samples."),
+    every: bool = typer.Option(False, "--all", help="Score every sample of the file (default: the run's test samples)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on the validation samples) or last."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Relative L2 and H1 errors of a trained operator per resolution."""
+    """Relative L2 and H1 errors of a trained operator per resolution, on the run's test samples."""
     import json as _json
 
-    from .data.dataset import open_dataset
-    from .predictor import load
-    from .train.data import load as load_data
-    from .train.loop import evaluate
+    from .eval import evaluate_run
 
-    op = load(run_dir, checkpoint)
-    results = {}
-    for res in (resolution or [None]):
-        ds = open_dataset(data, res)
-        idx = list(range(len(ds)))[-n:] if n else None
-        grid = load_data(ds, idx)
-        _check_fits(op, grid, data)
-        label = str(res if res is not None else grid.out_coords[0].numel())
-        results[label] = {**evaluate(op.bundle, grid), "samples": len(grid)}
+    report = evaluate_run(run_dir, data, list(resolution) or [None], n=n, every=every, checkpoint=checkpoint)
     if as_json:
-        print(_json.dumps(results))
+        print(_json.dumps({label: {**m, "scored": report["scored"]} for label, m in report["results"].items()}))
         return
-    table = Table(title=f"{run_dir} on {data}", title_justify="left", show_edge=False)
+    which = {"test": "the run's test samples", "all": "every sample"}[report["scored"]]
+    table = Table(title=f"{run_dir} ({report['checkpoint']} checkpoint) on {which}: {report['samples']}",
+                  title_justify="left", show_edge=False)
     for col in ("resolution", "samples", "relative L2", "relative H1"):
         table.add_column(col)
-    for label, m in results.items():
+    for label, m in report["results"].items():
         table.add_row(label, str(m["samples"]), f"{m['l2']:.4f}", f"{m['h1']:.4f}")
     console.print(table)
-
-
-def _check_fits(op, grid, path) -> None:
-    want_in, want_out = op.data["train_input_shape"][0], op.data["train_output_shape"][0]
-    if grid.x.shape[1] != want_in or grid.y.shape[1] != want_out:
-        raise ParameterError(f"{path}: {grid.x.shape[1]} input / {grid.y.shape[1]} output channels, "
-                             f"the model takes {want_in} / {want_out}")
-    if op.kind == "point" and list(grid.x.shape[1:]) != op.data["train_input_shape"]:
-        raise ParameterError(f"{path}: inputs on {list(grid.x.shape[2:])}, this point operator takes its "
-                             f"training sensors {op.data['train_input_shape'][1:]}; pass --resolution")
 
 
 @app.command("predict")
 def predict_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder."),
-    input: Path = typer.Option(..., "--input", help="Inputs: .npy [B, C, *S] / [C, *S], or an oplab .h5 data set."),
-    out: Path = typer.Option(..., "--out", help="Where to write the predictions (.npy)."),
-    checkpoint: str = typer.Option("best", "--checkpoint"),
+    input: Path = typer.Option(..., "--input", metavar="FILE", help="Inputs: .npy [B, C, *S] / [C, *S] ([B, *S] / [*S] for one channel), or an oplab .h5 data set."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Where to write the predictions (.npy)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on the validation samples) or last."),
 ):
     """Apply a trained operator to new inputs."""
     import numpy as np
@@ -302,6 +301,7 @@ def predict_cmd(
     else:
         raise ParameterError(f"{input}: expected a .npy or .h5 file")
     y = op(a.astype(np.float32))
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
     np.save(out, y)
     console.print(f"wrote {out} {list(y.shape)}")
 
@@ -309,12 +309,12 @@ def predict_cmd(
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("oplab-quickstart"), "--out", help="Folder for data, run and summary."),
-    budget: float = typer.Option(6.0, "--budget", help="Training time budget in minutes."),
-    n_train: int = typer.Option(1000, "--n-train"),
-    n_test: int = typer.Option(200, "--n-test"),
-    resolution: int = typer.Option(64, "--resolution", help="Training grid points per axis."),
-    super_resolution: int = typer.Option(128, "--super-resolution", help="Grid of the zero-shot test set."),
-    workers: int = typer.Option(2, "--workers", help="Processes generating the data."),
+    budget: float = typer.Option(6.0, "--budget", metavar="MINUTES", help="Training time budget in minutes."),
+    n_train: int = typer.Option(1000, "--n-train", metavar="N"),
+    n_test: int = typer.Option(200, "--n-test", metavar="N"),
+    resolution: int = typer.Option(64, "--resolution", metavar="N", help="Training grid points per axis."),
+    super_resolution: int = typer.Option(128, "--super-resolution", metavar="N", help="Grid of the zero-shot test set."),
+    workers: int = typer.Option(2, "--workers", metavar="W", help="Processes generating the data."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ):
     """The main job on its embedded default: generate a Darcy set, train an FNO on it, report errors and speed-up.
@@ -347,14 +347,14 @@ def quickstart_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    suite: str = typer.Option(..., "--suite", help="smoke | cpu | paper, or a suite YAML file."),
-    out: Path = typer.Option(..., "--out", help="Folder for data, runs and report.md / report.json."),
+    suite: str = typer.Option(..., "--suite", metavar="NAME|FILE", help="smoke | cpu | paper, or a suite YAML file."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for data, runs and report.md / report.json."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Training time budget per case in minutes (replaces the suite's)."),
-    only: List[str] = typer.Option([], "--only", help="Run only this case (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the data sets go (default OUT/data); share it between runs."),
-    workers: int = typer.Option(2, "--workers", help="Processes generating the data."),
-    peer_python: Optional[str] = typer.Option(None, "--peer-python", help="Python of the peers' environment (default: $OPLAB_PEER_PYTHON or benchmarks/.venv-peers)."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="MINUTES", help="Training time budget per case in minutes (replaces the suite's)."),
+    only: List[str] = typer.Option([], "--only", metavar="CASE", help="Run only this case (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where the data sets go (default OUT/data); share it between runs."),
+    workers: int = typer.Option(2, "--workers", metavar="W", help="Processes generating the data."),
+    peer_python: Optional[str] = typer.Option(None, "--peer-python", metavar="PYTHON", help="Python of the peers' environment (default: $OPLAB_PEER_PYTHON or benchmarks/.venv-peers)."),
     no_peers: bool = typer.Option(False, "--no-peers", help="Skip the peer libraries."),
 ):
     """Run a benchmark suite and write a report (rerun the same command to resume)."""

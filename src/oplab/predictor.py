@@ -1,52 +1,55 @@
-"""A trained operator, ready to answer: ``op = oplab.load(RUN_DIR); u = op(a)``.
+"""The deployable unit: a trained operator, ready to answer: ``op = oplab.load(RUN_DIR); u = op(a)``.
 
-The run folder describes itself (``config.json``: model arguments, channels,
-grid axes) and its weights are safetensors, so loading runs no pickle.
-Grid operators answer at any resolution the architecture allows (the
+:class:`Bundle` is the model with its normalisers (what a checkpoint's
+``weights.safetensors`` holds); :class:`Predictor` adds the run's metadata
+(channels, grid axes, trajectory length) and turns arrays into arrays. The run
+folder describes itself (:class:`~oplab.rundir.RunDir`) and its weights are
+safetensors, so loading runs no pickle, and nothing here imports the training
+code. Grid operators answer at any resolution the architecture allows (the
 coordinates are rebuilt from the stored axes for the input's size); point
 operators answer on their training grid.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DataFileError, OplabError
+from .data.normalize import ChannelNormalizer
+from .errors import OplabError
 from .problems.base import Axis
+from .rundir import RunDir
+
+
+class Bundle(torch.nn.Module):
+    """Model + input and output normalisers: ``bundle(x, coords)`` answers in physical units."""
+
+    def __init__(self, model, in_channels: int, out_channels: int):
+        super().__init__()
+        self.model = model
+        self.in_norm = ChannelNormalizer(in_channels)
+        self.out_norm = ChannelNormalizer(out_channels)
+
+    def forward(self, x, coords):
+        return self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
 
 
 class Predictor:
+    """A run folder's model, normalisers and metadata (see :func:`load`)."""
+
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
         from . import models
-        from .train import checkpoint as ckpt
-        from .train.loop import RUN_FORMAT, RUN_VERSION, Bundle
 
-        self.run_dir = Path(run_dir)
-        path = self.run_dir / "config.json"
-        if not path.exists():
-            raise OplabError(f"{self.run_dir}: not a run folder (no config.json)")
-        try:
-            cfg = json.loads(path.read_text())
-        except ValueError:
-            raise DataFileError(f"{path}: not valid JSON") from None
-        if cfg.get("format") != RUN_FORMAT or cfg.get("run_version") != RUN_VERSION:
-            raise OplabError(f"{path}: run format {cfg.get('format')!r} v{cfg.get('run_version')}, "
-                             f"this oplab reads {RUN_FORMAT!r} v{RUN_VERSION}")
-        self.config = cfg
-        self.data = cfg["data"]
-        model = models.from_config(cfg["model"])
+        run = RunDir.open(run_dir)
+        RunDir.check_name(checkpoint)
+        self.run_dir, self.config, self.data = run.path, run.config, run.data
+        model = models.from_config(run.model)
         in_shape, out_shape = self.data["train_input_shape"], self.data["train_output_shape"]
         self.bundle = Bundle(model, in_shape[0], out_shape[0])
-        folder = self.run_dir / "checkpoints" / checkpoint
-        try:
-            ckpt.locate(folder)
-        except DataFileError:  # no "best" yet (no evaluation before a stop): fall back to "last"
-            folder = self.run_dir / "checkpoints" / "last"
-        self.bundle.load_state_dict(ckpt.load_weights(folder))
+        weights, self.checkpoint = run.load_weights(checkpoint)
+        self.bundle.load_state_dict(weights)
         self.device = torch.device(device)
         self.bundle.to(self.device).eval()
         self.kind = type(model).kind
@@ -54,25 +57,28 @@ class Predictor:
         self.in_axes = [Axis(**a) for a in self.data["input_axes"]]
 
     def coords_for(self, in_spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-        if self.kind == "grid":
-            sizes = in_spatial
-        else:
-            sizes = tuple(self.data["train_output_shape"][1:])
+        sizes = in_spatial if self.kind == "grid" else tuple(self.data["train_output_shape"][1:])
         return tuple(torch.tensor(Axis(a.name, n, a.lo, a.hi, a.periodic).coords(), dtype=torch.float32)
                      for a, n in zip(self.out_axes, sizes))
 
     def __call__(self, a):
-        """``a``: ``[C_in, *S]`` or ``[B, C_in, *S]`` (numpy or torch); returns the same kind."""
+        """``a``: ``[C_in, *S]`` or ``[B, C_in, *S]`` (for a one-channel operator also ``[*S]`` or
+        ``[B, *S]``, answered without the channel axis), numpy or torch; returns the same kind."""
         is_numpy = isinstance(a, np.ndarray)
         x = torch.as_tensor(a, dtype=torch.float32)
-        c_in = self.data["train_input_shape"][0]
-        d_in = len(self.in_axes)
-        single = x.ndim == d_in + 1
+        c_in, c_out = self.data["train_input_shape"][0], self.data["train_output_shape"][0]
+        d = len(self.in_axes)
+        single = x.ndim == d or (x.ndim == d + 1 and x.shape[0] == c_in)
+        no_channel = c_in == 1 and (x.ndim == d or (x.ndim == d + 1 and not single))
+        if no_channel:
+            x = x.unsqueeze(-d - 1)
         if single:
             x = x[None]
-        if x.ndim != d_in + 2 or x.shape[1] != c_in:
+        if x.ndim != d + 2 or x.shape[1] != c_in:
+            axes = ", ".join(ax.name for ax in self.in_axes)
+            also = f" (or [{axes}] / [B, {axes}]: one channel)" if c_in == 1 else ""
             raise OplabError(f"input of shape {list(np.shape(a))} does not fit this operator: expected "
-                             f"[{c_in}, {', '.join(a.name for a in self.in_axes)}] or a batch of those")
+                             f"[{c_in}, {axes}] or [B, {c_in}, {axes}]{also}")
         if self.kind == "point" and list(x.shape[1:]) != self.data["train_input_shape"]:
             raise OplabError(f"input of shape {list(x.shape[1:])}: this point operator takes its training "
                              f"sensors {self.data['train_input_shape']}")
@@ -81,11 +87,14 @@ class Predictor:
         y = y.cpu()
         if self.data.get("n_times"):
             y = y.reshape(y.shape[0], self.data["n_times"], -1, *y.shape[2:])
+        elif no_channel and c_out == 1:
+            y = y[:, 0]
         if single:
             y = y[0]
         return y.numpy() if is_numpy else y
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Predictor:
-    """Load a trained operator from a run folder (``best`` checkpoint, else ``last``)."""
+    """Load a trained operator from a run folder: the ``best`` checkpoint (chosen on the
+    validation samples), else ``last``; ``checkpoint="last"`` for the final weights."""
     return Predictor(run_dir, checkpoint, device)

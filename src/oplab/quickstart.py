@@ -41,17 +41,17 @@ def solver_seconds_per_sample(problem, n: int = 5, seed: int = 12345) -> float:
 
 
 def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super_resolution: int = 128,
-               n_train: int = 1000, n_test: int = 200, budget_minutes: float = 6.0, max_epochs: int = 100,
+               n_train: int = 1000, n_test: int = 200, n_val: int = 100, budget_minutes: float = 6.0, max_epochs: int = 100,
                batch_size: int = 10, workers: int = 2, device: str = "auto", model: dict | None = None,
                log=print, data_progress=None, train_progress=None) -> dict:
     """Run the quickstart into folder ``out``; returns (and writes) the summary."""
     from . import problems
-    from .data.dataset import open_dataset
     from .data.generation import generate
+    from .eval import inference_seconds_per_sample
+    from .rundir import RunDir
     from .train import resume_run, run
     from .train.config import DataConfig, RunConfig, TrainConfig
-    from .train.data import load
-    from .train.loop import inference_seconds_per_sample
+    from .train.data import recorded_split
 
     out = Path(out)
     summary_path = out / "summary.json"
@@ -63,10 +63,10 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
     fine = problems.create("darcy", super_resolution)
     data = out / "data"
     data.mkdir(exist_ok=True)
-    train_file = data / f"darcy_{resolution}.h5"
+    train_file = data / f"darcy_{resolution}_n{n_train + n_val + n_test}.h5"
     test_file = data / f"darcy_{super_resolution}_test.h5"
     tic = time.perf_counter()
-    for prob, n, path, seed in ((coarse, n_train + n_test, train_file, 0), (fine, n_test, test_file, 1)):
+    for prob, n, path, seed in ((coarse, n_train + n_val + n_test, train_file, 0), (fine, n_test, test_file, 1)):
         bar = data_progress(f"darcy {prob.resolution}") if data_progress else None
         if bar is not None:
             with bar:
@@ -77,7 +77,8 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
 
     run_dir = out / "run"
     cfg = RunConfig(
-        data=DataConfig(train=str(train_file), n_train=n_train, n_test=n_test, test_files=[str(test_file)]),
+        data=DataConfig(train=str(train_file), n_train=n_train + n_val, n_val=n_val, n_test=n_test,
+                        test_files=[str(test_file)]),
         model=dict(model or DEFAULT_MODEL),
         train=TrainConfig(epochs=max_epochs, budget_minutes=budget_minutes, batch_size=batch_size, lr=1e-3,
                           scheduler="cosine", optimizer="adamw", eval_every=5, device=device),
@@ -95,12 +96,11 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
     history, bundle = result["history"], result["bundle"]
     final = next(r for r in reversed(history) if "test" in r)["test"]
     labels = list(final)
-    inputs = {labels[0]: load(open_dataset(train_file), list(range(n_train, n_train + n_test)), outputs=False),
-              labels[1]: load(open_dataset(test_file), outputs=False)}  # for timing: inputs only
-    infer = {k: inference_seconds_per_sample(bundle, d) for k, d in inputs.items()}
+    tests = recorded_split(RunDir.open(run_dir)).tests
+    infer = {p.label: inference_seconds_per_sample(bundle, p.load(outputs=False)) for p in tests}  # inputs only
     solve = {labels[0]: solver_seconds_per_sample(coarse), labels[1]: solver_seconds_per_sample(fine)}
     summary = {
-        "problem": "darcy", "train_resolution": resolution, "n_train": n_train, "n_test": n_test,
+        "problem": "darcy", "train_resolution": resolution, "n_train": n_train, "n_val": n_val, "n_test": n_test,
         "model": json.loads((run_dir / "config.json").read_text())["model"],
         "params": sum(p.numel() for p in bundle.model.parameters()),
         "epochs": len(history), "budget_minutes": budget_minutes,

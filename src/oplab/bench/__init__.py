@@ -12,6 +12,8 @@ or any YAML file of the same shape::
         dataset: darcy64           # training data (the test samples are its last n_test)
         n_train: 1000
         n_test: 200
+        n_val: 0                   # the default: the report scores the final model and nothing is
+                                   # chosen, so every n_train sample trains (as the papers and peers)
         resolution: null           # train at this stride of the stored grid
         test_resolutions: [32]     # further strides of the test samples
         test_datasets: [darcy128]  # further data sets, tested whole (zero-shot super-resolution)
@@ -44,7 +46,7 @@ from ..errors import ParameterError
 SUITES_DIR = Path(__file__).parent / "suites"
 
 _DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
-_CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "resolution", "test_resolutions",
+_CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "n_val", "resolution", "test_resolutions",
               "test_datasets", "model", "train", "published", "peer", "note", "compare"}
 
 
@@ -56,6 +58,7 @@ class Case:
     train: dict = field(default_factory=dict)
     n_train: int | None = None
     n_test: int | None = None
+    n_val: int = 0  # the report scores the final model: nothing is chosen, every n_train sample trains
     resolution: int | None = None
     test_resolutions: list = field(default_factory=list)
     test_datasets: list = field(default_factory=list)
@@ -264,7 +267,7 @@ def _case_config(case: Case, data_dir: Path, device: str, budget: float | None, 
         train["budget_minutes"] = float(budget)
     return {
         "data": {"train": str(dataset_path(data_dir, case.dataset)), "n_train": case.n_train, "n_test": case.n_test,
-                 "test": str(dataset_path(data_dir, case.test_dataset)) if case.test_dataset else None,
+                 "n_val": case.n_val, "test": str(dataset_path(data_dir, case.test_dataset)) if case.test_dataset else None,
                  "resolution": case.resolution, "test_resolutions": list(case.test_resolutions),
                  "test_files": [str(dataset_path(data_dir, k)) for k in case.test_datasets]},
         "model": case.model, "train": train, "out": str(run_dir),
@@ -330,28 +333,23 @@ def run_peer(case: Case, case_dir: Path, data_dir: Path, device: str, budget: fl
 
 
 def _peer_errors(spec: dict, peer_dir: Path) -> dict:
-    """The peer's saved predictions scored by oplab's metric, labelled as oplab labels its test sets."""
+    """The peer's saved predictions scored by oplab's metric, on the test parts oplab's run of the
+    case plans (the same samples and labels)."""
     import numpy as np
     import torch
 
     from .. import losses
-    from ..data.dataset import open_dataset
-    from ..train.data import load
+    from ..train.config import DataConfig
+    from ..train.data import plan
 
-    ds = open_dataset(spec["train_file"], spec.get("resolution"))
-    n_test = spec.get("n_test") or max(1, len(ds) // 5)
-    sets = [load(ds, list(range(len(ds) - n_test, len(ds))))]
-    labels = [str(ds.output_grid[0].shape[0])]
-    for path in spec["test_files"]:
-        t = open_dataset(path)
-        sets.append(load(t))
-        label = str(t.output_grid[0].shape[0])
-        labels.append(label if label not in labels else f"{Path(path).stem}@{label}")
+    split = plan(DataConfig(train=spec["train_file"], n_train=spec.get("n_train"), n_test=spec.get("n_test"),
+                            n_val=0, resolution=spec.get("resolution"), test_files=spec["test_files"]))
     out = {}
-    for i, (label, data) in enumerate(zip(labels, sets)):
+    for i, part in enumerate(split.tests):
+        data = part.load()
         pred = torch.from_numpy(np.load(peer_dir / f"pred_{i}.npy")).reshape(data.y.shape)
-        out[label] = {k: float(fn(pred, data.y, data.out_coords, data.periodic))
-                      for k, fn in (("l2", losses.relative_l2), ("h1", losses.relative_h1))}
+        out[part.label] = {k: float(fn(pred, data.y, data.out_coords, data.periodic))
+                           for k, fn in (("l2", losses.relative_l2), ("h1", losses.relative_h1))}
     return out
 
 

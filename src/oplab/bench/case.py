@@ -27,11 +27,11 @@ import torch
 
 
 def main(case_dir: str) -> int:
+    from ..eval import inference_seconds_per_sample
+    from ..rundir import RunDir
     from ..train import resume_run, run
     from ..train.config import from_dict
-    from ..train.data import load
-    from ..train.loop import inference_seconds_per_sample
-    from ..data.dataset import open_dataset
+    from ..train.data import Part, recorded_split
     from .machine import Foreign
 
     case_dir = Path(case_dir)
@@ -56,9 +56,10 @@ def main(case_dir: str) -> int:
     bundle = result["bundle"]
     final = next(r for r in reversed(history) if "test" in r)
     first_label = next(iter(final["test"]))
-    ds = open_dataset(cfg.data.train, cfg.data.resolution)
-    test = load(ds, list(range(len(ds) - min(len(ds), 50), len(ds))), outputs=False)  # timing needs inputs only
-    infer = inference_seconds_per_sample(bundle, test)
+    saved = RunDir.open(run_dir)
+    first_test = recorded_split(saved).tests[0]
+    timing = Part(first_test.file, (first_test.indices or list(range(len(first_test))))[:50], first_test.resolution)
+    infer = inference_seconds_per_sample(bundle, timing.load(outputs=False))  # timing needs inputs only
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
         peak_kind = "cuda max allocated"
@@ -66,17 +67,17 @@ def main(case_dir: str) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         peak_kind = "max RSS"
     epoch_s = [r["epoch_seconds"] for r in history]
-    info = json.loads((run_dir / "config.json").read_text())
+    info = saved.config
     record = {
         "name": name, "case": spec["case"], "dataset": spec["dataset"],
         "model": info["model"], "train": info["train"],
         "params": sum(p.numel() for p in bundle.model.parameters()),
         "epochs": len(history), "epoch_seconds": statistics.median(epoch_s),
         "train_seconds": sum(epoch_s) + sum(r.get("eval_seconds", 0.0) for r in history),
-        "test": final["test"], "best_l2": result["best_l2"], "test_label": first_label,
+        "test": final["test"], "best_val": result["best_val"], "test_label": first_label,
         "inference_seconds_per_sample": infer, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
         "foreign_cores": foreign.cores, "seed": cfg.train.seed, "run_dir": str(run_dir),
-        "figures": {k: str(run_dir / f"{k}.png") for k in ("predictions", "loss") if (run_dir / f"{k}.png").exists()},
+        "figures": {k: str(saved.figure(k)) for k in ("predictions", "loss") if saved.figure(k).exists()},
         "curve": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                    **({"test_l2": r["test"][first_label]["l2"]} if "test" in r else {})} for r in history],
     }

@@ -14,15 +14,27 @@ folder removed. A file under its final name is therefore always complete.
 
 Workers: a local process pool (``workers`` processes), or a Dask cluster
 (``scheduler="local"`` for a ``LocalCluster``, or a scheduler address).
+
+The pool starts its processes with "spawn" (never "fork": the caller may
+hold torch/BLAS threads), and a spawned process re-runs the caller's main
+script before it takes work ("forkserver" does the same, with or without a
+preload list). A script that calls ``generate(..., workers=N)`` at its top
+level, outside ``if __name__ == "__main__":``, would call it again in every
+worker. Such a worker notes this in the parts folder and exits at once; the
+caller then raises one :class:`OplabError` that says to add the guard (or to
+pass ``workers=1``), instead of a ``BrokenProcessPool``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
@@ -78,6 +90,40 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+
+
+_POOL_ENV = "OPLAB_GENERATE_POOL"  # "<pid>:<note path>" of the generate whose pool is starting
+
+
+def _starting_child() -> bool:
+    """True while this process is a multiprocessing child that is still starting:
+    spawn and forkserver re-run the parent's main script (as ``__mp_main__``)
+    at that point (before ``multiprocessing.parent_process()`` is set).
+    ``_inheriting`` is the flag multiprocessing's own check
+    (``spawn._check_not_importing_main``) reads."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _main_guard_message(workers) -> str:
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    script = f"the script {main}" if main else "the main script"
+    return (f"generate(workers={workers}) is reached from the top level of {script}, which every "
+            f"worker process re-runs as it starts: put the call under `if __name__ == \"__main__\":`, "
+            f"or pass workers=1")
+
+
+def _leave_if_pool_worker() -> None:
+    """In a worker of a generate pool that is re-running the caller's unguarded
+    main script: note that in the parts folder and end the worker quietly (the
+    caller raises the one clear error)."""
+    mark = os.environ.get(_POOL_ENV, "")
+    pid, _, note = mark.partition(":")
+    if note and _starting_child() and pid == str(os.getppid()):
+        try:
+            open(note, "w").close()
+        except OSError:
+            pass
+        raise SystemExit(3)
 
 
 def _init_worker() -> None:
@@ -138,6 +184,10 @@ class _Parts:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
+            if _starting_child():  # the parent's main script, re-run in a child it is starting
+                raise OplabError(f"{self.out}: generate is called at the top level of the main script, which "
+                                 f"this starting child process re-runs: put the call under "
+                                 f"`if __name__ == \"__main__\":`") from None
             raise OplabError(f"{self.out}: another oplab generate is writing this file now") from None
 
     def unlock(self) -> None:
@@ -190,12 +240,17 @@ def _spec_diff(old: dict | None, new: dict) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys)
 
 
-def _run_pool(spec: dict, todo: list[range], workers: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+def _run_pool(spec: dict, todo: list[range], workers: int, note: Path) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Chunks computed by ``workers`` spawned processes; ``note`` is where a worker
+    that re-ran an unguarded main script says so (see the module docstring)."""
     if workers <= 1:
         for chunk in todo:
             yield compute_chunk(spec, list(chunk))
         return
     ctx = get_context("spawn")  # no fork of a process that may hold torch/BLAS threads
+    note.unlink(missing_ok=True)
+    mark, before = f"{os.getpid()}:{note}", os.environ.get(_POOL_ENV)
+    os.environ[_POOL_ENV] = mark  # inherited by the workers spawned below
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
     try:
         pending = set()
@@ -206,8 +261,18 @@ def _run_pool(spec: dict, todo: list[range], workers: int) -> Iterator[tuple[lis
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 yield fut.result()
+    except BrokenProcessPool:
+        if note.exists():
+            note.unlink(missing_ok=True)
+            raise OplabError(_main_guard_message(workers)) from None
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if os.environ.get(_POOL_ENV) == mark:
+            if before is None:
+                os.environ.pop(_POOL_ENV, None)
+            else:
+                os.environ[_POOL_ENV] = before
 
 
 def _run_dask(spec: dict, todo: list[range], scheduler: str, workers: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
@@ -254,6 +319,7 @@ def generate(
     or ``resume`` (keep it when its settings match). A partial generation of
     the same settings (``out.parts``) is always resumed.
     """
+    _leave_if_pool_worker()
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise ParameterError(f"n must be a positive integer, got {n!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
@@ -299,7 +365,7 @@ def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts,
     if todo_ids:
         todo = [chunks[c] for c in todo_ids]
         runner = (_run_dask(spec, todo, scheduler, workers) if scheduler
-                  else _run_pool(spec, todo, workers))
+                  else _run_pool(spec, todo, workers, parts.dir / "main-reimported"))
         for indices, x, y in runner:
             parts.save(first_of[indices[0]], x, y)
             done += len(indices)

@@ -37,15 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+from ..errors import check_choice
+from .conv import CONV, CONV_TRANSPOSE
+
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 #: padding modes (``nn.Conv`` names)
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+#: the coarse level's initial ``u``: a stride-2 convolution of ``u`` (MgNet), or zero
+COARSE_INITS = ("pi", "zero")
 
 
 def _conv(dim: int, c_in: int, c_out: int, stride: int, padding_mode: str) -> nn.Module:
-    return _CONV[dim](c_in, c_out, 3, stride=stride, padding=1, bias=False, padding_mode=padding_mode)
+    return CONV[dim](c_in, c_out, 3, stride=stride, padding=1, bias=False, padding_mode=padding_mode)
 
 
 class Prolongation(nn.Module):
@@ -58,7 +61,7 @@ class Prolongation(nn.Module):
         super().__init__()
         self.dim, self.padding_mode = dim, padding_mode
         # a ConvTranspose only for its weight [C_in, C_out, 3, ...] and the default initialisation
-        self.weight = nn.Parameter(_CONV_T[dim](channels, channels, 3, stride=2, bias=False).weight.detach().clone())
+        self.weight = nn.Parameter(CONV_TRANSPOSE[dim](channels, channels, 3, stride=2, bias=False).weight.detach().clone())
 
     def forward(self, u: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
@@ -104,12 +107,9 @@ class VCycle(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, dim: int, pre_smooth: Sequence[int],
                  post_smooth: Sequence[int], padding_mode: str = "zeros", coarse_init: str = "pi"):
         super().__init__()
-        if dim not in _CONV:
-            raise ValueError(f"VCycle: dim must be 1, 2 or 3, got {dim!r}")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"VCycle: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}")
-        if coarse_init not in ("pi", "zero"):
-            raise ValueError(f"VCycle: coarse_init must be 'pi' or 'zero', got {coarse_init!r}")
+        check_choice("VCycle", "dim", dim, tuple(CONV))
+        check_choice("VCycle", "padding_mode", padding_mode, PADDING_MODES)
+        check_choice("VCycle", "coarse_init", coarse_init, COARSE_INITS)
         pre, post = [int(n) for n in pre_smooth], [int(n) for n in post_smooth]
         if len(pre) != len(post) or not pre or min(pre + post) < 0 or pre[0] + post[0] < 1:
             raise ValueError(f"VCycle: pre_smooth {pre} and post_smooth {post} must be equally long non-negative "

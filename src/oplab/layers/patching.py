@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ParameterError, is_int
+from ..errors import ParameterError, check_choice, check_int, check_ints, is_int
 
 #: how cells outside a non-periodic axis are filled
 BOUNDARIES = ("reflect", "replicate", "zeros")
@@ -117,22 +117,16 @@ class MultigridPatching:
 
     def __init__(self, dim: int, patches: int | Sequence[int] = 2, padding: int | float | Sequence = 0,
                  levels: int = 0, periodic: bool | Sequence[bool] = True, boundary: str = "reflect"):
-        if not is_int(dim):
-            raise ParameterError(f"MultigridPatching: dim must be a positive int, got {dim!r}")
-        self.dim = int(dim)
-        self.patches = [int(v) for v in _per_axis(patches, dim, "patches", is_int, "a positive int")]
+        self.dim = check_int("MultigridPatching", "dim", dim)
+        self.patches = check_ints("MultigridPatching", "patches", patches, n=self.dim, broadcast=True)
 
         def padding_ok(v) -> bool:
             return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
 
         self.padding = _per_axis(padding, dim, "padding", padding_ok, "an int >= 0 (cells) or a float >= 0 (fraction of the patch)")
-        if not is_int(levels, 0):
-            raise ParameterError(f"MultigridPatching: levels must be an int >= 0, got {levels!r}")
-        self.levels = int(levels)
+        self.levels = check_int("MultigridPatching", "levels", levels, 0)
         self.periodic = [bool(v) for v in _per_axis(periodic, dim, "periodic", lambda v: isinstance(v, bool), "a bool")]
-        if boundary not in BOUNDARIES:
-            raise ParameterError(f"MultigridPatching: boundary must be one of {list(BOUNDARIES)}, got {boundary!r}")
-        self.boundary = boundary
+        self.boundary = check_choice("MultigridPatching", "boundary", boundary, BOUNDARIES)
 
     def layout(self, sizes: Sequence[int]) -> Layout:
         """The geometry on a grid of ``sizes`` (ParameterError if an axis has fewer cells than patches)."""
@@ -145,7 +139,7 @@ class MultigridPatching:
         pads = []
         for n, c, p in zip(sizes, self.patches, self.padding):
             s = -(-n // c)
-            pads.append(int(p) if isinstance(p, numbers.Integral) else int(round(float(p) * s)))
+            pads.append(int(p) if is_int(p, 0) else int(round(float(p) * s)))
         return Layout(sizes, self.patches, pads)
 
     # -------------------------------------------------------------- split

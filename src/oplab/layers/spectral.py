@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_ints, is_int
 
 #: accepted values of ``factorization`` (``None`` means ``"dense"``)
 FACTORIZATIONS = ("dense", "tucker", "cp", "tt")
@@ -151,10 +151,6 @@ class TTWeight(SpectralWeight):
         return out.reshape(self.shape)
 
 
-def _is_int(rank) -> bool:
-    return isinstance(rank, numbers.Integral) and not isinstance(rank, bool)
-
-
 def _check_rank(rank) -> None:
     ok = not isinstance(rank, bool) and isinstance(rank, numbers.Real) and math.isfinite(rank) and rank > 0
     if not ok:
@@ -168,7 +164,7 @@ def tucker_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
     to ``n_k`` (``r_k = round(f n_k)``) with the largest ``f`` whose parameter count
     ``prod(r) + sum(n_k r_k)`` stays within ``rank * prod(n)``."""
     _check_rank(rank)
-    if _is_int(rank):
+    if is_int(rank):
         return [min(int(rank), n) for n in shape]
     target = rank * math.prod(shape)
 
@@ -190,7 +186,7 @@ def tucker_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
 def cp_rank(shape: Sequence[int], rank: float | int) -> int:
     """CP rank ``R``: ``rank`` for an int; for a float, ``R = floor(rank * prod(n) / sum(n))`` (>= 1)."""
     _check_rank(rank)
-    if _is_int(rank):
+    if is_int(rank):
         return int(rank)
     return max(1, math.floor(rank * math.prod(shape) / sum(shape)))
 
@@ -207,7 +203,7 @@ def tt_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
     def ranks(r: int) -> list[int]:
         return [1] + [min(r, c) for c in caps] + [1]
 
-    if _is_int(rank):
+    if is_int(rank):
         return ranks(int(rank))
     target = rank * math.prod(shape)
 
@@ -283,9 +279,7 @@ class SpectralConv(nn.Module):
         rank: float | int = 1.0,
     ):
         super().__init__()
-        modes = [int(m) for m in modes]
-        if not modes or any(m < 1 for m in modes):
-            raise ParameterError(f"modes must be a non-empty list of positive ints, got {modes!r}")
+        modes = check_ints("SpectralConv", "modes", modes, n=(1, None))
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.dim = len(modes)
         self.max_n_modes = tuple(modes)
@@ -301,9 +295,9 @@ class SpectralConv(nn.Module):
 
     @n_modes.setter
     def n_modes(self, modes: Sequence[int] | int) -> None:
-        modes = [int(modes)] * self.dim if isinstance(modes, int) else [int(m) for m in modes]
-        if len(modes) != self.dim or any(not 1 <= m <= a for m, a in zip(modes, self.max_n_modes)):
-            raise ParameterError(f"n_modes must be {self.dim} ints with 1 <= n_modes[i] <= {list(self.max_n_modes)}, got {modes}")
+        modes = check_ints("SpectralConv", "n_modes", modes, n=self.dim, broadcast=True)
+        if any(m > a for m, a in zip(modes, self.max_n_modes)):
+            raise ParameterError(f"SpectralConv: n_modes must be at most max_n_modes = {list(self.max_n_modes)}, got {modes}")
         self._n_modes = tuple(modes)
 
     def extra_repr(self) -> str:

@@ -24,7 +24,6 @@ import inspect
 import json
 from typing import ClassVar, Sequence
 
-import torch
 from torch import nn
 
 
@@ -89,13 +88,3 @@ def _jsonable(arguments: dict, owner: str) -> dict:
             raise TypeError(f"{owner}: constructor argument {key!r} must be a plain JSON value, got {type(value).__name__}") from None
         out[key] = value
     return out
-
-
-#: ``F.interpolate``'s linear mode per number of spatial axes
-LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def mesh(coords: Sequence[torch.Tensor], batch: int, dtype=None, device=None) -> torch.Tensor:
-    """Positional channels ``[batch, d, *S]`` from the coordinates of ``d`` axes."""
-    grids = torch.meshgrid(*[c.to(device=device, dtype=dtype) for c in coords], indexing="ij")
-    return torch.stack(grids).unsqueeze(0).expand(batch, *([-1] * (len(coords) + 1)))

@@ -49,15 +49,16 @@ import torch
 from torch import nn
 
 from .._memo import TensorMemo
-from ..errors import ParameterError
+from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.grid import grid_points
+from ..layers.pointwise import ACTIVATIONS, MLP, StackedMLP, glorot_linear, make_activation
 from . import register
 from .base import Operator
 
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 _MULTI_OUTPUT = ("split", "independent")
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- training-data hook
 
 
 def fit_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
@@ -70,87 +71,6 @@ def fit_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     if callable(method):
         method(x, y)
     return model
-
-
-def make_activation(name: str) -> nn.Module:
-    """``tanh``, ``relu``, ``gelu`` or ``silu`` as a module."""
-    key = str(name).strip().lower()
-    if key not in _ACTIVATIONS:
-        raise ParameterError(f"unknown activation {name!r}; valid: {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[key]()
-
-
-def grid_points(coords: Sequence[torch.Tensor], dtype=None, device=None) -> torch.Tensor:
-    """The mesh of ``d`` coordinate axes as points ``[P, d]``, ``'ij'`` order
-    (the last axis varies fastest, as in ``y.reshape(B, C, P)``)."""
-    axes = [torch.as_tensor(c).to(device=device, dtype=dtype).reshape(-1) for c in coords]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], dim=-1)
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ParameterError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _widths(owner: str, name: str, value) -> list[int]:
-    if isinstance(value, int) or not isinstance(value, (list, tuple)):
-        raise ParameterError(f"{owner}: {name} must be a list of hidden widths, got {value!r}")
-    return [_positive_int(owner, f"{name} entry", w) for w in value]
-
-
-def _glorot(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
-    """Glorot (Xavier) normal initialisation, the DeepONet papers' choice."""
-    with torch.no_grad():
-        weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
-
-
-class MLP(nn.Sequential):
-    """``n_in -> hidden[0] -> ... -> n_out``: Linear layers with ``activation``
-    between them, and after the last one too when ``final_activation``."""
-
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation_name: str, final_activation: bool = False):
-        sizes = [n_in, *hidden, n_out]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            linear = nn.Linear(a, b)
-            _glorot(linear.weight, a, b)
-            nn.init.zeros_(linear.bias)
-            layers.append(linear)
-            if i < len(sizes) - 2 or final_activation:
-                layers.append(make_activation(activation_name))
-        super().__init__(*layers)
-
-
-class StackedMLP(nn.Module):
-    """``groups`` independent MLPs ``n_in -> hidden -> n_out`` fed the same input,
-    evaluated together by batched contractions: ``[..., n_in] -> [..., groups, n_out]``.
-
-    The stacked DeepONet's ``p`` branch nets (one output each), or one trunk
-    per output channel.
-    """
-
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, groups: int, activation_name: str, final_activation: bool = False):
-        super().__init__()
-        sizes = [n_in, *hidden, n_out]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            weight = nn.Parameter(torch.empty(groups, a, b))
-            _glorot(weight, a, b)
-            self.weights.append(weight)
-            self.biases.append(nn.Parameter(torch.zeros(groups, b)))
-        self.act = make_activation(activation_name)
-        self.final_activation = final_activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(self.weights)
-        h = torch.einsum("...i,gio->...go", x, self.weights[0]) + self.biases[0]  # [..., G, h0]
-        for i in range(1, n):
-            h = self.act(h)
-            h = torch.einsum("...gi,gio->...go", h, self.weights[i]) + self.biases[i]
-        return self.act(h) if self.final_activation else h
 
 
 # ----------------------------------------------------------------------------- branch-trunk base
@@ -275,15 +195,14 @@ class DeepONet(_BranchTrunk):
     ):
         super().__init__()
         owner = type(self).__name__
-        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
-        self.coord_dim = _positive_int(owner, "coord_dim", coord_dim)
-        self.out_channels = _positive_int(owner, "out_channels", out_channels)
-        self.latent = _positive_int(owner, "latent", latent)
-        branch_layers = _widths(owner, "branch_layers", branch_layers)
-        trunk_layers = _widths(owner, "trunk_layers", trunk_layers)
-        if multi_output not in _MULTI_OUTPUT:
-            raise ParameterError(f"{owner}: multi_output must be one of {_MULTI_OUTPUT}, got {multi_output!r}")
-        self.multi_output = multi_output
+        self.n_sensors = check_int(owner, "n_sensors", n_sensors)
+        self.coord_dim = check_int(owner, "coord_dim", coord_dim)
+        self.out_channels = check_int(owner, "out_channels", out_channels)
+        self.latent = check_int(owner, "latent", latent)
+        branch_layers = check_ints(owner, "branch_layers", branch_layers)
+        trunk_layers = check_ints(owner, "trunk_layers", trunk_layers)
+        check_choice(owner, "activation", activation, ACTIVATIONS)
+        self.multi_output = check_choice(owner, "multi_output", multi_output, _MULTI_OUTPUT)
         width = self.latent * self.out_channels
 
         if stacked:
@@ -365,25 +284,19 @@ class MultiONet(_BranchTrunk):
     ):
         super().__init__()
         owner = type(self).__name__
-        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
-        self.coord_dim = _positive_int(owner, "coord_dim", coord_dim)
-        self.out_channels = _positive_int(owner, "out_channels", out_channels)
-        self.width = _positive_int(owner, "width", width)
-        self.depth = _positive_int(owner, "depth", depth)
+        self.n_sensors = check_int(owner, "n_sensors", n_sensors)
+        self.coord_dim = check_int(owner, "coord_dim", coord_dim)
+        self.out_channels = check_int(owner, "out_channels", out_channels)
+        self.width = check_int(owner, "width", width)
+        self.depth = check_int(owner, "depth", depth)
+        check_choice(owner, "activation", activation, ACTIVATIONS)
         if width % out_channels:
             raise ParameterError(f"{owner}: width={width} must be divisible by out_channels={out_channels}")
-        self.branch = nn.ModuleList(self._linear(n_sensors if l == 0 else width, width) for l in range(depth))
-        self.trunk = nn.ModuleList(self._linear(coord_dim if l == 0 else width, width) for l in range(depth))
+        self.branch = nn.ModuleList(glorot_linear(n_sensors if l == 0 else width, width) for l in range(depth))
+        self.trunk = nn.ModuleList(glorot_linear(coord_dim if l == 0 else width, width) for l in range(depth))
         self.act = make_activation(activation)
         self.layer_weights = nn.Parameter(torch.ones(depth, out_channels))  # w_{l,c}
         self.bias = nn.Parameter(torch.zeros(out_channels)) if output_bias else None
-
-    @staticmethod
-    def _linear(a: int, b: int) -> nn.Linear:
-        linear = nn.Linear(a, b)
-        _glorot(linear.weight, a, b)
-        nn.init.zeros_(linear.bias)
-        return linear
 
     def _features(self, h: torch.Tensor, layers: nn.ModuleList) -> list[torch.Tensor]:
         out = []
@@ -444,13 +357,14 @@ class PODDeepONet(Operator):
     ):
         super().__init__()
         owner = type(self).__name__
-        self.n_sensors = _positive_int(owner, "n_sensors", n_sensors)
-        self.n_points = _positive_int(owner, "n_points", n_points)
-        self.out_channels = _positive_int(owner, "out_channels", out_channels)
-        self.n_modes = _positive_int(owner, "n_modes", n_modes)
+        self.n_sensors = check_int(owner, "n_sensors", n_sensors)
+        self.n_points = check_int(owner, "n_points", n_points)
+        self.out_channels = check_int(owner, "out_channels", out_channels)
+        self.n_modes = check_int(owner, "n_modes", n_modes)
         if n_modes > n_points:
             raise ParameterError(f"{owner}: n_modes={n_modes} exceeds n_points={n_points}")
-        branch_layers = _widths(owner, "branch_layers", branch_layers)
+        branch_layers = check_ints(owner, "branch_layers", branch_layers)
+        check_choice(owner, "activation", activation, ACTIVATIONS)
         self.branch = MLP(n_sensors, branch_layers, n_modes * out_channels, activation)
         self.register_buffer("mean", torch.zeros(out_channels, n_points))  # phi_0: [C, P]
         self.register_buffer("basis", torch.zeros(out_channels, n_points, n_modes))  # phi_k: [C, P, K]
@@ -516,4 +430,4 @@ class PODDeepONet(Operator):
         return y.reshape(x.shape[0], self.out_channels, *shape)
 
 
-__all__ = ["DeepONet", "MLP", "MultiONet", "PODDeepONet", "StackedMLP", "fit_data", "grid_points", "make_activation"]
+__all__ = ["DeepONet", "MultiONet", "PODDeepONet", "fit_data"]

@@ -23,86 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, is_int
+from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.grid import append_positions, check_channels
+from ..layers.pointwise import ACTIVATIONS, Pointwise, channel_mlp, make_activation
 from ..layers.spectral import SpectralConv
 from . import register
-from .base import Operator, mesh
+from .base import Operator
 
-#: activations by name
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 #: the pointwise path ``W`` of a Fourier layer
 SKIPS = ("linear", "identity", "none")
-
-
-class Pointwise(nn.Module):
-    """The same linear map of the channels at every grid point (a 1x1 convolution).
-
-    ``[B, C_in, *S] -> [B, C_out, *S]`` for any number of spatial axes;
-    initialized like ``nn.Linear``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
-        super().__init__()
-        linear = nn.Linear(in_channels, out_channels, bias=bias)
-        self.weight = nn.Parameter(linear.weight.detach().clone())  # [C_out, C_in]
-        self.bias = nn.Parameter(linear.bias.detach().clone()) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, *sizes = x.shape
-        flat = x.reshape(batch, channels, -1)  # [B, C_in, prod(S)]
-        weight = self.weight.expand(batch, *self.weight.shape)  # [B, C_out, C_in], no copy
-        # one batched GEMM: forward+backward about 3x faster on CPU than a 1x1 conv1d
-        if self.bias is None:
-            y = torch.bmm(weight, flat)
-        else:
-            y = torch.baddbmm(self.bias[None, :, None], weight, flat)  # [B, C_out, prod(S)]
-        return y.reshape(batch, -1, *sizes)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, bias={self.bias is not None}"
-
-
-def channel_mlp(in_channels: int, hidden: int | None, out_channels: int, activation: str) -> nn.Module:
-    """Pointwise ``in -> hidden -> out`` with ``activation`` between; one linear map if ``hidden`` is falsy."""
-    if not hidden:
-        return Pointwise(in_channels, out_channels)
-    return nn.Sequential(Pointwise(in_channels, hidden), ACTIVATIONS[activation](), Pointwise(hidden, out_channels))
-
-
-def check_coords(x: torch.Tensor, coords, model: str) -> tuple[torch.Tensor, ...]:
-    """``coords`` as a tuple of ``d`` 1D tensors, one per spatial axis of ``x [B, C, *S]``
-    (``coords[i]`` of length ``S[i]``), or an error naming ``model`` and what was expected."""
-    d = x.ndim - 2
-    if coords is None:
-        raise ValueError(
-            f"{model}: positional=True needs coords, a tuple of {d} 1D tensors with the coordinates of each "
-            f"spatial axis of x (the dataset's grid); got None (or build the model with positional=False)"
-        )
-    coords = tuple(coords)
-    sizes = tuple(x.shape[2:])
-    if len(coords) != d or any(not isinstance(c, torch.Tensor) or c.ndim != 1 or c.numel() != n
-                               for c, n in zip(coords, sizes)):
-        got = [tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__ for c in coords]
-        raise ValueError(f"{model}: coords must be {d} 1D tensors of lengths {list(sizes)} (the spatial shape of x), got shapes {got}")
-    return coords
-
-
-def append_positions(x: torch.Tensor, coords, model: str) -> torch.Tensor:
-    """``x`` with the ``d`` coordinate channels of its grid appended: ``[B, C, *S] -> [B, C + d, *S]``.
-
-    ``coords``: a sequence of ``d`` 1D tensors, ``coords[i]`` of length ``S[i]``.
-    """
-    coords = check_coords(x, coords, model)
-    return torch.cat([x, mesh(coords, x.shape[0], dtype=x.dtype, device=x.device)], dim=1)
-
-
-def _positive_int(value) -> bool:
-    return is_int(value, 1)
-
-
-def _check_channels(model: str, x: torch.Tensor, channels: int, dim: int) -> None:
-    if x.ndim != dim + 2 or x.shape[1] != channels:
-        raise ValueError(f"{model}: expected x of shape [B, {channels}, *S] with {dim} spatial axes, got {list(x.shape)}")
 
 
 @register("fno")
@@ -163,23 +92,17 @@ class FNO(Operator):
     ):
         super().__init__()
         name = type(self).__name__
-        if last_modes is not None and (not isinstance(last_modes, (list, tuple)) or len(last_modes) != len(modes)
-                                       or not all(_positive_int(m) for m in last_modes)):
-            raise ParameterError(f"{name}: last_modes must be {len(modes)} positive ints, got {last_modes!r}")
-        if not isinstance(modes, (list, tuple)) or not modes or not all(_positive_int(m) for m in modes):
-            raise ParameterError(f"{name}: modes must be a list of positive ints, one per spatial axis, got {modes!r}")
+        modes = check_ints(name, "modes", modes, n=(1, None))
+        if last_modes is not None:
+            check_ints(name, "last_modes", last_modes, n=len(modes))
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width), ("n_layers", n_layers)):
-            if not _positive_int(value):
-                raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
+            check_int(name, key, value)
         for key, value in (("lifting_channels", lifting_channels), ("projection_channels", projection_channels)):
-            if value is not None and not (value == 0 or _positive_int(value)):
-                raise ParameterError(f"{name}: {key} must be a positive int, or 0/None for one linear map, got {value!r}")
+            check_int(name, key, value, 0, optional=True)
         if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0.0 <= padding < 1.0:
             raise ParameterError(f"{name}: padding must be a fraction in [0, 1), got {padding!r}")
-        if activation not in ACTIVATIONS:
-            raise ParameterError(f"{name}: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-        if skip not in SKIPS:
-            raise ParameterError(f"{name}: skip must be one of {list(SKIPS)}, got {skip!r}")
+        check_choice(name, "activation", activation, ACTIVATIONS)
+        check_choice(name, "skip", skip, SKIPS)
 
         self.dim = len(modes)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -193,7 +116,7 @@ class FNO(Operator):
             self.skips = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))  # W
         else:
             self.skips = nn.ModuleList(nn.Identity() for _ in range(n_layers)) if skip == "identity" else None
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = make_activation(activation)
         self.projection = channel_mlp(width, projection_channels, self.out_channels, activation)  # Q
 
     @classmethod
@@ -215,7 +138,7 @@ class FNO(Operator):
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         name = type(self).__name__
-        _check_channels(name, x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, name)
         sizes = tuple(x.shape[2:])
         if self.positional:
             x = append_positions(x, coords, name)  # [B, C_in + d, *S]

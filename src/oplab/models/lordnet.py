@@ -52,10 +52,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.grid import LINEAR_MODES, append_positions, check_channels
+from ..layers.pointwise import ACTIVATIONS, Pointwise, channel_mlp, make_activation
 from . import register
-from .base import LINEAR_MODES, Operator
-from .fno import ACTIVATIONS, Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
+from .base import Operator
 
 
 def resample(x: torch.Tensor, sizes: Sequence[int], periodic: Sequence[bool]) -> torch.Tensor:
@@ -145,13 +146,10 @@ class LordNet(Operator):
         activation: str = "gelu",
     ):
         super().__init__()
-        if (not isinstance(grid, (list, tuple)) or not 1 <= len(grid) <= 3
-                or not all(_positive_int(n) and n >= 2 for n in grid)):
-            raise ParameterError(f"LordNet: grid must be a list of 1 to 3 ints >= 2 (points per axis), got {grid!r}")
+        grid = check_ints("LordNet", "grid", grid, n=(1, 3), minimum=2)
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                            ("rank", rank), ("n_layers", n_layers)):
-            if not _positive_int(value):
-                raise ParameterError(f"LordNet: {key} must be a positive int, got {value!r}")
+            check_int("LordNet", key, value)
         if width % rank:
             raise ParameterError(f"LordNet: width ({width}) must be a multiple of rank ({rank})")
         if periodic is None:
@@ -160,13 +158,10 @@ class LordNet(Operator):
                 or not all(isinstance(p, bool) for p in periodic)):
             raise ParameterError(f"LordNet: periodic must be {len(grid)} bools (one per axis of grid), "
                                  f"got {periodic!r}")
-        if projection_channels is not None and not (projection_channels == 0 or _positive_int(projection_channels)):
-            raise ParameterError(f"LordNet: projection_channels must be a non-negative int or None, "
-                                 f"got {projection_channels!r}")
+        check_int("LordNet", "projection_channels", projection_channels, 0, optional=True)
         if isinstance(init_noise, bool) or not isinstance(init_noise, (int, float)) or init_noise < 0:
             raise ParameterError(f"LordNet: init_noise must be a number >= 0, got {init_noise!r}")
-        if activation not in ACTIVATIONS:
-            raise ParameterError(f"LordNet: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        check_choice("LordNet", "activation", activation, ACTIVATIONS)
 
         self.grid, self.periodic = tuple(int(n) for n in grid), tuple(periodic)
         self.dim, self.positional = len(self.grid), bool(positional)
@@ -176,7 +171,7 @@ class LordNet(Operator):
         self.mixing = nn.ModuleList(LordMixing(width, self.grid, rank, float(init_noise)) for _ in range(n_layers))  # L
         self.channel = nn.ModuleList(Pointwise(width, width, bias=False) for _ in range(n_layers))  # P
         self.skips = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))  # W, b
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = make_activation(activation)
         self.projection = channel_mlp(width, projection_channels, self.out_channels, activation)
 
     @classmethod
@@ -185,7 +180,7 @@ class LordNet(Operator):
         return {"grid": [int(n) for n in sizes], "periodic": [bool(p) for p in periodic]}
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        _check_channels("LordNet", x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, "LordNet")
         sizes = tuple(x.shape[2:])
         if self.positional:
             x = append_positions(x, coords, "LordNet")  # [B, C_in + d, *S]

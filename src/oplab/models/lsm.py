@@ -85,22 +85,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, is_int
+from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.conv import CONV, MAX_POOL, double_conv
+from ..layers.grid import LINEAR_MODES, append_positions, check_channels
+from ..layers.pointwise import Pointwise, channel_mlp
 from . import register
-from .base import LINEAR_MODES, Operator
-from .fno import Pointwise, _check_channels, _positive_int, append_positions, channel_mlp
-from .unet import _CONV, _POOL, _norm
-
-
-
-def _double_conv(dim: int, in_channels: int, out_channels: int, mid_channels: int | None = None) -> nn.Sequential:
-    """(3x3 convolution without bias, GroupNorm, GELU) twice: ``[B, in, *S] -> [B, out, *S]``."""
-    mid = mid_channels or out_channels
-    conv = _CONV[dim]
-    return nn.Sequential(
-        conv(in_channels, mid, 3, padding=1, bias=False), _norm(mid), nn.GELU(),
-        conv(mid, out_channels, 3, padding=1, bias=False), _norm(out_channels), nn.GELU(),
-    )
+from .base import Operator
 
 
 def patch_layout(sizes: Sequence[int], counts: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -268,28 +258,18 @@ class LSM(Operator):
     ):
         super().__init__()
         name = "LSM"
-        if isinstance(dim, bool) or dim not in _CONV:
-            raise ParameterError(f"{name}: dim must be 1, 2 or 3, got {dim!r}")
+        check_choice(name, "dim", dim, tuple(CONV))
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                            ("n_tokens", n_tokens), ("n_basis", n_basis), ("n_heads", n_heads)):
-            if not _positive_int(value):
-                raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
-        if not is_int(depth, 0):
-            raise ParameterError(f"{name}: depth must be a non-negative int, got {depth!r}")
+            check_int(name, key, value)
+        check_int(name, "depth", depth, 0)
         if width % n_heads:
             raise ParameterError(f"{name}: width ({width}) must be divisible by n_heads ({n_heads}), "
                                  f"so that every scale's channels split evenly into heads")
-        if _positive_int(patches):
-            patch_list = [int(patches)] * dim
-        elif isinstance(patches, (list, tuple)) and len(patches) == dim and all(_positive_int(p) for p in patches):
-            patch_list = [int(p) for p in patches]
-        else:
-            raise ParameterError(f"{name}: patches must be a positive int or a list of {dim} positive ints "
-                                 f"(patches per axis at the finest scale), got {patches!r}")
+        patch_list = check_ints(name, "patches", patches, n=dim, broadcast=True)
         if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0.0 <= padding < 1.0:
             raise ParameterError(f"{name}: padding must be a fraction in [0, 1), got {padding!r}")
-        if projection_channels is not None and not (_positive_int(projection_channels) or projection_channels == 0):
-            raise ParameterError(f"{name}: projection_channels must be a positive int, 0 or None, got {projection_channels!r}")
+        check_int(name, "projection_channels", projection_channels, 0, optional=True)
 
         self.dim, self.depth = int(dim), int(depth)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -298,14 +278,14 @@ class LSM(Operator):
         channels = [width * 2**k for k in range(depth)] + [width * 2 ** max(depth - 1, 0)]
         lifted = self.in_channels + (self.dim if self.positional else 0)
         self.lifting = Pointwise(lifted, width)
-        self.inc = _double_conv(dim, width, width)
-        self.pool = _POOL[dim](2)
-        self.down = nn.ModuleList(_double_conv(dim, channels[k], channels[k + 1]) for k in range(depth))
+        self.inc = double_conv(dim, width, width, bias=False)
+        self.pool = MAX_POOL[dim](2)
+        self.down = nn.ModuleList(double_conv(dim, channels[k], channels[k + 1], bias=False) for k in range(depth))
         # decoder at scale k (coarse to fine): [up-sampled (channels[k + 1]) | skip (channels[k])] -> out
         outs = [channels[k - 1] if k else width for k in range(depth)]
         incoming = [outs[k + 1] if k + 1 < depth else channels[depth] for k in range(depth)]
         self.up = nn.ModuleList(
-            _double_conv(dim, incoming[k] + channels[k], outs[k], (incoming[k] + channels[k]) // 2)
+            double_conv(dim, incoming[k] + channels[k], outs[k], (incoming[k] + channels[k]) // 2, bias=False)
             for k in reversed(range(depth))
         )
         self.spectral = nn.ModuleList(
@@ -325,7 +305,7 @@ class LSM(Operator):
         return {"dim": len(sizes), "depth": depth, "patches": max(1, min(16, smallest // 4))}
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        _check_channels("LSM", x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, "LSM")
         sizes = tuple(x.shape[2:])
         if self.positional:
             x = append_positions(x, coords, "LSM")  # [B, C_in + dim, *S]

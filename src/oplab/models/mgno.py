@@ -52,31 +52,17 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ParameterError
-from ..layers.multigrid import PADDING_MODES, VCycle
+from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.grid import append_positions, check_channels
+from ..layers.multigrid import COARSE_INITS, PADDING_MODES, VCycle
+from ..layers.pointwise import ACTIVATIONS, Pointwise, make_activation
 from . import register
 from .base import Operator
-from .fno import ACTIVATIONS, Pointwise, _check_channels, _positive_int, append_positions
 
 #: most levels :meth:`MgNO.defaults` derives (the paper's Darcy V-cycle)
 MAX_LEVELS = 6
 #: coarsest level size :meth:`MgNO.defaults` aims for (cells per axis, at least)
 COARSEST = 4
-
-
-def _counts(value, levels: int, key: str, default=None) -> list[int]:
-    """A smoothing count per level from an int (every level), a list (one per level) or None."""
-    if value is None:
-        value = default
-    if isinstance(value, bool):
-        raise ParameterError(f"MgNO: {key} must be a non-negative int or a list of {levels}, got {value!r}")
-    if isinstance(value, int):
-        value = [value] * levels
-    if (not isinstance(value, (list, tuple)) or len(value) != levels
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)):
-        raise ParameterError(f"MgNO: {key} must be a non-negative int or a list of {levels} non-negative ints "
-                             f"(one per level, finest first), got {value!r}")
-    return list(value)
 
 
 @register("mgno")
@@ -127,25 +113,22 @@ class MgNO(Operator):
         activation: str = "gelu",
     ):
         super().__init__()
-        if isinstance(dim, bool) or dim not in (1, 2, 3):
-            raise ParameterError(f"MgNO: dim must be 1, 2 or 3, got {dim!r}")
+        check_choice("MgNO", "dim", dim, (1, 2, 3))
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
                            ("n_layers", n_layers), ("levels", levels)):
-            if not _positive_int(value):
-                raise ParameterError(f"MgNO: {key} must be a positive int, got {value!r}")
+            check_int("MgNO", key, value)
         if levels > 16:
             raise ParameterError(f"MgNO: levels must be at most 16 (a 2**15-fold coarsening), got {levels!r}")
-        pre = _counts(pre_smooth, levels, "pre_smooth", [1] * (levels - 1) + [2])
-        post = _counts(post_smooth, levels, "post_smooth")
+        if pre_smooth is None:
+            pre_smooth = [1] * (levels - 1) + [2]
+        pre = check_ints("MgNO", "pre_smooth", pre_smooth, n=levels, minimum=0, broadcast=True)
+        post = check_ints("MgNO", "post_smooth", post_smooth, n=levels, minimum=0, broadcast=True)
         if pre[0] + post[0] < 1 or sum(pre) + sum(post) < 1:
             raise ParameterError(f"MgNO: the finest level needs at least one smoothing step "
                                  f"(pre_smooth {pre}, post_smooth {post})")
-        if padding_mode not in PADDING_MODES:
-            raise ParameterError(f"MgNO: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}")
-        if coarse_init not in ("pi", "zero"):
-            raise ParameterError(f"MgNO: coarse_init must be 'pi' or 'zero', got {coarse_init!r}")
-        if activation not in ACTIVATIONS:
-            raise ParameterError(f"MgNO: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        check_choice("MgNO", "padding_mode", padding_mode, PADDING_MODES)
+        check_choice("MgNO", "coarse_init", coarse_init, COARSE_INITS)
+        check_choice("MgNO", "activation", activation, ACTIVATIONS)
 
         self.dim, self.positional = int(dim), bool(positional)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -155,7 +138,7 @@ class MgNO(Operator):
             VCycle(c_in, c_out, self.dim, pre, post, padding_mode, coarse_init)
             for c_in, c_out in zip(channels[:-1], channels[1:]))  # W_Mg
         self.skips = nn.ModuleList(Pointwise(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))  # W, b
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = make_activation(activation)
         self.projection = Pointwise(width, self.out_channels, bias=False)  # Q
 
     @classmethod
@@ -173,7 +156,7 @@ class MgNO(Operator):
                 "padding_mode": "circular" if periodic and all(periodic) else "zeros"}
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        _check_channels("MgNO", x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, "MgNO")
         v = append_positions(x, coords, "MgNO") if self.positional else x  # [B, C_in (+ d), *S]
         for cycle, skip in zip(self.cycles, self.skips):
             v = self.activation(cycle(v) + skip(v))  # [B, width, *S]

@@ -52,18 +52,18 @@ The results are the same (up to floating-point summation order) either way.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import ParameterError, is_int
-from ..layers.patching import BOUNDARIES, MultigridPatching
+from ..errors import ParameterError, check_int, check_ints, is_int
+from ..layers.grid import check_channels, check_coords
+from ..layers.patching import MultigridPatching
 from ..layers.spectral import SpectralWeight, TuckerWeight, tucker_ranks
 from . import register
 from .base import Operator
-from .fno import ACTIVATIONS, SKIPS, TFNO, _check_channels, _positive_int, check_coords
+from .fno import TFNO
 
 
 def joint_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
@@ -75,7 +75,7 @@ def joint_ranks(shape: Sequence[int], rank: float | int) -> list[int]:
     stays within ``rank * prod(shape)``."""
     layers, rest = int(shape[0]), [int(n) for n in shape[1:]]
     tucker_ranks(rest, rank)  # validates rank
-    if isinstance(rank, numbers.Integral):
+    if is_int(rank):
         return [layers] + [min(int(rank), n) for n in rest]
     target = rank * layers * math.prod(rest)
 
@@ -199,24 +199,14 @@ class MGTFNO(Operator):
     ):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(modes, (list, tuple)) or not 1 <= len(modes) <= 3 or not all(_positive_int(m) for m in modes):
-            raise ParameterError(f"{name}: modes must be a list of 1 to 3 positive ints, one per spatial axis, got {modes!r}")
+        modes = check_ints(name, "modes", modes, n=(1, 3))
         if isinstance(domain_padding, bool) or not isinstance(domain_padding, (int, float)) or not 0 <= domain_padding < 1:
             raise ParameterError(f"{name}: domain_padding must be a fraction in [0, 1), got {domain_padding!r}")
         if isinstance(rank, bool) or not isinstance(rank, (int, float)) or rank <= 0:
             raise ParameterError(f"{name}: rank must be a positive number (a fraction of the dense weight, or an int "
                                  f"rank), got {rank!r}")
-        for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width), ("n_layers", n_layers)):
-            if not _positive_int(value):
-                raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
-        if patch_batch is not None and not _positive_int(patch_batch):
-            raise ParameterError(f"{name}: patch_batch must be a positive int or None, got {patch_batch!r}")
-        if activation not in ACTIVATIONS:
-            raise ParameterError(f"{name}: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-        if skip not in SKIPS:
-            raise ParameterError(f"{name}: skip must be one of {list(SKIPS)}, got {skip!r}")
-        if boundary not in BOUNDARIES:
-            raise ParameterError(f"{name}: boundary must be one of {list(BOUNDARIES)}, got {boundary!r}")
+        for key, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            check_int(name, key, value)
         if not isinstance(joint_factorization, bool):
             raise ParameterError(f"{name}: joint_factorization must be a bool, got {joint_factorization!r}")
         form = "dense" if factorization is None else str(factorization).strip().lower()
@@ -224,16 +214,14 @@ class MGTFNO(Operator):
             raise ParameterError(f"{name}: joint_factorization=True needs factorization='tucker' (the global Tucker "
                                  f"tensor of all layers), got factorization={factorization!r}; "
                                  f"set joint_factorization=False for per-layer weights")
-        if not is_int(levels, 0):
-            raise ParameterError(f"{name}: levels must be an int >= 0, got {levels!r}")
         self.dim = len(modes)
-        try:
+        try:  # checks patches, padding, levels, periodic, boundary
             self.patching = MultigridPatching(self.dim, patches, padding, levels, periodic, boundary)
         except ParameterError as err:
             raise ParameterError(str(err).replace("MultigridPatching", name)) from None
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.levels, self.positional = int(levels), bool(positional)
-        self._patch_batch = None if patch_batch is None else int(patch_batch)
+        self._patch_batch = check_int(name, "patch_batch", patch_batch, optional=True)
 
         inner_in = self.in_channels * (self.levels + 1) + (self.dim if self.positional else 0)
         try:
@@ -244,7 +232,7 @@ class MGTFNO(Operator):
                 factorization=factorization if not joint_factorization else "cp",
                 rank=rank if not joint_factorization else 1, skip=skip,
             )
-        except ParameterError as err:  # the inner network's argument errors, under this model's name
+        except ParameterError as err:  # the inner TFNO's argument errors (width, skip, ...), under this model's name
             raise ParameterError(str(err).replace("TFNO:", f"{name}:", 1)) from None
         self.joint_weight = None
         if joint_factorization:
@@ -281,9 +269,7 @@ class MGTFNO(Operator):
 
     @patch_batch.setter
     def patch_batch(self, value: int | None) -> None:
-        if value is not None and not _positive_int(value):
-            raise ParameterError(f"{type(self).__name__}: patch_batch must be a positive int or None, got {value!r}")
-        self._patch_batch = None if value is None else int(value)
+        self._patch_batch = check_int(type(self).__name__, "patch_batch", value, optional=True)
         if hasattr(self, "config"):
             self.config["patch_batch"] = self._patch_batch
 
@@ -307,7 +293,7 @@ class MGTFNO(Operator):
         return torch.cat([patches, pos], dim=1)
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        _check_channels(type(self).__name__, x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, type(self).__name__)
         sizes = tuple(x.shape[2:])
         inputs = self.patch_inputs(x, coords)  # [B * P, C', *w]
 

@@ -67,10 +67,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int, is_int
+from ..layers.grid import append_positions, check_channels
 from . import register
 from .base import Operator
-from .fno import _check_channels, _positive_int, append_positions
 
 
 class PhysicsAttention(nn.Module):
@@ -189,14 +189,13 @@ class Transolver(Operator):
         name = "Transolver"
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("dim", dim), ("width", width),
                            ("n_layers", n_layers), ("n_heads", n_heads), ("n_slices", n_slices)):
-            if not _positive_int(value):
-                raise ParameterError(f"{name}: {key} must be a positive int, got {value!r}")
+            check_int(name, key, value)
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, numbers.Real) or mlp_ratio <= 0 \
                 or int(mlp_ratio * width) < 1:
             raise ParameterError(f"{name}: mlp_ratio must be a positive number (hidden = mlp_ratio * width >= 1), got {mlp_ratio!r}")
         if width % n_heads:
             raise ParameterError(f"{name}: width ({width}) must be divisible by n_heads ({n_heads})")
-        if isinstance(ref, bool) or not isinstance(ref, numbers.Integral) or ref < 0 or ref == 1:
+        if not is_int(ref, 0) or ref == 1:
             raise ParameterError(f"{name}: ref must be 0 (coordinates) or an int >= 2 (reference points per axis), got {ref!r}")
         self.dim, self.ref = int(dim), int(ref)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -219,7 +218,7 @@ class Transolver(Operator):
     def points(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """The flattened grid as point features: ``[B, C_in, *S] -> [B, N, C_in + P]``
         (``P`` position channels, see ``ref``)."""
-        _check_channels("Transolver", x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, "Transolver")
         batch = x.shape[0]
         points = x.reshape(batch, self.in_channels, -1).transpose(1, 2)  # [B, N, C_in]
         if not self.positional:

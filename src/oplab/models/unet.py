@@ -16,34 +16,17 @@ fixed in cells, not in physical length.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, is_int
+from ..errors import check_choice, check_int
+from ..layers.conv import CONV, CONV_TRANSPOSE, MAX_POOL, double_conv
+from ..layers.grid import append_positions, check_channels
 from . import register
 from .base import Operator
-from .fno import _check_channels, _positive_int, append_positions
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(channels, 8), channels)
-
-
-def _block(dim: int, in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two (3x3 convolution, GroupNorm, GELU): ``[B, in, *S] -> [B, out, *S]``."""
-    conv = _CONV[dim]
-    return nn.Sequential(
-        conv(in_channels, out_channels, 3, padding=1), _norm(out_channels), nn.GELU(),
-        conv(out_channels, out_channels, 3, padding=1), _norm(out_channels), nn.GELU(),
-    )
 
 
 @register("unet")
@@ -66,27 +49,24 @@ class UNet(Operator):
 
     def __init__(self, in_channels: int, out_channels: int, dim: int = 2, width: int = 32, depth: int = 4, positional: bool = True):
         super().__init__()
-        if isinstance(dim, bool) or dim not in _CONV:
-            raise ParameterError(f"UNet: dim must be 1, 2 or 3, got {dim!r}")
+        check_choice("UNet", "dim", dim, tuple(CONV))
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
-            if not _positive_int(value):
-                raise ParameterError(f"UNet: {key} must be a positive int, got {value!r}")
-        if not is_int(depth, 0):
-            raise ParameterError(f"UNet: depth must be a non-negative int, got {depth!r}")
+            check_int("UNet", key, value)
+        check_int("UNet", "depth", depth, 0)
         self.dim, self.depth = int(dim), int(depth)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.positional = bool(positional)
         channels = [width * 2**level for level in range(depth + 1)]
         first = self.in_channels + (self.dim if self.positional else 0)
-        self.down = nn.ModuleList(_block(dim, c_in, c_out) for c_in, c_out in zip([first, *channels[:-2]], channels[:-1]))
-        self.pool = _POOL[dim](2)
-        self.bottleneck = _block(dim, channels[-2] if depth else first, channels[-1])
-        self.up = nn.ModuleList(_CONV_T[dim](channels[level + 1], channels[level], 2, stride=2) for level in reversed(range(depth)))
-        self.decode = nn.ModuleList(_block(dim, 2 * channels[level], channels[level]) for level in reversed(range(depth)))
-        self.head = _CONV[dim](channels[0], self.out_channels, 1)
+        self.down = nn.ModuleList(double_conv(dim, c_in, c_out) for c_in, c_out in zip([first, *channels[:-2]], channels[:-1]))
+        self.pool = MAX_POOL[dim](2)
+        self.bottleneck = double_conv(dim, channels[-2] if depth else first, channels[-1])
+        self.up = nn.ModuleList(CONV_TRANSPOSE[dim](channels[level + 1], channels[level], 2, stride=2) for level in reversed(range(depth)))
+        self.decode = nn.ModuleList(double_conv(dim, 2 * channels[level], channels[level]) for level in reversed(range(depth)))
+        self.head = CONV[dim](channels[0], self.out_channels, 1)
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        _check_channels("UNet", x, self.in_channels, self.dim)
+        check_channels(x, self.in_channels, self.dim, "UNet")
         sizes = tuple(x.shape[2:])
         if self.positional:
             x = append_positions(x, coords, "UNet")  # [B, C_in + dim, *S]

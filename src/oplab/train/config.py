@@ -7,6 +7,7 @@ An unknown key anywhere is an error that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -21,6 +22,9 @@ class DataConfig:
     test: str | None = None
     n_train: int | None = None
     n_test: int | None = None
+    #: validation samples, the last of the ``n_train`` training ones: they choose the ``best``
+    #: checkpoint (the test samples choose nothing); None: a tenth, at most 200; 0: no validation
+    n_val: int | None = None
     #: training resolution (strides the stored grid); None keeps it
     resolution: int | None = None
     #: further test resolutions, strided from the test file (zero-shot super-/sub-resolution)
@@ -53,7 +57,12 @@ class TrainConfig:
     physics_norm: str = "preconditioned"  # preconditioned | residual (plain, LordNet) | weak (DGNO): oplab.losses.physics
     #: train from the inputs alone: the training outputs are never read (physics_weight 0 means 1)
     physics_only: bool = False
-    eval_every: int = 10  # evaluate on the test resolutions every K epochs (and at the end)
+    eval_every: int = 10  # evaluate on the validation and test sets every K epochs (and at the end)
+    #: write the resumable ``last`` checkpoint at least this often (seconds), and at every
+    #: evaluation and at the end; a resumed run replays the epochs after it exactly
+    checkpoint_seconds: float = 30.0
+    #: experiment logs beside the console: ``tensorboard`` (RUN/tensorboard), ``mlflow`` (RUN/mlflow.db)
+    loggers: list = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast (CUDA only)
@@ -73,9 +82,18 @@ class TrainConfig:
         for key in ("lr",):
             if not getattr(self, key) > 0:
                 raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
-        for key in ("weight_decay", "grad_clip", "budget_minutes", "physics_weight", "data_weight", "bc_weight"):
-            if getattr(self, key) < 0:
+        for key in ("weight_decay", "grad_clip", "budget_minutes", "physics_weight", "data_weight", "bc_weight",
+                    "checkpoint_seconds"):
+            if not getattr(self, key) >= 0:
                 raise ParameterError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ParameterError(f"train.{f.name} must be a finite number, got {value!r}")
+        if self.loggers:
+            from .loggers import check_names
+
+            check_names(self.loggers)
         if self.physics_only and self.physics_weight == 0:
             self.physics_weight = 1.0
 

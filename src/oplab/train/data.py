@@ -1,19 +1,40 @@
-"""Tensors for training and evaluation, read from an oplab data set.
+"""The one data preparation: a data config becomes training, validation and test sets.
+
+:func:`plan` turns a :class:`~oplab.train.config.DataConfig` into a :class:`Split`
+(which file, which samples, which resolution, which label: metadata only, no
+sample read); :meth:`Part.load` reads a part into float32 tensors
+(:class:`GridData`). ``oplab train``, ``oplab.train()``, resume, refine,
+``oplab evaluate``, the quickstart and the benchmark cases all go through it,
+and the run folder records the split (:meth:`Split.to_json`) so that later
+commands use the same samples.
+
+The samples of a file, in order::
+
+    [ training | validation | ... | test ]
+      n_train samples, the last n_val of them validate;  the last n_test samples test
+
+Validation samples choose the ``best`` checkpoint; test samples are only
+reported. With a separate test file the test samples are its last
+``n_test`` (default: all of it); ``test_files`` are tested whole.
 
 Trajectory outputs ``[N, T, C, *S]`` are flattened to ``[N, T * C, *S]``
-(time steps as channels, the FNO-2D convention for Navier-Stokes); ``times``
+(time steps as channels, the FNO-2D convention for Navier-Stokes); ``n_times``
 keeps ``T`` so predictions can be unflattened.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.dataset import H5Dataset
-from ..errors import DataFileError
+from ..data.dataset import H5Dataset, open_dataset
+from ..errors import DataFileError, ParameterError
 
 
 @dataclass
@@ -33,25 +54,201 @@ class GridData:
 def load(ds: H5Dataset, indices=None, outputs: bool = True) -> GridData:
     """Read samples ``indices`` (default all) of ``ds`` into float32 tensors.
 
-    With ``outputs=False`` the solutions are not read (physics-only training):
-    ``y`` is NaN of the right shape, so any use of it shows up as a NaN loss.
+    With ``outputs=False`` the solutions are not read (physics-only training,
+    timing): ``y`` is NaN of the right shape, so any use of it shows up as NaN.
     """
     x, y = ds.arrays(indices, outputs=outputs)
-    name = str(ds.path)
     for label, arr in (("inputs", x), ("outputs", y))[: 2 if outputs else 1]:
         bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
         if bad.any():
             idx = list(indices) if indices is not None else list(range(len(ds)))
             first = [idx[i] for i in np.flatnonzero(bad)[:5]]
-            raise DataFileError(f"{name}: NaN or Inf in {label} of sample(s) {first}")
+            raise DataFileError(f"{ds.path}: NaN or Inf in {label} of sample(s) {first}")
     n_times = None
     if ds.times is not None:
         n_times = y.shape[1]
         y = y.reshape(y.shape[0], -1, *y.shape[3:])
-    coords = lambda grid: tuple(torch.tensor(c, dtype=torch.float32) for c in grid)
+    coords = lambda grid: tuple(torch.tensor(c, dtype=torch.float32) for c in grid)  # noqa: E731
     return GridData(
         x=torch.from_numpy(x).float(), y=torch.from_numpy(y).float(),
         in_coords=coords(ds.input_grid), out_coords=coords(ds.output_grid),
         periodic=tuple(a.periodic for a in ds.meta["output_axes"]),
         n_times=n_times, resolution=ds.resolution,
     )
+
+
+def fingerprint(meta: dict) -> str:
+    """What identifies a data set's samples, wherever the file lies: problem, parameters, seed,
+    sample count, solver and stored shapes (a file at another resolution holds other samples)."""
+    key = {k: meta.get(k) for k in ("problem", "params", "seed", "n", "solver")}
+    key["shapes"] = {k: list(v) for k, v in meta["shapes"].items()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def grid_label(ds: H5Dataset) -> str:
+    """A test set's label: its output grid's points along the first axis (``"64"``)."""
+    return str(len(ds.output_grid[0]))
+
+
+def _ranges(indices: list[int]) -> list[list[int]]:
+    """``[0, 1, 2, 7, 8]`` -> ``[[0, 3], [7, 9]]`` (half-open ranges)."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and out[-1][1] == i:
+            out[-1][1] += 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+@dataclass
+class Part:
+    """Samples ``indices`` (None: all) of ``file`` at ``resolution``, reported as ``label``."""
+
+    file: str
+    indices: list[int] | None
+    resolution: int | None
+    label: str = ""
+    fingerprint: str = ""
+
+    def dataset(self) -> H5Dataset:
+        return open_dataset(self.file, self.resolution)
+
+    def load(self, outputs: bool = True) -> GridData:
+        return load(self.dataset(), self.indices, outputs=outputs)
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else int(self.dataset().meta["n"])
+
+    def describe(self) -> str:
+        """``"samples 1000-1199 of darcy.h5"`` (for messages)."""
+        name = Path(self.file).name
+        if self.indices is None:
+            return f"all samples of {name}"
+        spans = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in _ranges(self.indices))
+        return f"samples {spans} of {name}"
+
+    def to_json(self) -> dict:
+        return {"file": str(self.file), "fingerprint": self.fingerprint, "resolution": self.resolution,
+                "label": self.label, "ranges": None if self.indices is None else _ranges(self.indices)}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "Part":
+        ranges = raw.get("ranges")
+        indices = None if ranges is None else [i for a, b in ranges for i in range(a, b)]
+        return cls(raw["file"], indices, raw.get("resolution"), raw.get("label", ""), raw.get("fingerprint", ""))
+
+    def matches(self, ds: H5Dataset) -> bool:
+        """``ds`` is this part's file: the same path, or a file with the same samples elsewhere."""
+        same_path = Path(self.file).resolve() == Path(ds.path).resolve()
+        return same_path or (bool(self.fingerprint) and self.fingerprint == fingerprint(ds.meta))
+
+
+@dataclass
+class Split:
+    """Where a run's samples come from: training, validation (None: no validation) and test parts
+    (the first test part is the main one)."""
+
+    train: Part
+    val: Part | None
+    tests: list[Part]
+
+    def to_json(self) -> dict:
+        return {"train": self.train.to_json(), "val": self.val.to_json() if self.val else None,
+                "tests": [p.to_json() for p in self.tests]}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "Split":
+        return cls(Part.from_json(raw["train"]), Part.from_json(raw["val"]) if raw.get("val") else None,
+                   [Part.from_json(p) for p in raw["tests"]])
+
+
+def recorded_split(run) -> Split:
+    """The split the run folder ``run`` (:class:`~oplab.rundir.RunDir`) was trained on; a version-1
+    run kept none: its data config planned again, without validation (it trained on every
+    non-test sample)."""
+    if run.split:
+        return Split.from_json(run.split)
+    from .config import DataConfig
+
+    known = DataConfig.__dataclass_fields__
+    return plan(DataConfig(**{**{k: v for k, v in run.data.items() if k in known}, "n_val": 0}))
+
+
+def default_n_val(n_train: int) -> int:
+    """A tenth of the training samples, at most 200 (none below 10 training samples)."""
+    return min(n_train // 10, 200)
+
+
+def plan(cfg) -> Split:
+    """The split of :class:`~oplab.train.config.DataConfig` ``cfg`` (module docstring)."""
+    train_ds = open_dataset(cfg.train, cfg.resolution)
+    n = len(train_ds)
+    test_path = cfg.test or cfg.train
+    if cfg.test:
+        test_n = len(open_dataset(cfg.test))
+        n_test = test_n if cfg.n_test is None else cfg.n_test
+        if n_test > test_n:
+            raise ParameterError(f"data.n_test = {n_test} but {cfg.test} holds {test_n} samples")
+        test_idx = list(range(test_n - n_test, test_n))
+        n_train = n if cfg.n_train is None else cfg.n_train
+        if n_train > n:
+            raise ParameterError(f"data.n_train = {n_train} but {cfg.train} holds {n} samples")
+    else:
+        n_test = cfg.n_test if cfg.n_test is not None else (max(1, n // 5) if cfg.n_train is None else n - cfg.n_train)
+        n_train = n - n_test if cfg.n_train is None else cfg.n_train
+        if n_train < 0 or n_test < 0 or n_train + n_test > n:
+            raise ParameterError(f"{cfg.train}: cannot split {n} samples into {n_train} train + {n_test} test")
+        test_idx = list(range(n - n_test, n))
+    n_val = default_n_val(n_train) if cfg.n_val is None else cfg.n_val
+    if n_val >= n_train:
+        raise ParameterError(f"data.n_val = {n_val} leaves no training sample of data.n_train = {n_train}")
+    meta_fp = fingerprint(train_ds.meta)
+    train = Part(str(cfg.train), list(range(n_train - n_val)), cfg.resolution, fingerprint=meta_fp)
+    val = Part(str(cfg.train), list(range(n_train - n_val, n_train)), cfg.resolution, "val", meta_fp) if n_val else None
+    tests: list[Part] = []
+    test_fp = fingerprint(open_dataset(test_path).meta) if cfg.test else meta_fp
+    for res in [cfg.resolution] + [r for r in cfg.test_resolutions if r != cfg.resolution]:
+        tests.append(Part(str(test_path), test_idx, res, grid_label(open_dataset(test_path, res)), test_fp))
+    for path in cfg.test_files:
+        ds = open_dataset(path)
+        label = grid_label(ds)
+        if label in {p.label for p in tests}:
+            label = f"{Path(path).stem}@{label}"
+        tests.append(Part(str(path), None, None, label, fingerprint(ds.meta)))
+    return Split(train, val, tests)
+
+
+@dataclass
+class Prepared:
+    """A split read into tensors: what the Trainer takes."""
+
+    split: Split
+    train: GridData
+    val: GridData | None
+    tests: dict  # label -> GridData
+    source: H5Dataset  # the training file (its metadata describes the run's data)
+
+    def info(self) -> dict:
+        """The data description recorded in the run folder (problem, channels, axes, shapes, split)."""
+        meta, train = self.source.meta, self.train
+        return {
+            "problem": meta["problem"], "params": meta["params"],
+            "input_channels": meta["input_channels"], "output_channels": meta["output_channels"],
+            "input_axes": [dataclasses.asdict(a) for a in meta["input_axes"]],
+            "output_axes": [dataclasses.asdict(a) for a in meta["output_axes"]],
+            "n_times": train.n_times,
+            "train_input_shape": list(train.x.shape[1:]),
+            "train_output_shape": list(train.y.shape[1:]),
+            "times": None if meta["times"] is None else [float(t) for t in meta["times"]],
+            "split": self.split.to_json(),
+        }
+
+
+def prepare(split: Split, outputs: bool = True) -> Prepared:
+    """Read ``split``; ``outputs=False`` (physics-only training) reads no solution of the training
+    and validation samples (the validation error is then the physics residual)."""
+    train = split.train.load(outputs=outputs)
+    val = split.val.load(outputs=outputs) if split.val else None
+    tests = {p.label: p.load() for p in split.tests}
+    return Prepared(split, train, val, tests, split.train.dataset())

@@ -17,15 +17,13 @@ its model config carries ``last_modes``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..errors import OplabError
-from . import checkpoint as ckpt
-from .config import DataConfig, TrainConfig
-from .loop import fit
+from ..rundir import RunDir
+from .config import TrainConfig
 
 
 def expand_spectral_weight(old: torch.Tensor, old_modes, new_modes) -> torch.Tensor:
@@ -49,30 +47,27 @@ def expand_spectral_weight(old: torch.Tensor, old_modes, new_modes) -> torch.Ten
 
 def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "hm1", lr: float = 1e-3,
            checkpoint: str = "best", log=print, **train_kwargs) -> dict:
-    """Fine-tune the FNO/TFNO of ``run_dir`` into the new run folder ``out`` (module docstring)."""
-    from .. import models
-    from . import _check_fresh, _datasets
-
-    run_dir, out = Path(run_dir), Path(out)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise OplabError(f"{run_dir}: not a run folder (no config.json)")
-    saved = json.loads(cfg_path.read_text())
-    model_cfg = dict(saved["model"])
+    """Fine-tune the FNO/TFNO of ``run_dir`` into the new run folder ``out`` (module docstring), on
+    the split ``run_dir`` was trained on."""
     import inspect
 
+    from .. import models
+    from .api import _train
+    from .data import prepare, recorded_split
+
+    source = RunDir.open(run_dir)
+    RunDir.check_fresh(out)
+    model_cfg = dict(source.model)
     if "last_modes" not in inspect.signature(models.get(model_cfg.get("name", "")).__init__).parameters:
         raise OplabError(f"{run_dir}: the refiner fine-tunes a Fourier model with a last_modes argument "
                          f"(fno, tfno), this run has {model_cfg.get('name')!r}")
-    _check_fresh(out)
-    data_cfg = DataConfig(**{k: saved["data"][k] for k in DataConfig.__dataclass_fields__ if k in saved["data"]})
-    train_ds, train, tests = _datasets(data_cfg)
-    sizes = list(train.x.shape[2:])
+    data = prepare(recorded_split(source))
+    sizes = list(data.train.x.shape[2:])
     full = [n // 2 for n in sizes[:-1]] + [sizes[-1] // 2 + 1]
     old_last = model_cfg.get("last_modes") or model_cfg["modes"]
     new_cfg = {**model_cfg, "last_modes": full}
     model = models.from_config(new_cfg)
-    weights = ckpt.load_weights(run_dir / "checkpoints" / (checkpoint if (run_dir / "checkpoints" / checkpoint).exists() else "last"))
+    weights, _ = source.load_weights(checkpoint)
     state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     last = f"spectral.{len(model.spectral) - 1}."
     old_weight_key = next((k for k in state if k.startswith(last)), None)
@@ -87,11 +82,7 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
     n_free = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"refining {run_dir}: last Fourier layer {list(old_last)} -> {full} modes, {n_free:,} trainable parameters, "
         f"loss {loss}")
-    cfg = TrainConfig(**{**{k: v for k, v in saved["train"].items() if k in TrainConfig.__dataclass_fields__},
+    cfg = TrainConfig(**{**{k: v for k, v in source.config["train"].items() if k in TrainConfig.__dataclass_fields__},
                          "epochs": epochs, "loss": loss, "lr": lr, "budget_minutes": 0.0, **train_kwargs})
-    info = {"model": new_cfg, "data": saved["data"], "refined_from": str(run_dir)}
-    result = fit(model, train, tests, cfg, out, info, log=log)
-    from .plots import write_plots
-
-    write_plots(out, result["bundle"], tests[next(iter(tests))], result["history"], info, cfg.plot_samples)
-    return result
+    info = {"model": new_cfg, "data": {**source.data, **data.info()}, "refined_from": str(run_dir)}
+    return _train(model, data, cfg, Path(out), info, False, log, None, ())

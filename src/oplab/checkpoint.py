@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import DataFileError
+from .errors import DataFileError
 
 
 def _contiguous(tensors: dict) -> dict:

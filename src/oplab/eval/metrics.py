@@ -1,0 +1,50 @@
+"""Errors and inference time of a predictor (a :class:`~oplab.predictor.Bundle`) on a data set."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .. import losses
+
+
+def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
+    """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data`` (GridData)."""
+    device = device or next(bundle.parameters()).device
+    coords = tuple(c.to(device) for c in data.out_coords)
+    l2 = h1 = 0.0
+    was_training = bundle.training
+    bundle.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            xb = data.x[start : start + batch_size].to(device)
+            yb = data.y[start : start + batch_size].to(device)
+            pred = bundle(xb, coords)
+            l2 += losses.relative_l2(pred, yb, coords, data.periodic, reduce=False).sum().item()
+            h1 += losses.relative_h1(pred, yb, coords, data.periodic, reduce=False).sum().item()
+    bundle.train(was_training)
+    return {"l2": l2 / len(data), "h1": h1 / len(data)}
+
+
+def inference_seconds_per_sample(bundle, data, batch: int = 50, repeats: int = 5) -> float:
+    """Median time of the predictor (normalise, model, de-normalise) on a batch, per sample."""
+    device = next(bundle.parameters()).device
+    x = data.x[:batch].to(device)
+    coords = tuple(c.to(device) for c in data.out_coords)
+    was_training = bundle.training
+    bundle.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tic = time.perf_counter()
+            bundle(x, coords)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - tic)
+    bundle.train(was_training)
+    return statistics.median(times) / x.shape[0]

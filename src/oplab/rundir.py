@@ -1,0 +1,171 @@
+"""The run folder: the one place that knows its format.
+
+::
+
+    RUN/config.json           format + version, model config, train config, data description and
+                              the split the run was trained on (files, sample ranges)
+    RUN/metrics.jsonl         one JSON line per finished epoch
+    RUN/checkpoints/last/     model + normalisers + optimizer + random state + epoch (resume)
+    RUN/checkpoints/best/     the weights with the best validation error so far
+    RUN/predictions.png, RUN/loss.png, RUN/tensorboard/, RUN/mlflow.db   (figures, optional logs)
+
+Training creates a folder (:meth:`RunDir.create`, which refuses one that
+already holds a run); resuming, ``oplab.load``, refining, evaluating and the
+benchmark cases open one (:meth:`RunDir.open`, which checks the format and
+version). Checkpoints are safetensors + JSON (:mod:`oplab.checkpoint`),
+written atomically; nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import __version__
+from . import checkpoint as ckpt
+from .errors import DataFileError, OplabError, ParameterError
+
+FORMAT = "oplab-run"
+#: 2: the data section records the split (train / validation / test) and ``best`` is chosen on
+#: the validation samples; version-1 folders (no split, ``best`` chosen on the test set) still load
+VERSION = 2
+READABLE = (1, 2)
+CHECKPOINTS = ("best", "last")
+
+
+class RunDir:
+    """A run folder (see the module docstring). ``RunDir.open(path)`` or ``RunDir.create(path, config)``."""
+
+    def __init__(self, path: str | Path, config: dict):
+        self.path = Path(path)
+        self.config = config
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path: str | Path, config: dict) -> "RunDir":
+        """A new run folder holding ``config`` (plus format and version); refuses an existing run."""
+        path = cls.check_fresh(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "run_version": VERSION, "oplab_version": __version__, **config}
+        run = cls(path, config)
+        run._write_json("config.json", config)
+        (path / "metrics.jsonl").write_text("")
+        return run
+
+    @staticmethod
+    def check_fresh(path: str | Path) -> Path:
+        """``path``, if it holds no run yet (a run folder is never overwritten)."""
+        path = Path(path)
+        if (path / "config.json").exists():
+            raise OplabError(f"{path}: already holds a run; use --resume {path} to continue it, or another --out")
+        return path
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run folder, its format and version checked."""
+        path = Path(path)
+        file = path / "config.json"
+        if not file.exists():
+            raise OplabError(f"{path}: not a run folder (no config.json)")
+        try:
+            config = json.loads(file.read_text())
+        except ValueError:
+            raise DataFileError(f"{file}: not valid JSON") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("run_version") not in READABLE:
+            got = config.get("format") if isinstance(config, dict) else None
+            version = config.get("run_version") if isinstance(config, dict) else None
+            raise OplabError(f"{file}: run format {got!r} v{version}, this oplab reads {FORMAT!r} "
+                             f"v{'/'.join(map(str, READABLE))}")
+        for key in ("model", "data", "train"):
+            if not isinstance(config.get(key), dict):
+                raise DataFileError(f"{file}: no {key!r} section")
+        return cls(path, config)
+
+    # ----------------------------------------------------------------- contents
+    @property
+    def model(self) -> dict:
+        return self.config["model"]
+
+    @property
+    def data(self) -> dict:
+        return self.config["data"]
+
+    @property
+    def split(self) -> dict | None:
+        """The recorded split (``oplab.train.data.Split.to_json``), None for version-1 runs."""
+        return self.data.get("split")
+
+    def figure(self, name: str) -> Path:
+        return self.path / f"{name}.png"
+
+    # ----------------------------------------------------------------- metrics
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def metrics(self, before_epoch: int | None = None, truncate: bool = False) -> list[dict]:
+        """The epoch records (those before ``before_epoch``); ``truncate`` rewrites the file to them
+        (resume: lines written after the last checkpoint are replayed, so they go)."""
+        path = self.path / "metrics.jsonl"
+        limit = math.inf if before_epoch is None else before_epoch
+        records = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if isinstance(record, dict) and record.get("epoch", math.inf) < limit:
+                records.append(record)
+        if truncate:
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return records
+
+    # ----------------------------------------------------------------- checkpoints
+    @staticmethod
+    def check_name(name: str) -> str:
+        if name not in CHECKPOINTS:
+            raise ParameterError(f"checkpoint must be one of {list(CHECKPOINTS)}, got {name!r}")
+        return name
+
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.path / "checkpoints" / self.check_name(name)
+
+    def has_checkpoint(self, name: str) -> bool:
+        try:
+            ckpt.locate(self.checkpoint_dir(name))
+        except DataFileError:
+            return False
+        return True
+
+    def save_checkpoint(self, name: str, weights: dict, state_tensors: dict | None = None,
+                        state: dict | None = None) -> None:
+        ckpt.save(self.checkpoint_dir(name), weights, state_tensors, state)
+
+    def load_weights(self, name: str = "best") -> tuple[dict, str]:
+        """Weights of checkpoint ``name``; ``best`` falls back to ``last`` where no ``best`` was kept
+        (no validation split, or stopped before the first evaluation). Returns (weights, name used)."""
+        if name == "best" and not self.has_checkpoint("best"):
+            name = "last"
+        return ckpt.load_weights(self.checkpoint_dir(name)), name
+
+    def load_state(self) -> tuple[dict, dict]:
+        """The training state of ``last``: (tensors, JSON state)."""
+        return ckpt.load_state(self.checkpoint_dir("last"))
+
+    def state(self) -> dict | None:
+        """The JSON training state of ``last`` (epoch, planned epochs, best), None before the first."""
+        if not self.has_checkpoint("last"):
+            return None
+        return self.load_state()[1]
+
+    # ----------------------------------------------------------------- helpers
+    def _write_json(self, name: str, value: dict) -> None:
+        import os
+
+        tmp = self.path / (name + ".tmp")
+        tmp.write_text(json.dumps(value, indent=1, allow_nan=False))
+        os.replace(tmp, self.path / name)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"

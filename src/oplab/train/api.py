@@ -1,0 +1,94 @@
+"""The entry points: a run from its configuration (``oplab train``), a resumed run, and
+``oplab.train(model, ds, ...)`` from Python objects. Each plans the split
+(:func:`oplab.train.data.plan`), reads it, and trains with a :class:`~oplab.train.trainer.Trainer`
+that writes the run folder (:class:`~oplab.rundir.RunDir`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..rundir import RunDir
+from .config import DataConfig, RunConfig, TrainConfig
+from .data import Prepared, plan, prepare, recorded_split
+from .trainer import fit
+
+
+def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callbacks=()) -> dict:
+    """Train as ``cfg`` says (``resume``: continue ``cfg.out`` from its last checkpoint, on the
+    split it recorded); returns the history, best validation error and trained bundle."""
+    from .. import models
+    from ..models.presets import derive
+
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and not resume:
+        RunDir.check_fresh(out)
+    split = recorded_split(RunDir.open(out)) if resume else plan(cfg.data)
+    data = prepare(split, outputs=not cfg.train.physics_only)
+    train = data.train
+    model_cfg = derive(cfg.model, train.x.shape, train.y.shape, train.out_coords, train.periodic)
+    torch.manual_seed(cfg.train.seed)
+    model = models.from_config(model_cfg)
+    info = {"model": model_cfg, "data": {**dataclasses.asdict(cfg.data), **data.info()}}
+    log(f"model {model_cfg['name']}: {model.n_params():,} parameters; {len(train)} training samples at "
+        f"{list(train.x.shape[2:])}, {len(data.val) if data.val else 0} validation, test at {list(data.tests)}")
+    return _train(model, data, cfg.train, out, info, resume, log, progress, callbacks)
+
+
+def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict, resume: bool, log, progress,
+           callbacks) -> dict:
+    result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
+                 val=data.val, callbacks=callbacks)
+    if out is not None and result["history"] and _main():
+        from .plots import write_plots
+
+        first = data.tests[next(iter(data.tests))] if data.tests else data.val
+        write_plots(out, result["bundle"], first, result["history"], info, cfg.plot_samples)
+    return result
+
+
+def _main() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
+    """Continue the run in folder ``out`` from its last checkpoint (``epochs``: a new total)."""
+    saved = RunDir.open(out)
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    data = {k: v for k, v in saved.data.items() if k in known}
+    train = {k: v for k, v in saved.config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    if epochs is not None:
+        train["epochs"] = epochs
+    cfg = RunConfig(data=DataConfig(**data), model=saved.model, train=TrainConfig(**train), out=str(out))
+    return run(cfg, resume=True, log=log, progress=progress, callbacks=callbacks)
+
+
+def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=None, log=print, callbacks=(),
+          **train_kwargs) -> dict:
+    """Train a model object on a data set (``oplab.data.open(...)`` or a path).
+
+    The split is :func:`oplab.train.data.plan`'s: ``n_train`` training samples from the start of
+    ``data`` (the last ``n_val`` of them validate and choose ``best``), ``n_test`` test samples from
+    its end or from ``test``. ``train_kwargs`` are :class:`TrainConfig` fields (epochs, lr,
+    batch_size, ...); ``callbacks`` extra :class:`~oplab.train.callbacks.Callback` objects.
+    """
+    from ..data.dataset import H5Dataset
+    from ..models import config_of
+
+    path = lambda d: str(d.path) if isinstance(d, H5Dataset) else str(d)  # noqa: E731
+    resolution = data.resolution if isinstance(data, H5Dataset) else None
+    data_cfg = DataConfig(train=path(data), test=None if test is None else path(test), n_train=n_train,
+                          n_test=n_test, n_val=n_val, resolution=resolution)
+    cfg = TrainConfig(**train_kwargs)
+    if out is not None:
+        RunDir.check_fresh(out)
+    prepared = prepare(plan(data_cfg), outputs=not cfg.physics_only)
+    info = {"model": config_of(model), "data": {**dataclasses.asdict(data_cfg), **prepared.info()}}
+    return _train(model, prepared, cfg, Path(out) if out is not None else None, info, False, log, None, callbacks)
+
+
+__all__ = ["resume_run", "run", "train"]

@@ -1,0 +1,263 @@
+"""The Trainer: the steps of training, and hooks for everything optional.
+
+A :class:`Trainer` owns the model with its normalisers (:class:`~oplab.predictor.Bundle`),
+the optimizer, the device and the epoch loop. Everything else is a callback
+(:mod:`oplab.train.callbacks`): evaluation, the time budget, the NaN guard,
+the console log, the progress bar, experiment loggers, the run folder's metrics
+and checkpoints, early stopping, and any callback a user passes::
+
+    from oplab.train import EarlyStopping, Trainer
+    trainer = Trainer(model, data.train, cfg, val=data.val, tests=data.tests,
+                      callbacks=[EarlyStopping(patience=3)])
+    result = trainer.fit()
+
+Determinism and resume: the model is initialised from ``seed`` by the caller;
+the batch order of epoch ``e`` comes from a generator seeded with ``(seed, e)``;
+the learning rate is a pure function of the epoch. So a run resumed from
+``checkpoints/last`` after a ``kill -9`` ends with the same weights as an
+uninterrupted one, whichever epoch the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+
+import torch
+
+from .. import losses
+from ..errors import OplabError
+from ..losses.physics import residual_loss
+from ..predictor import Bundle
+from ..rundir import RunDir
+from . import callbacks as cb
+from .config import TrainConfig
+from .data import GridData
+from .distributed import Dist, resolve_device
+from .schedule import learning_rate
+
+
+class Trainer:
+    """Train ``model`` on ``train`` (:class:`~oplab.train.data.GridData`) as ``cfg`` says.
+
+    ``val``: the validation set (chooses ``best``; None: no choice is made);
+    ``tests``: test sets by label (reported only); ``run``: the run folder to
+    write (None: nothing is written); ``info``: the model and data description
+    (the physics loss reads the problem from it); ``callbacks``: extra
+    :class:`~oplab.train.callbacks.Callback` objects; ``progress(done, total, text)``:
+    called after every batch on rank 0.
+    """
+
+    def __init__(self, model, train: GridData, cfg: TrainConfig, *, val: GridData | None = None,
+                 tests: dict | None = None, run: RunDir | None = None, info: dict | None = None,
+                 callbacks=(), log=print, progress=None):
+        self.cfg = cfg
+        #: the plan: epochs in all and the step schedule's period (a time budget changes both)
+        self.epochs, self.step_size = cfg.epochs, cfg.step_size
+        self.dist = Dist(resolve_device(cfg.device))
+        self.device, self.main = self.dist.device, self.dist.main
+        self.run = run  # written by rank 0 only (the callbacks that write run there)
+        self.info = info or {}
+        self.train_data, self.val_data, self.tests = train, val, dict(tests or {})
+        self.log = log if self.main else (lambda text: None)
+
+        self.bundle = Bundle(model, train.x.shape[1], train.y.shape[1]).to(self.device)
+        if cfg.normalize:
+            self.bundle.in_norm.fit(train.x)
+            if not cfg.physics_only:  # without solutions the output normaliser stays the identity
+                self.bundle.out_norm.fit(train.y)
+        self.physics = _physics_problem(self.info, train) if cfg.physics_weight > 0 else None
+        if hasattr(model, "fit_data"):  # data-dependent parts (POD basis)
+            model.fit_data(self.bundle.in_norm.encode(train.x.to(self.device)),
+                           self.bundle.out_norm.encode(train.y.to(self.device)))
+        self.params = [p for p in self.bundle.parameters() if p.requires_grad]
+        self.optimizer = _optimizer(cfg, self.params, self.device)
+        self.loss_fn = losses.get(cfg.loss)
+        #: the validation metric that chooses ``best`` (the physics residual when no solution is read)
+        self.monitor = "residual" if cfg.physics_only else "l2"
+
+        self.start_epoch, self.epoch = 0, 0
+        self.best = math.inf
+        self.history: list[dict] = []
+        self.should_stop, self.stop_reason = False, ""
+        self._eval_requested = False
+        self.callbacks = cb.default_callbacks(self, progress) + list(callbacks)
+        self.callbacks.sort(key=lambda c: c.order)  # stable: equal orders keep their places
+        self._hooks = {name: [getattr(c, name) for c in self.callbacks if _overrides(c, name)]
+                       for name in ("on_fit_start", "on_epoch_start", "on_loss", "on_batch_end",
+                                    "on_epoch_end", "on_fit_end")}
+
+    # ----------------------------------------------------------------- for callbacks
+    @property
+    def run_dir(self):
+        return self.run.path if self.run is not None else None
+
+    def stop(self, reason: str) -> None:
+        """End training after this epoch (its checkpoint is written and marked final)."""
+        self.should_stop, self.stop_reason = True, reason
+
+    def request_evaluation(self) -> None:
+        """Evaluate at the end of the current epoch even if it is not an evaluation epoch."""
+        self._eval_requested = True
+
+    def evaluation_due(self, epoch: int) -> bool:
+        return (self._eval_requested or (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 >= self.epochs
+                or self.should_stop)
+
+    def evaluate_into(self, record: dict) -> None:
+        """Add the validation (``val``) and test errors to ``record``; a better validation error
+        than any before marks it ``best``."""
+        from ..eval import evaluate
+
+        tic = time.perf_counter()
+        if self.val_data is not None:
+            record["val"] = (self._val_residual() if self.monitor == "residual"
+                             else evaluate(self.bundle, self.val_data, device=self.device))
+            if record["val"][self.monitor] < self.best:
+                self.best = record["val"][self.monitor]
+                record["best"] = True
+        if self.tests:
+            record["test"] = {label: evaluate(self.bundle, data, device=self.device) for label, data in self.tests.items()}
+        record["eval_seconds"] = time.perf_counter() - tic
+
+    def _val_residual(self, batch_size: int = 50) -> dict:
+        """Mean physics loss on the validation inputs (physics-only runs read no solution)."""
+        data, total = self.val_data, 0.0
+        coords = tuple(c.to(self.device) for c in data.out_coords)
+        self.bundle.eval()
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                xb = data.x[start : start + batch_size].to(self.device)
+                loss = residual_loss(self.physics, self.bundle(xb, coords), xb, self.cfg.bc_weight, self.cfg.physics_norm)
+                total += loss.item() * len(xb)
+        self.bundle.train()
+        return {"residual": total / len(data)}
+
+    # ----------------------------------------------------------------- training
+    def restore(self) -> bool:
+        """Load the run folder's ``last`` checkpoint; False if the run had already finished."""
+        if self.run is None:
+            raise OplabError("resume needs a run folder")
+        folder = self.run
+        self.bundle.load_state_dict(folder.load_weights("last")[0])
+        tensors, state = folder.load_state()
+        from ..checkpoint import optimizer_from_flat
+
+        self.optimizer.load_state_dict(optimizer_from_flat(tensors, state["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.start_epoch = state["epoch"] + 1
+        self.best = math.inf if state.get("best") is None else state["best"]
+        if self.cfg.budget_minutes > 0:  # keep the epoch count (and step size) the budget chose
+            self.epochs, self.step_size = state.get("epochs", self.epochs), state.get("step_size", self.step_size)
+        self.history = folder.metrics(self.start_epoch, truncate=self.main)
+        if state.get("stopped") or self.start_epoch >= self.epochs:
+            why = f" ({state['stopped']})" if isinstance(state.get("stopped"), str) else ""
+            self.log(f"{folder.path}: already complete, {self.start_epoch} of {self.epochs} epochs{why}; "
+                     f"nothing to do (--epochs N continues it to N epochs)")
+            return False
+        self.log(f"resuming {folder.path} at epoch {self.start_epoch} of {self.epochs}")
+        return True
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train (from the run folder's last checkpoint if ``resume``); returns the history, the
+        best validation error (``inf`` without validation) and the trained bundle."""
+        if resume and not self.restore():
+            return self._result()
+        for hook in self._hooks["on_fit_start"]:
+            hook(self)
+        net = self.dist.wrap(self.bundle)
+        if self.cfg.compile and self.device.type == "cuda":
+            net = torch.compile(net)
+        amp = self.cfg.amp and self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+        train, cfg = self.train_data, self.cfg
+        coords = tuple(c.to(self.device) for c in train.out_coords)
+        n = len(train)
+        self.epoch = self.start_epoch
+        while self.epoch < self.epochs and not self.should_stop:
+            epoch = self.epoch
+            lr = learning_rate(cfg, epoch, self.epochs, self.step_size)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for hook in self._hooks["on_epoch_start"]:
+                hook(self, epoch)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            tic = time.perf_counter()
+            total, seen = 0.0, 0
+            for k, start in enumerate(range(0, n, cfg.batch_size)):
+                idx = order[start : start + cfg.batch_size][self.dist.rank :: self.dist.world]
+                xb = train.x[idx].to(self.device)
+                with autocast:
+                    pred = net(xb, coords)
+                loss = 0.0
+                if not cfg.physics_only:  # no solutions: nothing to move
+                    loss = cfg.data_weight * self.loss_fn(pred.float(), train.y[idx].to(self.device), coords, train.periodic)
+                if self.physics is not None:
+                    loss = loss + cfg.physics_weight * residual_loss(self.physics, pred.float(), xb.float(),
+                                                                     cfg.bc_weight, cfg.physics_norm)
+                for hook in self._hooks["on_loss"]:
+                    hook(self, k, loss)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+                self.optimizer.step()
+                value = loss.item()
+                total += value * len(idx)
+                seen += len(idx)
+                for hook in self._hooks["on_batch_end"]:
+                    hook(self, k, value)
+            record = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1),
+                      "epoch_seconds": time.perf_counter() - tic}
+            for hook in self._hooks["on_epoch_end"]:
+                hook(self, record)
+            self._eval_requested = False
+            self.history.append(record)
+            self.epoch += 1
+        for hook in self._hooks["on_fit_end"]:
+            hook(self)
+        self.dist.barrier()
+        return self._result()
+
+    def _result(self) -> dict:
+        return {"history": self.history, "best_val": self.best, "bundle": self.bundle,
+                "stopped": self.stop_reason or None}
+
+
+def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: dict | None = None,
+        resume: bool = False, log=print, progress=None, val: GridData | None = None, callbacks=()) -> dict:
+    """Train with a :class:`Trainer`; ``out``: the run folder, created (or, with ``resume``,
+    continued) there. ``info`` is recorded in its ``config.json`` with ``cfg``."""
+    run = None
+    if out is not None:
+        if resume:
+            run = RunDir.open(out)
+        elif Dist(resolve_device(cfg.device)).main:
+            run = RunDir.create(out, {**(info or {}), "train": dataclasses.asdict(cfg)})
+    trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
+                      log=log, progress=progress)
+    return trainer.fit(resume=resume)
+
+
+def _overrides(callback, name: str) -> bool:
+    return getattr(type(callback), name) is not getattr(cb.Callback, name)
+
+
+def _optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    try:  # one fused kernel per step: -26% epoch time for FNO, -17% per DeepONet step (benchmarks/RESULTS.md)
+        return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):  # older torch or a device without the fused kernel
+        return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _physics_problem(info: dict, train: GridData):
+    """The data set's problem at the training grid, for its physics residual loss."""
+    from .. import problems
+
+    data = info.get("data") or {}
+    if "problem" not in data:
+        raise OplabError("a physics loss needs the data set's problem (train from an oplab data file)")
+    return problems.create(data["problem"], train.y.shape[-1], **data.get("params", {}))
