@@ -21,7 +21,7 @@ Adam, lr 1e-3, 10000 full-batch iterations (150 functions x 100 points), MSE los
   shared grid, ``mse_loss``, ``backward``, ``step``), no normalisation: the same problem as
   DeepXDE's.
 * oplab ``fit`` (``oplab_fit``, for reference): the same network trained by
-  ``oplab.train.loop.fit`` (Adam, lr 1e-3, no weight decay, no schedule, batch 150, 10000
+  ``oplab.train.fit`` (Adam, lr 1e-3, no weight decay, no schedule, batch 150, 10000
   epochs of one batch), i.e. with oplab's defaults: channel-wise normalisation and the relative
   L2 training loss (not MSE), so its error is not like-for-like, only its time.
 
@@ -135,11 +135,11 @@ def run_oplab(seed: int, args, data, fused: bool = False) -> dict:
 
 
 def run_oplab_fit(seed: int, args, data, fused: bool = False) -> dict:
-    import oplab.train.loop as loop
+    import oplab.train.trainer as loop
     from peers_fno import _fused_torch_optim
     from oplab.train.config import TrainConfig
     from oplab.train.data import GridData
-    from oplab.train.loop import fit
+    from oplab.train import fit
 
     model = _oplab_model(seed)
     coords = (torch.from_numpy(data["grid"]),)

@@ -15,7 +15,7 @@ What is compared (same data, sizes, optimizer, schedule, batch, epochs, loss):
   with its own ``Trainer`` and ``DefaultDataProcessor`` (its example's normalisation: outputs
   unit-Gaussian per channel, inputs raw; its training loss is taken on normalised outputs),
   ``H1Loss(d=2)`` (its default: periodic finite differences, summed over the batch).
-* oplab: ``oplab.models.FNO`` trained by ``oplab.train.loop.fit`` on ``GridData`` built from the
+* oplab: ``oplab.models.FNO`` trained by ``oplab.train.fit`` on ``GridData`` built from the
   same tensors (oplab's default normalisation: inputs and outputs channel-wise Gaussian; its H1
   loss in physical units, mean over the batch, non-periodic differences and trapezoid quadrature on
   the grid ``x_j = j / n``, the grid neuraloperator's positional embedding uses too).
@@ -167,11 +167,11 @@ def run_neuralop(seed: int, args, data) -> dict:
 
 # ----------------------------------------------------------------------------- oplab
 def run_oplab(seed: int, args, data, modes: list[int], fused: bool = False) -> dict:
-    import oplab.train.loop as loop
+    import oplab.train.trainer as loop
     from oplab.models.fno import FNO
     from oplab.train.config import TrainConfig
     from oplab.train.data import GridData
-    from oplab.train.loop import fit
+    from oplab.train import fit
 
     def grid_data(x, y):
         coords = (grid(x.shape[-2]), grid(x.shape[-1]))
@@ -186,7 +186,7 @@ def run_oplab(seed: int, args, data, modes: list[int], fused: bool = False) -> d
     model = FNO(in_channels=1, out_channels=1, modes=list(modes), width=32, n_layers=4,
                 lifting_channels=64, projection_channels=64)
     # what-if (fused=True): fit's optimizer built with torch's fused AdamW kernel, by swapping the
-    # class that oplab.train.loop looks up at call time; oplab's source is not changed
+    # class that oplab.train.trainer looks up at call time; oplab's source is not changed
     patched = _fused_torch_optim() if fused else loop.torch
     saved, loop.torch = loop.torch, patched
     try:

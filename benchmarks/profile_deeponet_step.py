@@ -4,7 +4,7 @@
 
 Prints (1) the median time per iteration of the plain loop with torch's default (for-loop),
 ``foreach`` and ``fused`` Adam, (2) the ``torch.profiler`` table of 200 iterations of the plain
-loop, grouped by stage, and (3) a cProfile of ``oplab.train.loop.fit`` (2000 one-batch epochs),
+loop, grouped by stage, and (3) a cProfile of ``oplab.train.fit`` (2000 one-batch epochs),
 which shows the per-epoch Python overhead of the training loop.
 """
 
@@ -71,7 +71,7 @@ def main() -> int:
 
     from oplab.train.config import TrainConfig
     from oplab.train.data import GridData
-    from oplab.train.loop import fit
+    from oplab.train import fit
 
     train = GridData(x=x, y=y, in_coords=coords, out_coords=coords, periodic=(False,), n_times=None, resolution=100)
     cfg = TrainConfig(epochs=2000, batch_size=150, lr=1e-3, weight_decay=0.0, optimizer="adam", scheduler="none",
@@ -80,7 +80,7 @@ def main() -> int:
     profiler.enable()
     fit(P._oplab_model(0), train, {}, cfg, out=None, log=lambda *a: None)
     profiler.disable()
-    print("oplab.train.loop.fit, 2000 epochs of one batch, cProfile by own time:")
+    print("oplab.train.fit, 2000 epochs of one batch, cProfile by own time:")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
     return 0
 

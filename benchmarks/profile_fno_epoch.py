@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     from oplab import losses
     from oplab.models.fno import FNO
-    from oplab.train.loop import Bundle
+    from oplab.predictor import Bundle
 
     x, y = load("train_16")
     coords = (grid(16), grid(16))

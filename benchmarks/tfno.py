@@ -24,7 +24,7 @@ from oplab.data.dataset import open_dataset
 from oplab.data.generation import generate
 from oplab.train.config import TrainConfig
 from oplab.train.data import load
-from oplab.train.loop import fit
+from oplab.train import fit
 
 CASES = {
     "fno": {"name": "fno"},

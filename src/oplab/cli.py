@@ -265,8 +265,9 @@ def evaluate_cmd(
         print(_json.dumps({label: {**m, "scored": report["scored"]} for label, m in report["results"].items()}))
         return
     which = {"test": "the run's test samples", "all": "every sample"}[report["scored"]]
-    table = Table(title=f"{run_dir} ({report['checkpoint']} checkpoint) on {which}: {report['samples']}",
-                  title_justify="left", show_edge=False)
+    console.print(f"{run_dir} ({report['checkpoint']} checkpoint) on {which}: {report['samples']}",
+                  highlight=False, soft_wrap=True)
+    table = Table(show_edge=False)
     for col in ("resolution", "samples", "relative L2", "relative H1"):
         table.add_column(col)
     for label, m in report["results"].items():

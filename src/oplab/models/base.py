@@ -32,6 +32,9 @@ class Operator(nn.Module):
     name: ClassVar[str] = ""
     #: "grid": any resolution the architecture allows; "point": fixed sensors, any query points
     kind: ClassVar[str] = "grid"
+    #: the same operator at every grid: for a band-limited input, the outputs on a finer grid at the
+    #: coarse grid's points equal the coarse grid's outputs (checked for every model that says so)
+    resolution_invariant: ClassVar[bool] = False
     #: the paper the model implements
     reference: ClassVar[str] = ""
 

@@ -68,6 +68,7 @@ class FNO(Operator):
     """
 
     kind = "grid"
+    resolution_invariant = True
     reference = (
         "Z. Li, N. Kovachki, K. Azizzadenesheli, B. Liu, K. Bhattacharya, A. Stuart, A. Anandkumar, "
         "\"Fourier Neural Operator for Parametric Partial Differential Equations\", ICLR 2021, arXiv:2010.08895"

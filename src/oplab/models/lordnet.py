@@ -125,6 +125,7 @@ class LordNet(Operator):
     """
 
     kind = "grid"
+    resolution_invariant = True
     reference = (
         "X. Huang, W. Shi, X. Gao, X. Wei, J. Zhang, J. Bian, M. Yang, T.-Y. Liu, \"LordNet: An Efficient Neural "
         "Network for Learning to Solve Parametric Partial Differential Equations without Simulated Data\", "

@@ -4,7 +4,8 @@ A callback overrides any of the hooks below; ``order`` places it among the
 others (lower first): evaluation (10) and the time budget (20) complete an
 epoch's record, user callbacks (50) see it whole, then come the console log
 (80), experiment loggers (85) and the run folder (90: metrics and checkpoints),
-so that a stop asked for by a user callback is in the checkpoint it writes.
+so that a stop asked for by a user callback is in the checkpoint it writes (and the stopped
+epoch is evaluated, 60).
 
 Example, early stopping on the validation error (also :class:`EarlyStopping`)::
 
@@ -63,6 +64,18 @@ class Evaluate(Callback):
             trainer.evaluate_into(record)
 
 
+class EvaluateLast(Callback):
+    """The last epoch is always evaluated, also when a callback before this one stopped the run
+    or a time budget made this epoch the last."""
+
+    order = 60
+
+    def on_epoch_end(self, trainer, record):
+        last = trainer.should_stop or record["epoch"] + 1 >= trainer.epochs
+        if last and "eval_seconds" not in record:
+            trainer.evaluate_into(record)
+
+
 class TimeBudget(Callback):
     """Fit the run into ``train.budget_minutes`` of wall-clock time: the epoch count is planned after
     epoch 0 (always evaluated, to time it) and again after epoch 2 (epoch 0 carries warm-up costs)
@@ -91,8 +104,6 @@ class TimeBudget(Callback):
         trainer.step_size = max(1, round(self.step0 * trainer.epochs / self.cap))
         record["budget_epochs"] = trainer.epochs
         trainer.log(f"time budget {trainer.cfg.budget_minutes:g} min: {trainer.epochs} epochs")
-        if epoch + 1 == trainer.epochs and "eval_seconds" not in record:  # this epoch became the last
-            trainer.evaluate_into(record)
 
 
 class NaNGuard(Callback):
@@ -220,7 +231,7 @@ class Checkpointing(Callback):
 def default_callbacks(trainer, progress=None) -> list[Callback]:
     """What every run has: evaluation, the NaN guard, the console log; with a budget the time
     budget; on rank 0 the progress bar, the configured loggers and the run folder."""
-    out: list[Callback] = [Evaluate(), NaNGuard(), ConsoleLog()]
+    out: list[Callback] = [Evaluate(), EvaluateLast(), NaNGuard(), ConsoleLog()]
     if trainer.cfg.budget_minutes > 0:
         out.append(TimeBudget())
     if trainer.main:

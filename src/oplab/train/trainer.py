@@ -103,8 +103,7 @@ class Trainer:
         self._eval_requested = True
 
     def evaluation_due(self, epoch: int) -> bool:
-        return (self._eval_requested or (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 >= self.epochs
-                or self.should_stop)
+        return self._eval_requested or (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 >= self.epochs
 
     def evaluate_into(self, record: dict) -> None:
         """Add the validation (``val``) and test errors to ``record``; a better validation error

@@ -1,0 +1,169 @@
+"""The training core's parts as a user meets them: the recorded split and honest model selection,
+callbacks from Python (early stopping), the run folder's resume and completion, what ``oplab.load``
+imports, and the newcomer's command-line details (``--version``, help labels, channel-less input)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import oplab
+from oplab import problems
+from oplab.cli import main
+from oplab.data.generation import generate
+from oplab.errors import OplabError, ParameterError
+from oplab.train import Callback, EarlyStopping, Trainer, resume_run
+from oplab.train import config as tc
+from oplab.train import run
+from oplab.train.data import plan, prepare
+
+SMALL_FNO = {"name": "fno", "modes": [6, 6], "width": 12, "n_layers": 2, "lifting_channels": 16,
+             "projection_channels": 16}
+
+
+@pytest.fixture(scope="module")
+def darcy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    path, other = root / "darcy33.h5", root / "darcy33_seed1.h5"
+    generate(problems.create("darcy", resolution=33), 48, path, seed=0)
+    generate(problems.create("darcy", resolution=33), 8, other, seed=1)
+    return path, other
+
+
+def cfg(data, out, epochs=6, test=None, **train):
+    raw = {"data": {"train": str(data), "test": test and str(test), "n_train": 40, "n_test": 8},
+           "model": dict(SMALL_FNO), "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-3, "eval_every": 1, **train},
+           "out": str(out)}
+    return tc.from_dict(raw)
+
+
+def quiet(text):
+    pass
+
+
+def test_the_split_is_recorded_and_best_is_chosen_on_validation_samples_only(darcy, tmp_path):
+    data, other = darcy
+    a = run(cfg(data, tmp_path / "a"), log=quiet)
+    split = json.loads((tmp_path / "a" / "config.json").read_text())["data"]["split"]
+    assert split["train"]["ranges"] == [[0, 36]] and split["val"]["ranges"] == [[36, 40]]  # n_val: a tenth
+    assert [t["ranges"] for t in split["tests"]] == [[[40, 48]]]
+    # "best" holds the epoch of the lowest validation error, marked in metrics.jsonl
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = min(lines, key=lambda r: r["val"]["l2"])["epoch"]
+    assert [r["epoch"] for r in lines if r.get("best")][-1] == best_epoch
+    assert a["best_val"] == min(r["val"]["l2"] for r in lines)
+    # the test samples choose nothing: the same run tested on other samples keeps the same "best"
+    b = run(cfg(data, tmp_path / "b", test=other), log=quiet)
+    wa = load_file(str(tmp_path / "a/checkpoints/best/weights.safetensors"))
+    wb = load_file(str(tmp_path / "b/checkpoints/best/weights.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and a["best_val"] == b["best_val"]
+    assert a["history"][-1]["test"] != b["history"][-1]["test"]
+
+
+def test_evaluate_scores_the_runs_test_samples_and_says_which(darcy, tmp_path, capsys):
+    data, other = darcy
+    run(cfg(data, tmp_path / "r", epochs=1), log=quiet)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r"), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "the run's test samples" in out and "samples 40-47 of darcy33.h5" in out
+    # the same samples in a copied file are recognised by content
+    copy = tmp_path / "copy.h5"
+    shutil.copy(data, copy)
+    assert main(["evaluate", str(tmp_path / "r"), "--data", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["33"]["samples"] == 8
+    # a file the run never saw is scored whole, and says so
+    assert main(["evaluate", str(tmp_path / "r"), "--data", str(other), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["33"]
+    assert scored["samples"] == 8 and scored["scored"] == "all"
+    # a run tested on another file: its training file holds no test sample
+    run(cfg(data, tmp_path / "sep", epochs=1, test=other), log=quiet)
+    assert main(["evaluate", str(tmp_path / "sep"), "--data", str(data)]) == 2
+    assert "only this run's training and validation samples" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "sep"), "--data", str(data), "--all", "--n", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["33"]["samples"] == 5
+    for bad in (["--n", "0"], ["--n", "-3"], ["--checkpoint", "foo"]):
+        assert main(["evaluate", str(tmp_path / "r"), "--data", str(data), *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_callback_from_python_stops_training_and_the_run_is_then_complete(darcy, tmp_path):
+    data, _ = darcy
+
+    class StopAtEpoch2(Callback):
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 2:
+                trainer.stop("enough")
+
+    lines = []
+    result = run(cfg(data, tmp_path / "s", epochs=10, eval_every=5), log=lines.append, callbacks=[StopAtEpoch2()])
+    assert len(result["history"]) == 3 and result["stopped"] == "enough"
+    assert "test" in result["history"][-1]  # a stopped run's last epoch is evaluated
+    state = json.loads((tmp_path / "s/checkpoints/last/state.json").read_text())
+    assert state["epoch"] == 2 and state["stopped"] == "enough"
+    before = (tmp_path / "s/checkpoints/last/weights.safetensors").read_bytes()
+    lines.clear()
+    again = resume_run(tmp_path / "s", log=lines.append)
+    assert "already complete" in lines[-1] and len(again["history"]) == 3
+    assert (tmp_path / "s/checkpoints/last/weights.safetensors").read_bytes() == before
+
+
+def test_early_stopping_and_the_trainer_used_directly(darcy):
+    data, _ = darcy
+    prepared = prepare(plan(tc.DataConfig(train=str(data), n_train=40, n_test=8)))
+    model = oplab.models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], width=8, n_layers=1)
+    train_cfg = tc.TrainConfig(epochs=50, batch_size=8, lr=1e-9, eval_every=1, scheduler="none")  # no progress
+    trainer = Trainer(model, prepared.train, train_cfg, val=prepared.val, tests=prepared.tests,
+                      callbacks=[EarlyStopping(patience=2)], log=quiet)
+    result = trainer.fit()
+    assert len(result["history"]) < 10 and result["stopped"].startswith("early stopping")
+    with pytest.raises(OplabError, match="needs a validation split"):
+        Trainer(model, prepared.train, train_cfg, tests=prepared.tests, callbacks=[EarlyStopping()], log=quiet).fit()
+
+
+def test_no_validation_split_keeps_no_best_and_load_uses_last(darcy, tmp_path):
+    data, _ = darcy
+    lines = []
+    raw = cfg(data, tmp_path / "nv", epochs=2).to_dict()
+    raw["data"]["n_val"] = 0
+    run(tc.from_dict(raw), log=lines.append)
+    assert any("no validation split" in line for line in lines)
+    assert not (tmp_path / "nv/checkpoints/best").exists()
+    op = oplab.load(tmp_path / "nv")
+    assert op.checkpoint == "last"
+    raw["data"]["n_val"] = 40
+    raw["out"] = str(tmp_path / "nv2")
+    with pytest.raises(ParameterError, match="n_val = 40 leaves no training sample"):
+        run(tc.from_dict(raw), log=quiet)
+
+
+def test_load_imports_no_training_code_and_takes_one_channel_arrays(darcy, tmp_path, capsys):
+    data, _ = darcy
+    run(cfg(data, tmp_path / "r", epochs=1), log=quiet)
+    code = ("import sys, oplab; op = oplab.load(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('oplab.train') or m == 'oplab.eval'))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    op = oplab.load(tmp_path / "r")
+    a = oplab.data.open(data).arrays(range(40, 43), outputs=False)[0]  # [3, 1, 33, 33]
+    full = op(a)
+    np.testing.assert_array_equal(op(a[:, 0]), full[:, 0])  # [B, S, S] -> [B, S, S]
+    np.testing.assert_array_equal(op(a[0, 0]), op(a[:1])[0, 0])  # [S, S] -> [S, S]
+    np.save(tmp_path / "a.npy", a[:, 0])
+    assert main(["predict", str(tmp_path / "r"), "--input", str(tmp_path / "a.npy"), "--out", str(tmp_path / "u")]) == 0
+    assert "u.npy" in capsys.readouterr().out and np.load(tmp_path / "u.npy").shape == (3, 33, 33)
+    with pytest.raises(OplabError, match=r"expected \[1, x, y\] or \[B, 1, x, y\] \(or \[x, y\] / \[B, x, y\]"):
+        op(np.concatenate([a, a], axis=1))  # two channels
+
+
+def test_version_and_help_labels(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"oplab {oplab.__version__}"
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--physics-only " in text and "<bool>" not in text and "--data FILE" in text and "--n-val N" in text
