@@ -167,3 +167,26 @@ def test_version_and_help_labels(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--physics-only " in text and "<bool>" not in text and "--data FILE" in text and "--n-val N" in text
+
+
+def test_oplab_train_logs_to_tensorboard_and_mlflow(darcy, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data, _ = darcy
+    out = tmp_path / "logged"
+    assert main(["train", "--data", str(data), "--model", "fno", "--set", "model.width=8", "--set", "model.n_layers=1",
+                 "--epochs", "3", "--n-train", "40", "--n-test", "8", "--set", "train.eval_every=1",
+                 "--logger", "tensorboard", "--logger", "mlflow", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("val/l2")] == \
+        [(r["epoch"], pytest.approx(r["val"]["l2"], rel=1e-6)) for r in lines]
+    assert [e.value for e in events.Scalars("test/33/l2")] == [pytest.approx(r["test"]["33"]["l2"], rel=1e-6) for r in lines]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")] == \
+        [(r["epoch"], pytest.approx(r["train_loss"])) for r in lines]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert main(["train", "--data", str(data), "--model", "fno", "--logger", "wandb", "--out", str(tmp_path / "x")]) == 2

@@ -1,8 +1,8 @@
 """Experiment loggers: Trainer callbacks that send each epoch's record to TensorBoard or MLflow.
 
-Both follow the callback contract of :mod:`oplab.train.callbacks` by duck typing (``on_fit_start``,
-``on_epoch_start``, ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``), log only in the main
-(rank-0) process, and name an epoch record's numbers the same way (:func:`metrics`)::
+Both are :class:`~oplab.train.callbacks.Callback` objects (``train.loggers: [tensorboard, mlflow]``
+makes them), log only in the main (rank-0) process, and name an epoch record's numbers the same
+way (:func:`metrics`)::
 
     {"epoch": 3, "lr": 1e-3, "train_loss": 0.12, "val": {"l2": 0.05}, "test": {"33": {"l2": 0.051}}}
     -> step 3: train/lr, train/loss, val/l2, test/33/l2
