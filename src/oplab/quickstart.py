@@ -49,7 +49,7 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
     from .data.generation import generate
     from .eval import inference_seconds_per_sample
     from .rundir import RunDir
-    from .train import resume_run, run
+    from .train.api import run_or_resume
     from .train.config import DataConfig, RunConfig, TrainConfig
     from .train.data import recorded_split
 
@@ -84,24 +84,18 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
                           scheduler="cosine", optimizer="adamw", eval_every=5, device=device),
         out=str(run_dir))
     tic = time.perf_counter()
-    if (run_dir / "checkpoints" / "last").exists():
-        result = resume_run(run_dir, log=log, progress=train_progress)
-    else:
-        if run_dir.exists():  # created, but not one epoch checkpointed
-            import shutil
-
-            shutil.rmtree(run_dir)
-        result = run(cfg, log=log, progress=train_progress)
+    result = run_or_resume(cfg, log=log, progress=train_progress)
     wall = time.perf_counter() - tic
     history, bundle = result["history"], result["bundle"]
     final = next(r for r in reversed(history) if "test" in r)["test"]
     labels = list(final)
-    tests = recorded_split(RunDir.open(run_dir)).tests
+    saved = RunDir.open(run_dir)
+    tests = recorded_split(saved).tests
     infer = {p.label: inference_seconds_per_sample(bundle, p.load(outputs=False)) for p in tests}  # inputs only
     solve = {labels[0]: solver_seconds_per_sample(coarse), labels[1]: solver_seconds_per_sample(fine)}
     summary = {
         "problem": "darcy", "train_resolution": resolution, "n_train": n_train, "n_val": n_val, "n_test": n_test,
-        "model": json.loads((run_dir / "config.json").read_text())["model"],
+        "model": saved.model,
         "params": sum(p.numel() for p in bundle.model.parameters()),
         "epochs": len(history), "budget_minutes": budget_minutes,
         "generation_seconds": generation_seconds,
@@ -109,7 +103,7 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
         "train_wall_seconds": wall,
         "test": {k: {"l2": final[k]["l2"], "h1": final[k]["h1"], "inference_seconds_per_sample": infer[k],
                      "solver_seconds_per_sample": solve[k], "speedup": solve[k] / infer[k]} for k in labels},
-        "figures": {"predictions": str(run_dir / "predictions.png"), "loss": str(run_dir / "loss.png")},
+        "figures": {"predictions": str(saved.figure("predictions")), "loss": str(saved.figure("loss"))},
         "run_dir": str(run_dir), "device": str(next(bundle.parameters()).device), "threads": torch.get_num_threads(),
     }
     tmp = summary_path.with_suffix(".tmp")

@@ -29,7 +29,7 @@ import torch
 def main(case_dir: str) -> int:
     from ..eval import inference_seconds_per_sample
     from ..rundir import RunDir
-    from ..train import resume_run, run
+    from ..train.api import run_or_resume
     from ..train.config import from_dict
     from ..train.data import Part, recorded_split
     from .machine import Foreign
@@ -44,14 +44,7 @@ def main(case_dir: str) -> int:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with Foreign() as foreign:
-        if (run_dir / "checkpoints" / "last").exists():
-            result = resume_run(run_dir, log=log)
-        else:
-            if run_dir.exists():  # started but no epoch checkpointed: start over
-                import shutil
-
-                shutil.rmtree(run_dir)
-            result = run(cfg, log=log)
+        result = run_or_resume(cfg, log=log)
     history = result["history"]
     bundle = result["bundle"]
     final = next(r for r in reversed(history) if "test" in r)

@@ -21,11 +21,11 @@ import types
 
 from .callbacks import Callback, EarlyStopping, TrainingDiverged
 from .config import DataConfig, RunConfig, TrainConfig
-from .api import resume_run, run, train
+from .api import resume_run, run, run_or_resume, train
 from .trainer import Trainer, fit
 
 __all__ = ["Callback", "DataConfig", "EarlyStopping", "RunConfig", "TrainConfig", "Trainer", "TrainingDiverged",
-           "fit", "resume_run", "run", "train"]
+           "fit", "resume_run", "run", "run_or_resume", "train"]
 
 
 class _CallableModule(types.ModuleType):

@@ -67,6 +67,20 @@ def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=N
     return run(cfg, resume=True, log=log, progress=progress, callbacks=callbacks)
 
 
+def run_or_resume(cfg: RunConfig, log=print, progress=None) -> dict:
+    """Run ``cfg`` into ``cfg.out``, or continue the run there (a job rerun after an interruption:
+    the quickstart, a benchmark case). A folder the run created but checkpointed nothing in yet
+    starts over."""
+    out = Path(cfg.out)
+    if (out / "config.json").exists():
+        if RunDir.open(out).has_checkpoint("last"):
+            return resume_run(out, log=log, progress=progress)
+        import shutil
+
+        shutil.rmtree(out)
+    return run(cfg, log=log, progress=progress)
+
+
 def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=None, log=print, callbacks=(),
           **train_kwargs) -> dict:
     """Train a model object on a data set (``oplab.data.open(...)`` or a path).
@@ -91,4 +105,4 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=Non
     return _train(model, prepared, cfg, Path(out) if out is not None else None, info, False, log, None, callbacks)
 
 
-__all__ = ["resume_run", "run", "train"]
+__all__ = ["resume_run", "run", "run_or_resume", "train"]
