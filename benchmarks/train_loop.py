@@ -462,6 +462,12 @@ def _ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def _progress(label: str, r: dict, figures) -> None:
+    """One progress line: ``figures()`` of a finished command, or why it failed, and the load."""
+    body = figures() if r["rc"] == 0 else f"FAILED rc {r['rc']}: {r.get('error')}"
+    print(f"{label} {body}  others {_f(r['foreign_cpu_cores'], '{:.2f}')}", flush=True)
+
+
 def _f(v, fmt="{:.3f}"):
     return "-" if v is None else fmt.format(v)
 
@@ -569,19 +575,15 @@ def main(argv=None) -> int:
                 r = retried(lambda: fno_run(tree, trees[tree], rep, args, data["files"]["darcy"], ForeignOthers, extra))
                 results["fno"][tree].append(r)
                 r.pop("stamps", None)
-                print(f"r{rep} fno      {tree:8s} " + (
+                _progress(f"r{rep} fno      {tree:8s}", r, lambda: (
                     f"epoch_seconds {_f(r.get('epoch_seconds_median'))}  loop/epoch {_f(r.get('loop_epoch_seconds'))}  "
-                    f"wall/epoch {_f(r.get('wall_per_epoch'))}  test L2 {_f(r.get('test_l2'), '{:.4f}')}"
-                    if r["rc"] == 0 else f"FAILED rc {r['rc']}: {r.get('error')}")
-                    + f"  others {_f(r['foreign_cpu_cores'], '{:.2f}')}", flush=True)
+                    f"wall/epoch {_f(r.get('wall_per_epoch'))}  test L2 {_f(r.get('test_l2'), '{:.4f}')}"))
         if "deepxde" in args.cases:
             r = retried(lambda: deepxde_run(rep, args, harness_src, ForeignOthers))
             results["deepxde"].append(r)
-            print(f"r{rep} deepxde           " + (
+            _progress(f"r{rep} deepxde          ", r, lambda: (
                 f"loop {_f(_ms(r.get('loop_step_seconds')))} ms  median {_f(_ms(r.get('loop_step_seconds_median')))} ms  "
-                f"train()/steps {_f(_ms(r.get('train_total_step_seconds')))} ms  test {_f(r.get('test_rel_l2'), '{:.4f}')}"
-                if r["rc"] == 0 else f"FAILED rc {r['rc']}: {r.get('error')}")
-                + f"  others {_f(r['foreign_cpu_cores'], '{:.2f}')}", flush=True)
+                f"train()/steps {_f(_ms(r.get('train_total_step_seconds')))} ms  test {_f(r.get('test_rel_l2'), '{:.4f}')}"))
         if "deeponet" in args.cases:
             for tree in live:
                 extra, path = tree_info[tree]["extra_args"], data["files"]["antiderivative"]

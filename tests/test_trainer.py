@@ -81,12 +81,24 @@ def test_evaluate_scores_the_runs_test_samples_and_says_which(darcy, tmp_path, c
     assert main(["evaluate", str(tmp_path / "r"), "--data", str(other), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)["33"]
     assert scored["samples"] == 8 and scored["scored"] == "all"
-    # a run tested on another file: its training file holds no test sample
+    # a run tested on another file: in its training file only the samples it never saw are scored
     run(cfg(data, tmp_path / "sep", epochs=1, test=other), log=quiet)
-    assert main(["evaluate", str(tmp_path / "sep"), "--data", str(data)]) == 2
+    assert main(["evaluate", str(tmp_path / "sep"), "--data", str(data), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["33"]
+    assert scored["samples"] == 8 and scored["scored"] == "unseen"  # 40-47: neither trained on nor validated
+    whole = cfg(data, tmp_path / "whole", epochs=1, test=other).to_dict()
+    whole["data"]["n_train"] = 48
+    run(tc.from_dict(whole), log=quiet)
+    assert main(["evaluate", str(tmp_path / "whole"), "--data", str(data)]) == 2
     assert "only this run's training and validation samples" in capsys.readouterr().err
-    assert main(["evaluate", str(tmp_path / "sep"), "--data", str(data), "--all", "--n", "5", "--json"]) == 0
+    assert main(["evaluate", str(tmp_path / "whole"), "--data", str(data), "--all", "--n", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["33"]["samples"] == 5
+    # a longer generation with the same seed holds the same first samples: only the test ones count
+    longer = tmp_path / "longer.h5"
+    generate(problems.create("darcy", resolution=33), 52, longer, seed=0)
+    assert main(["evaluate", str(tmp_path / "r"), "--data", str(longer), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["33"]
+    assert scored["samples"] == 8 and scored["scored"] == "test"
     for bad in (["--n", "0"], ["--n", "-3"], ["--checkpoint", "foo"]):
         assert main(["evaluate", str(tmp_path / "r"), "--data", str(data), *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
@@ -140,6 +152,11 @@ def test_no_validation_split_keeps_no_best_and_load_uses_last(darcy, tmp_path):
     raw["out"] = str(tmp_path / "nv2")
     with pytest.raises(ParameterError, match="n_val = 40 leaves no training sample"):
         run(tc.from_dict(raw), log=quiet)
+    for key, value in (("n_val", -5), ("n_test", -1), ("n_train", -3)):
+        with pytest.raises(ParameterError, match=f"{key} must be a non-negative int"):
+            tc.from_dict({**raw, "data": {**raw["data"], "n_val": None, key: value}})
+    with pytest.raises(ParameterError, match="needs test samples"):
+        run(tc.from_dict({**raw, "data": {**raw["data"], "n_val": None, "n_test": 0}}), log=quiet)
 
 
 def test_load_imports_no_training_code_and_takes_one_channel_arrays(darcy, tmp_path, capsys):
@@ -159,6 +176,27 @@ def test_load_imports_no_training_code_and_takes_one_channel_arrays(darcy, tmp_p
     assert "u.npy" in capsys.readouterr().out and np.load(tmp_path / "u.npy").shape == (3, 33, 33)
     with pytest.raises(OplabError, match=r"expected \[1, x, y\] or \[B, 1, x, y\] \(or \[x, y\] / \[B, x, y\]"):
         op(np.concatenate([a, a], axis=1))  # two channels
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_resumes_from_the_start(darcy, tmp_path, capsys):
+    data, _ = darcy
+    straight = run(cfg(data, tmp_path / "straight", epochs=3, eval_every=10), log=quiet)
+
+    def interrupt(line):
+        if line.startswith("epoch    0"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # epoch 0 is neither evaluated nor checkpointed
+        run(cfg(data, tmp_path / "cut", epochs=3, eval_every=10, checkpoint_seconds=1000), log=lambda s: None,
+            callbacks=[type("Stop", (Callback,), {"on_epoch_end": lambda self, t, r: interrupt("epoch    0")})()])
+    assert not (tmp_path / "cut/checkpoints/last").exists()
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--lr", "1"]) == 2
+    assert "takes only --epochs; got --lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert "starting it again from epoch 0" in capsys.readouterr().out
+    a = load_file(str(tmp_path / "straight/checkpoints/last/weights.safetensors"))
+    b = load_file(str(tmp_path / "cut/checkpoints/last/weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a) and len(straight["history"]) == 3
 
 
 def test_version_and_help_labels(capsys):
@@ -190,3 +228,20 @@ def test_oplab_train_logs_to_tensorboard_and_mlflow(darcy, tmp_path):
         [(r["epoch"], pytest.approx(r["train_loss"])) for r in lines]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert main(["train", "--data", str(data), "--model", "fno", "--logger", "wandb", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_early_stopping_stops_a_resumed_run_where_it_would_have(darcy, tmp_path):
+    data, _ = darcy
+    settings = dict(epochs=40, lr=1e-9, scheduler="none", checkpoint_seconds=0)  # no progress after epoch 0
+    straight = run(cfg(data, tmp_path / "straight", **settings), log=quiet, callbacks=[EarlyStopping(patience=3)])
+    stopped_at = len(straight["history"])
+    assert stopped_at < 40
+
+    def crash(line):
+        if line.startswith("epoch    2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(data, tmp_path / "cut", **settings), log=crash, callbacks=[EarlyStopping(patience=3)])
+    resumed = resume_run(tmp_path / "cut", log=quiet, callbacks=[EarlyStopping(patience=3)])
+    assert len(resumed["history"]) == stopped_at and resumed["stopped"] == straight["stopped"]

@@ -12,7 +12,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"problems", "solvers", "data", "errors", "cli", "models", "layers", "losses", "train", "predictor"}
+_SUBMODULES = {"problems", "solvers", "data", "errors", "cli", "models", "layers", "losses", "train", "predictor",
+               "rundir", "checkpoint", "eval"}
 
 
 def load(run_dir, checkpoint: str = "best", device: str = "cpu"):

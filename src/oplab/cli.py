@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import OplabError, ParameterError
@@ -118,7 +119,7 @@ def generate_cmd(
     solver: Optional[str] = typer.Option(None, "--solver", metavar="NAME", help="Linear solver of elliptic problems: direct | amg | skr (= --param solver=...)."),
     workers: int = typer.Option(1, "--workers", metavar="W", help="Worker processes (or Dask workers with --scheduler local)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS|local", help="Dask scheduler address, or 'local' for a LocalCluster."),
-    resume: bool = typer.Option(False, "--resume", metavar="DIR", help="Keep an existing complete file with the same settings."),
+    resume: bool = typer.Option(False, "--resume", help="Keep an existing complete file with the same settings."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file or partial generation."),
 ):
     """Generate a reference data set (resumable: rerun the same command after an interruption)."""
@@ -189,6 +190,16 @@ def train_cmd(
     from .train import resume_run, run
 
     if resume is not None:
+        others = [flag for flag, value in (("--data", data), ("--model", model), ("--out", out), ("--config", config),
+                                           ("--test", test), ("--n-train", n_train), ("--n-test", n_test),
+                                           ("--n-val", n_val), ("--resolution", resolution),
+                                           ("--test-resolution", test_resolution), ("--batch-size", batch_size),
+                                           ("--lr", lr), ("--seed", seed), ("--device", device),
+                                           ("--physics-only", physics_only), ("--physics-weight", physics_weight),
+                                           ("--logger", logger), ("--set", set_)) if value]
+        if others:
+            raise ParameterError(f"--resume continues a run with its own settings ({resume}/config.json) and takes "
+                                 f"only --epochs; got {', '.join(others)}")
         resume_run(resume, epochs=epochs)
         return
     raw = tc.load_yaml(config) if config else {}
@@ -264,7 +275,8 @@ def evaluate_cmd(
     if as_json:
         print(_json.dumps({label: {**m, "scored": report["scored"]} for label, m in report["results"].items()}))
         return
-    which = {"test": "the run's test samples", "all": "every sample"}[report["scored"]]
+    which = {"test": "the run's test samples", "unseen": "the samples the run never saw",
+             "all": "every sample"}[report["scored"]]
     console.print(f"{run_dir} ({report['checkpoint']} checkpoint) on {which}: {report['samples']}",
                   highlight=False, soft_wrap=True)
     table = Table(show_edge=False)
@@ -373,11 +385,11 @@ def bench_cmd(
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    interrupted = "interrupted; rerun the same command to resume"
+    interrupted = "interrupted; rerun the same command to resume (a training run: oplab train --resume RUN_DIR)"
     try:
         code = app(args=argv, standalone_mode=False)
     except OplabError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print(interrupted)

@@ -144,8 +144,9 @@ class RunDir:
 
     def load_weights(self, name: str = "best") -> tuple[dict, str]:
         """Weights of checkpoint ``name``; ``best`` falls back to ``last`` where no ``best`` was kept
-        (no validation split, or stopped before the first evaluation). Returns (weights, name used)."""
-        if name == "best" and not self.has_checkpoint("best"):
+        (no validation split, or stopped before the first evaluation) and in version-1 runs (their
+        ``best`` was chosen on the test samples). Returns (weights, name used)."""
+        if name == "best" and (self.config["run_version"] == 1 or not self.has_checkpoint("best")):
             name = "last"
         return ckpt.load_weights(self.checkpoint_dir(name)), name
 

@@ -2,9 +2,11 @@
 
 A run folder records its split (:class:`~oplab.train.data.Split`). Given a file,
 the scored samples are the run's test samples in it (the file is recognised
-by path or by its content's fingerprint); a file the run never saw is scored
-whole; a file that holds only the run's training and validation samples is
-refused (``every=True`` scores every sample of any file, and says so).
+by path or by its content's fingerprint, so a copy or a longer generation
+with the same seed counts); in a file that holds the run's training samples
+but not its test samples, the samples the run never saw (none: refused); a
+file the run never saw is scored whole (``every=True`` scores every sample of
+any file). The result says which.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .metrics import evaluate
 def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every: bool = False,
                  checkpoint: str = "best") -> dict:
     """Errors of ``run_dir``'s model on ``file`` at each resolution: ``{"checkpoint": ..., "scored":
-    "test" | "all", "samples": "samples 1000-1199 of darcy.h5", "results": {label: {l2, h1, samples}}}``;
+    "test" | "unseen" | "all", "samples": "samples 1000-1199 of darcy.h5", "results": {label: {l2, h1, samples}}}``;
     ``n``: only the last ``n`` of the scored samples."""
     from ..predictor import load
     from ..rundir import RunDir
@@ -33,9 +35,14 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
     scored, indices = "all", None
     if not every:
         tests = [p for p in split.tests if p.matches(ds)]
+        seen = [p for p in (split.train, split.val) if p is not None and p.matches(ds)]
         if tests:
-            scored, indices = "test", tests[0].indices
-        elif split.train.matches(ds):
+            scored = "test"
+            indices = [i for i in tests[0].indices if i < len(ds)] if tests[0].indices is not None else None
+        elif seen:  # the file holds training samples: score only those the run never saw
+            trained = {i for p in seen for i in p.indices}
+            scored, indices = "unseen", [i for i in range(len(ds)) if i not in trained]
+        if indices == []:
             raise ParameterError(f"{file}: holds only this run's training and validation samples (its test samples: "
                                  f"{split.tests[0].describe()}); pass --all to score every sample anyway")
     if n is not None:
@@ -45,8 +52,7 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
         part = Part(str(file), indices, res)
         data = part.load()
         _check_fits(op, data, file)
-        label = str(res) if res is not None else grid_label(part.dataset())
-        results[label] = {**evaluate(op.bundle, data), "samples": len(data)}
+        results[grid_label(part.dataset())] = {**evaluate(op.bundle, data), "samples": len(data)}
     described = Part(str(file), indices, None).describe()
     return {"checkpoint": op.checkpoint, "scored": scored, "samples": described, "results": results}
 

@@ -13,6 +13,7 @@ import torch
 from ..rundir import RunDir
 from .config import DataConfig, RunConfig, TrainConfig
 from .data import Prepared, plan, prepare, recorded_split
+from .distributed import is_main
 from .trainer import fit
 
 
@@ -23,7 +24,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callback
     from ..models.presets import derive
 
     out = Path(cfg.out) if cfg.out else None
-    if out is not None and not resume:
+    if out is not None and not resume and is_main():  # rank 0 creates the folder; the others never write
         RunDir.check_fresh(out)
     split = recorded_split(RunDir.open(out)) if resume else plan(cfg.data)
     data = prepare(split, outputs=not cfg.train.physics_only)
@@ -41,18 +42,12 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
            callbacks) -> dict:
     result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
                  val=data.val, callbacks=callbacks)
-    if out is not None and result["history"] and _main():
+    if out is not None and result["history"] and is_main():
         from .plots import write_plots
 
         first = data.tests[next(iter(data.tests))] if data.tests else data.val
         write_plots(out, result["bundle"], first, result["history"], info, cfg.plot_samples)
     return result
-
-
-def _main() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
@@ -61,23 +56,17 @@ def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=N
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in saved.data.items() if k in known}
     train = {k: v for k, v in saved.config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    if epochs is not None:
-        train["epochs"] = epochs
+    if epochs is not None:  # a new total replaces the plan of a time budget
+        train["epochs"], train["budget_minutes"] = epochs, 0.0
     cfg = RunConfig(data=DataConfig(**data), model=saved.model, train=TrainConfig(**train), out=str(out))
     return run(cfg, resume=True, log=log, progress=progress, callbacks=callbacks)
 
 
 def run_or_resume(cfg: RunConfig, log=print, progress=None) -> dict:
     """Run ``cfg`` into ``cfg.out``, or continue the run there (a job rerun after an interruption:
-    the quickstart, a benchmark case). A folder the run created but checkpointed nothing in yet
-    starts over."""
-    out = Path(cfg.out)
-    if (out / "config.json").exists():
-        if RunDir.open(out).has_checkpoint("last"):
-            return resume_run(out, log=log, progress=progress)
-        import shutil
-
-        shutil.rmtree(out)
+    the quickstart, a benchmark case)."""
+    if (Path(cfg.out) / "config.json").exists():
+        return resume_run(cfg.out, log=log, progress=progress)
     return run(cfg, log=log, progress=progress)
 
 
@@ -98,7 +87,7 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=Non
     data_cfg = DataConfig(train=path(data), test=None if test is None else path(test), n_train=n_train,
                           n_test=n_test, n_val=n_val, resolution=resolution)
     cfg = TrainConfig(**train_kwargs)
-    if out is not None:
+    if out is not None and is_main():
         RunDir.check_fresh(out)
     prepared = prepare(plan(data_cfg), outputs=not cfg.physics_only)
     info = {"model": config_of(model), "data": {**dataclasses.asdict(data_cfg), **prepared.info()}}

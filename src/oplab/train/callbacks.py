@@ -113,7 +113,9 @@ class NaNGuard(Callback):
 
     def on_loss(self, trainer, batch, loss):
         if not torch.isfinite(loss):
-            where = f"{trainer.run_dir}/checkpoints/last" if trainer.run_dir is not None else "no run folder"
+            run = trainer.run
+            where = (f"{run.path}/checkpoints/last" if run is not None and run.has_checkpoint("last")
+                     else "none yet")
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {trainer.epoch}, batch {batch}; stopped. Last good checkpoint: "
                 f"{where} (lower train.lr or set train.grad_clip)")
@@ -121,27 +123,32 @@ class NaNGuard(Callback):
 
 class EarlyStopping(Callback):
     """Stop when the validation error has not improved by ``min_delta`` in ``patience``
-    evaluations in a row (needs a validation split, ``data.n_val > 0``). Its count starts anew
-    when a run is resumed."""
+    evaluations in a row (needs a validation split, ``data.n_val > 0``). A resumed run counts
+    from the epochs it had done (``trainer.history``), so it stops where it would have."""
 
     def __init__(self, patience: int = 5, min_delta: float = 0.0):
         self.patience, self.min_delta = patience, min_delta
-        self.best, self.waited = float("inf"), 0
 
     def on_fit_start(self, trainer):
         if trainer.val_data is None:
             raise OplabError("EarlyStopping needs a validation split (data.n_val > 0)")
+        self.best, self.waited = float("inf"), 0
+        for record in trainer.history:
+            self._count(trainer, record)
 
     def on_epoch_end(self, trainer, record):
+        self._count(trainer, record)
+        if self.waited >= self.patience:
+            trainer.stop(f"early stopping: no validation improvement in {self.patience} evaluations")
+
+    def _count(self, trainer, record) -> None:
         if "val" not in record:
             return
         value = record["val"][trainer.monitor]
         if value < self.best - self.min_delta:
             self.best, self.waited = value, 0
-            return
-        self.waited += 1
-        if self.waited >= self.patience:
-            trainer.stop(f"early stopping: no validation improvement in {self.patience} evaluations")
+        else:
+            self.waited += 1
 
 
 class ConsoleLog(Callback):

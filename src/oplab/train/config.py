@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int
 
 
 @dataclass
@@ -32,6 +32,10 @@ class DataConfig:
     #: further test files, each evaluated whole at its own resolution (e.g. a finer set for
     #: zero-shot super-resolution); reported under its resolution, or ``STEM@RES`` if that is taken
     test_files: list = field(default_factory=list)
+
+    def __post_init__(self):
+        for key in ("n_train", "n_test", "n_val", "resolution"):
+            check_int("data", key, getattr(self, key), minimum=0 if key != "resolution" else 1, optional=True)
 
 
 @dataclass

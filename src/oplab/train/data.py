@@ -78,10 +78,12 @@ def load(ds: H5Dataset, indices=None, outputs: bool = True) -> GridData:
 
 
 def fingerprint(meta: dict) -> str:
-    """What identifies a data set's samples, wherever the file lies: problem, parameters, seed,
-    sample count, solver and stored shapes (a file at another resolution holds other samples)."""
-    key = {k: meta.get(k) for k in ("problem", "params", "seed", "n", "solver")}
-    key["shapes"] = {k: list(v) for k, v in meta["shapes"].items()}
+    """What identifies a data set's samples, wherever the file lies: sample ``i`` depends only on
+    the problem, its parameters, the seed, the solver and the grid (a file at another resolution
+    holds other samples), so two files with the same fingerprint hold the same sample ``i``
+    wherever both have it (their sample counts may differ)."""
+    key = {k: meta.get(k) for k in ("problem", "params", "seed", "solver")}
+    key["shapes"] = {k: list(v)[1:] for k, v in meta["shapes"].items()}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -139,7 +141,8 @@ class Part:
         return cls(raw["file"], indices, raw.get("resolution"), raw.get("label", ""), raw.get("fingerprint", ""))
 
     def matches(self, ds: H5Dataset) -> bool:
-        """``ds`` is this part's file: the same path, or a file with the same samples elsewhere."""
+        """``ds`` holds this part's samples (where it has them): the same path, or a file with the
+        same fingerprint elsewhere (a copy, or the same generation with more or fewer samples)."""
         same_path = Path(self.file).resolve() == Path(ds.path).resolve()
         return same_path or (bool(self.fingerprint) and self.fingerprint == fingerprint(ds.meta))
 
@@ -181,41 +184,42 @@ def default_n_val(n_train: int) -> int:
 
 
 def plan(cfg) -> Split:
-    """The split of :class:`~oplab.train.config.DataConfig` ``cfg`` (module docstring)."""
-    train_ds = open_dataset(cfg.train, cfg.resolution)
-    n = len(train_ds)
-    test_path = cfg.test or cfg.train
+    """The split of :class:`~oplab.train.config.DataConfig` ``cfg`` (module docstring); files are
+    recorded by absolute path and content fingerprint."""
+    train_file = str(Path(cfg.train).resolve())
+    train_ds = open_dataset(train_file, cfg.resolution)
     if cfg.test:
-        test_n = len(open_dataset(cfg.test))
+        test_file = str(Path(cfg.test).resolve())
+        test_n = len(open_dataset(test_file))
         n_test = test_n if cfg.n_test is None else cfg.n_test
         if n_test > test_n:
             raise ParameterError(f"data.n_test = {n_test} but {cfg.test} holds {test_n} samples")
         test_idx = list(range(test_n - n_test, test_n))
-        n_train = n if cfg.n_train is None else cfg.n_train
-        if n_train > n:
-            raise ParameterError(f"data.n_train = {n_train} but {cfg.train} holds {n} samples")
+        n_train = len(train_ds) if cfg.n_train is None else cfg.n_train
+        if n_train > len(train_ds):
+            raise ParameterError(f"data.n_train = {n_train} but {cfg.train} holds {len(train_ds)} samples")
     else:
-        n_test = cfg.n_test if cfg.n_test is not None else (max(1, n // 5) if cfg.n_train is None else n - cfg.n_train)
-        n_train = n - n_test if cfg.n_train is None else cfg.n_train
-        if n_train < 0 or n_test < 0 or n_train + n_test > n:
-            raise ParameterError(f"{cfg.train}: cannot split {n} samples into {n_train} train + {n_test} test")
-        test_idx = list(range(n - n_test, n))
+        test_file = train_file
+        train_part, test_part = train_ds.split(cfg.n_train, cfg.n_test)
+        n_train, test_idx = len(train_part), list(test_part.indices)
+    if not test_idx:
+        raise ParameterError("data.n_test = 0: the run needs test samples (data.n_test >= 1)")
     n_val = default_n_val(n_train) if cfg.n_val is None else cfg.n_val
     if n_val >= n_train:
         raise ParameterError(f"data.n_val = {n_val} leaves no training sample of data.n_train = {n_train}")
-    meta_fp = fingerprint(train_ds.meta)
-    train = Part(str(cfg.train), list(range(n_train - n_val)), cfg.resolution, fingerprint=meta_fp)
-    val = Part(str(cfg.train), list(range(n_train - n_val, n_train)), cfg.resolution, "val", meta_fp) if n_val else None
+    train_fp = fingerprint(train_ds.meta)
+    train = Part(train_file, list(range(n_train - n_val)), cfg.resolution, fingerprint=train_fp)
+    val = Part(train_file, list(range(n_train - n_val, n_train)), cfg.resolution, "val", train_fp) if n_val else None
+    test_fp = fingerprint(open_dataset(test_file).meta) if cfg.test else train_fp
     tests: list[Part] = []
-    test_fp = fingerprint(open_dataset(test_path).meta) if cfg.test else meta_fp
     for res in [cfg.resolution] + [r for r in cfg.test_resolutions if r != cfg.resolution]:
-        tests.append(Part(str(test_path), test_idx, res, grid_label(open_dataset(test_path, res)), test_fp))
+        tests.append(Part(test_file, test_idx, res, grid_label(open_dataset(test_file, res)), test_fp))
     for path in cfg.test_files:
         ds = open_dataset(path)
         label = grid_label(ds)
         if label in {p.label for p in tests}:
             label = f"{Path(path).stem}@{label}"
-        tests.append(Part(str(path), None, None, label, fingerprint(ds.meta)))
+        tests.append(Part(str(Path(path).resolve()), None, None, label, fingerprint(ds.meta)))
     return Split(train, val, tests)
 
 

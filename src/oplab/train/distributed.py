@@ -14,6 +14,11 @@ import torch
 import torch.distributed as dist
 
 
+def is_main() -> bool:
+    """This process is rank 0 (or the only one): the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -36,7 +41,7 @@ class Dist:
 
     @property
     def main(self) -> bool:
-        return self.rank == 0
+        return is_main()
 
     def barrier(self) -> None:
         if self.world > 1:

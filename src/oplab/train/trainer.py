@@ -35,7 +35,7 @@ from ..rundir import RunDir
 from . import callbacks as cb
 from .config import TrainConfig
 from .data import GridData
-from .distributed import Dist, resolve_device
+from .distributed import Dist, is_main, resolve_device
 from .schedule import learning_rate
 
 
@@ -136,10 +136,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def restore(self) -> bool:
-        """Load the run folder's ``last`` checkpoint; False if the run had already finished."""
+        """Load the run folder's ``last`` checkpoint; False if the run had already finished. A run
+        stopped before its first checkpoint starts again from epoch 0 (its split is recorded)."""
         if self.run is None:
             raise OplabError("resume needs a run folder")
         folder = self.run
+        if not folder.has_checkpoint("last"):
+            self.history = folder.metrics(0, truncate=self.main)
+            self.log(f"{folder.path}: stopped before its first checkpoint; starting it again from epoch 0")
+            return True
         self.bundle.load_state_dict(folder.load_weights("last")[0])
         tensors, state = folder.load_state()
         from ..checkpoint import optimizer_from_flat
@@ -151,10 +156,12 @@ class Trainer:
         if self.cfg.budget_minutes > 0:  # keep the epoch count (and step size) the budget chose
             self.epochs, self.step_size = state.get("epochs", self.epochs), state.get("step_size", self.step_size)
         self.history = folder.metrics(self.start_epoch, truncate=self.main)
-        if state.get("stopped") or self.start_epoch >= self.epochs:
-            why = f" ({state['stopped']})" if isinstance(state.get("stopped"), str) else ""
-            self.log(f"{folder.path}: already complete, {self.start_epoch} of {self.epochs} epochs{why}; "
-                     f"nothing to do (--epochs N continues it to N epochs)")
+        if state.get("stopped"):
+            self.log(f"{folder.path}: already complete: it stopped at epoch {state['epoch']} ({state['stopped']})")
+            return False
+        if self.start_epoch >= self.epochs:
+            self.log(f"{folder.path}: already complete: {self.start_epoch} of {self.epochs} epochs "
+                     f"(oplab train --resume {folder.path} --epochs N continues it to N)")
             return False
         self.log(f"resuming {folder.path} at epoch {self.start_epoch} of {self.epochs}")
         return True
@@ -212,6 +219,7 @@ class Trainer:
                       "epoch_seconds": time.perf_counter() - tic}
             for hook in self._hooks["on_epoch_end"]:
                 hook(self, record)
+            self.should_stop = bool(self.dist.from_main(int(self.should_stop)))  # every rank stops together
             self._eval_requested = False
             self.history.append(record)
             self.epoch += 1
@@ -233,7 +241,7 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: d
     if out is not None:
         if resume:
             run = RunDir.open(out)
-        elif Dist(resolve_device(cfg.device)).main:
+        elif is_main():
             run = RunDir.create(out, {**(info or {}), "train": dataclasses.asdict(cfg)})
     trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
                       log=log, progress=progress)
