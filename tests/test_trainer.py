@@ -245,3 +245,50 @@ def test_early_stopping_stops_a_resumed_run_where_it_would_have(darcy, tmp_path)
         run(cfg(data, tmp_path / "cut", **settings), log=crash, callbacks=[EarlyStopping(patience=3)])
     resumed = resume_run(tmp_path / "cut", log=quiet, callbacks=[EarlyStopping(patience=3)])
     assert len(resumed["history"]) == stopped_at and resumed["stopped"] == straight["stopped"]
+
+
+def test_one_writer_per_run_folder_and_a_dead_writers_lock_is_taken_over(darcy, tmp_path, capsys):
+    import os
+    import signal
+    import time
+
+    from oplab.rundir import RunDir
+
+    data, _ = darcy
+    run(cfg(data, tmp_path / "r", epochs=1), log=quiet)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from oplab.rundir import RunDir; "
+                               "r = RunDir.open(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path / "r")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (tmp_path / "r/metrics.jsonl").read_text()
+        assert main(["train", "--resume", str(tmp_path / "r"), "--epochs", "3"]) == 2
+        assert f"another oplab process (PID {holder.pid}) is writing it now" in capsys.readouterr().err
+        assert (tmp_path / "r/metrics.jsonl").read_text() == before  # nothing written by the refused one
+        RunDir.create(tmp_path / "r2", {}).unlock()  # another folder is free
+        with pytest.raises(OplabError, match=f"PID {holder.pid}"):
+            RunDir.open(tmp_path / "r").lock()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    assert main(["train", "--resume", str(tmp_path / "r"), "--epochs", "2"]) == 0  # the dead holder's lock is taken
+
+
+def test_a_checkpoint_is_never_written_with_non_finite_weights(darcy, tmp_path):
+    from oplab.train import TrainingDiverged
+
+    data, _ = darcy
+
+    class Poison(Callback):
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 2:
+                next(trainer.bundle.model.parameters()).data.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="weights became NaN or Inf in epoch 2.*Last good checkpoint: .*last"):
+        run(cfg(data, tmp_path / "p", epochs=5, checkpoint_seconds=0), log=quiet, callbacks=[Poison()])
+    state = json.loads((tmp_path / "p/checkpoints/last/state.json").read_text())
+    assert state["epoch"] == 1
+    for which in ("last", "best"):
+        w = load_file(str(tmp_path / f"p/checkpoints/{which}/weights.safetensors"))
+        assert all(torch.isfinite(v).all() for v in w.values())

@@ -8,6 +8,7 @@
     RUN/checkpoints/last/     model + normalisers + optimizer + random state + epoch (resume)
     RUN/checkpoints/best/     the weights with the best validation error so far
     RUN/predictions.png, RUN/loss.png, RUN/tensorboard/, RUN/mlflow.db   (figures, optional logs)
+    RUN/writer.lock           held by the one process that trains or resumes the run
 
 Training creates a folder (:meth:`RunDir.create`, which refuses one that
 already holds a run); resuming, ``oplab.load``, refining, evaluating and the
@@ -25,6 +26,7 @@ from pathlib import Path
 from . import __version__
 from . import checkpoint as ckpt
 from .errors import DataFileError, OplabError, ParameterError
+from .locking import FileLock
 
 FORMAT = "oplab-run"
 #: 2: the data section records the split (train / validation / test) and ``best`` is chosen on
@@ -40,15 +42,28 @@ class RunDir:
     def __init__(self, path: str | Path, config: dict):
         self.path = Path(path)
         self.config = config
+        self._lock = FileLock(self.path / "writer.lock")
+
+    # ----------------------------------------------------------------- one writer
+    def lock(self) -> "RunDir":
+        """Become the folder's one writer (another process training or resuming it is refused,
+        naming its PID; the lock of a dead process is taken over). ``create`` takes it."""
+        self._lock.acquire(f"{self.path}: this run folder")
+        return self
+
+    def unlock(self) -> None:
+        self._lock.release()
 
     # ----------------------------------------------------------------- opening
     @classmethod
     def create(cls, path: str | Path, config: dict) -> "RunDir":
-        """A new run folder holding ``config`` (plus format and version); refuses an existing run."""
+        """A new run folder holding ``config`` (plus format and version), locked for this process
+        (:meth:`lock`); refuses an existing run."""
         path = cls.check_fresh(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, "run_version": VERSION, "oplab_version": __version__, **config}
-        run = cls(path, config)
+        run = cls(path, config).lock()
+        cls.check_fresh(path)  # again, as the writer: another process may have created it meanwhile
         run._write_json("config.json", config)
         (path / "metrics.jsonl").write_text("")
         return run

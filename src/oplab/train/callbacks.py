@@ -218,16 +218,22 @@ class Checkpointing(Callback):
 
         run, epoch = trainer.run, record["epoch"]
         run.append_metrics(record)
-        weights = None
-        if record.get("best"):
-            weights = trainer.bundle.state_dict()
-            run.save_checkpoint("best", weights)
         due = ("eval_seconds" in record or trainer.should_stop or epoch + 1 >= trainer.epochs
                or time.perf_counter() - self.saved >= trainer.cfg.checkpoint_seconds)
+        if not (due or record.get("best")):
+            return
+        weights = trainer.bundle.state_dict()
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # a checkpoint is only ever written with finite weights
+            last = f"{run.path}/checkpoints/last" if run.has_checkpoint("last") else "none yet"
+            raise TrainingDiverged(f"weights became NaN or Inf in epoch {epoch} ({bad[0]}, {len(bad)} tensors); "
+                                   f"stopped. Last good checkpoint: {last} (lower train.lr or set train.grad_clip)")
+        if record.get("best"):
+            run.save_checkpoint("best", weights)
         if not due:
             return
         opt_tensors, opt_struct = optimizer_to_flat(trainer.optimizer)
-        run.save_checkpoint("last", weights or trainer.bundle.state_dict(),
+        run.save_checkpoint("last", weights,
                             {**opt_tensors, "rng.torch": torch.get_rng_state()},
                             {"epoch": epoch, "best": None if trainer.best == float("inf") else trainer.best,
                              "monitor": trainer.monitor, "optimizer": opt_struct, "epochs": trainer.epochs,

@@ -243,9 +243,15 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: d
             run = RunDir.open(out)
         elif is_main():
             run = RunDir.create(out, {**(info or {}), "train": dataclasses.asdict(cfg)})
-    trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
-                      log=log, progress=progress)
-    return trainer.fit(resume=resume)
+    try:
+        if run is not None and is_main():
+            run.lock()  # before anything is written (a resumed run truncates its metrics)
+        trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
+                          log=log, progress=progress)
+        return trainer.fit(resume=resume)
+    finally:
+        if run is not None:
+            run.unlock()
 
 
 def _overrides(callback, name: str) -> bool:
