@@ -186,7 +186,7 @@ def test_two_commands_on_one_file_are_refused(tmp_path):
     holder = _Parts(out, {})
     holder.lock()
     try:
-        with pytest.raises(OplabError, match="another oplab generate is writing"):
+        with pytest.raises(OplabError, match=r"another oplab process \(PID \d+\) is writing it now"):
             generate(problems.create("darcy", resolution=9), 2, out)
     finally:
         holder.unlock()
@@ -214,7 +214,7 @@ def test_readme_snippet_as_a_plain_script(tmp_path):
 
     plain = run("plain.py", guard=False, workers=2)
     assert plain.returncode != 0
-    assert "BrokenProcessPool" not in plain.stderr and "another oplab generate" not in plain.stderr
+    assert "BrokenProcessPool" not in plain.stderr and "another oplab process" not in plain.stderr
     assert plain.stderr.count("Traceback") == 1  # the caller's; the workers leave quietly
     assert plain.stderr.strip().splitlines()[-1] == (
         f"oplab.errors.OplabError: generate(workers=2) is reached from the top level of the script "
@@ -236,7 +236,7 @@ def test_readme_snippet_as_a_plain_script(tmp_path):
 def test_generate_in_a_starting_child_process(tmp_path, monkeypatch):
     """The two branches a child re-running the main script takes: a worker of a
     generate pool notes it and leaves quietly; a child of any other pool that
-    meets the lock gets the main-guard advice, not "another oplab generate"."""
+    meets the lock gets the main-guard advice, not the lock message."""
     import multiprocessing
 
     from oplab.data.generation import _POOL_ENV, _Parts

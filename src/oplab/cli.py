@@ -313,7 +313,7 @@ def predict_cmd(
         a = open_dataset(input).arrays()[0]
     else:
         raise ParameterError(f"{input}: expected a .npy or .h5 file")
-    y = op(a.astype(np.float32))
+    y = op(a)  # the predictor checks the dtype and shape
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
     np.save(out, y)
     console.print(f"wrote {out} {list(y.shape)}")

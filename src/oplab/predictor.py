@@ -48,8 +48,7 @@ class Predictor:
         model = models.from_config(run.model)
         in_shape, out_shape = self.data["train_input_shape"], self.data["train_output_shape"]
         self.bundle = Bundle(model, in_shape[0], out_shape[0])
-        weights, self.checkpoint = run.load_weights(checkpoint)
-        self.bundle.load_state_dict(weights)
+        self.checkpoint = run.load_into(self.bundle, checkpoint)
         self.device = torch.device(device)
         self.bundle.to(self.device).eval()
         self.kind = type(model).kind
@@ -65,9 +64,23 @@ class Predictor:
         """``a``: ``[C_in, *S]`` or ``[B, C_in, *S]`` (for a one-channel operator also ``[*S]`` or
         ``[B, *S]``, answered without the channel axis), numpy or torch; returns the same kind."""
         is_numpy = isinstance(a, np.ndarray)
-        x = torch.as_tensor(a, dtype=torch.float32)
         c_in, c_out = self.data["train_input_shape"][0], self.data["train_output_shape"][0]
         d = len(self.in_axes)
+        axes = ", ".join(ax.name for ax in self.in_axes)
+        if isinstance(a, torch.Tensor):
+            numeric = not (a.dtype.is_complex or a.dtype in (torch.quint8, torch.qint8, torch.qint32))
+            dtype = str(a.dtype).replace("torch.", "")
+        else:
+            try:
+                dtype = np.asarray(a).dtype
+            except ValueError:  # a ragged nest of lists
+                raise OplabError(f"input is not a rectangular array: expected numbers of shape [{c_in}, {axes}] "
+                                 f"or [B, {c_in}, {axes}]") from None
+            numeric = dtype.kind in "biuf"
+        if not numeric:
+            raise OplabError(f"input of dtype {dtype} (shape {list(np.shape(a))}): expected real numbers "
+                             f"(float, int or bool) of shape [{c_in}, {axes}] or [B, {c_in}, {axes}]")
+        x = torch.as_tensor(a, dtype=torch.float32)
         single = x.ndim == d or (x.ndim == d + 1 and x.shape[0] == c_in)
         no_channel = c_in == 1 and (x.ndim == d or (x.ndim == d + 1 and not single))
         if no_channel:
@@ -75,10 +88,12 @@ class Predictor:
         if single:
             x = x[None]
         if x.ndim != d + 2 or x.shape[1] != c_in:
-            axes = ", ".join(ax.name for ax in self.in_axes)
             also = f" (or [{axes}] / [B, {axes}]: one channel)" if c_in == 1 else ""
             raise OplabError(f"input of shape {list(np.shape(a))} does not fit this operator: expected "
                              f"[{c_in}, {axes}] or [B, {c_in}, {axes}]{also}")
+        if x.numel() == 0:
+            raise OplabError(f"input of shape {list(np.shape(a))} is empty: expected [B, {c_in}, {axes}] with "
+                             f"B >= 1 samples and points on every axis")
         if self.kind == "point" and list(x.shape[1:]) != self.data["train_input_shape"]:
             raise OplabError(f"input of shape {list(x.shape[1:])}: this point operator takes its training "
                              f"sensors {self.data['train_input_shape']}")

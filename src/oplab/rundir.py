@@ -165,6 +165,14 @@ class RunDir:
             name = "last"
         return ckpt.load_weights(self.checkpoint_dir(name)), name
 
+    def load_into(self, module, name: str = "best") -> str:
+        """Load checkpoint ``name`` (as :meth:`load_weights`) into ``module`` (a Bundle), or one
+        DataFileError where the weights do not fit the model this folder's config builds.
+        Returns the checkpoint used."""
+        weights, name = self.load_weights(name)
+        load_matching(module, weights, self.checkpoint_dir(name) / "weights.safetensors", self.path / "config.json")
+        return name
+
     def load_state(self) -> tuple[dict, dict]:
         """The training state of ``last``: (tensors, JSON state)."""
         return ckpt.load_state(self.checkpoint_dir("last"))
@@ -185,3 +193,24 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+def load_matching(module, weights: dict, weights_path, config_path) -> None:
+    """``module.load_state_dict(weights)``, or, where the weights do not fit the module built from
+    ``config_path``, one DataFileError naming both files and the first 3 missing keys, unexpected
+    keys and shape mismatches."""
+    want = module.state_dict()
+    missing = [k for k in want if k not in weights]
+    unexpected = [k for k in weights if k not in want]
+    shapes = [f"shape of {k} is {list(weights[k].shape)} not {list(want[k].shape)}"
+              for k in want if k in weights and tuple(weights[k].shape) != tuple(want[k].shape)]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected", unexpected)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            problems.append(f"{label} {items[:3]}{more}")
+    if shapes:
+        problems.append(", ".join(shapes[:3]) + (f" and {len(shapes) - 3} more" if len(shapes) > 3 else ""))
+    if problems:
+        raise DataFileError(f"{weights_path}: does not fit the model in {config_path} ({'; '.join(problems)})")
+    module.load_state_dict(weights)

@@ -85,32 +85,83 @@ def finish(f: h5py.File) -> None:
     f.close()
 
 
+_REQUIRED_ATTRS = ("problem", "resolution", "params", "seed", "n", "solver", "oplab_version", "input_channels",
+                   "output_channels", "domain", "input_axes", "output_axes", "reference")
+
+
 def read_meta(path: str | Path) -> dict:
-    """Metadata of a complete oplab data set file (JSON attributes decoded)."""
+    """Metadata of a complete oplab data set file (JSON attributes decoded); anything missing,
+    malformed or disagreeing with the arrays is a one-line DataFileError naming the key."""
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a folder, expected an oplab HDF5 data set file")
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            shapes = {k: tuple(f[k].shape) for k in ("inputs", "outputs") if k in f}
-            times = f["grid/times"][()] if "grid/times" in f else None
+            arrays = {k: f.get(k) for k in ("inputs", "outputs")}
+            kinds = {k: ("missing" if v is None else "a group" if isinstance(v, h5py.Group)
+                         else "a dataset" if isinstance(v, h5py.Dataset) else type(v).__name__)
+                     for k, v in arrays.items()}
+            shapes = {k: tuple(v.shape) for k, v in arrays.items() if isinstance(v, h5py.Dataset)}
+            dtypes = {k: v.dtype for k, v in arrays.items() if isinstance(v, h5py.Dataset)}
+            times = f["grid/times"][()] if isinstance(f.get("grid/times"), h5py.Dataset) else None
     except OSError as exc:
         raise DataFileError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or foreign)") from None
     if attrs.get("format") != FORMAT:
         raise DataFileError(f"{path}: not an oplab data set (attribute 'format' is {attrs.get('format')!r}, expected {FORMAT!r})")
-    version = int(attrs.get("format_version", -1))
+    try:
+        version = int(attrs.get("format_version", -1))
+    except (TypeError, ValueError):
+        version = attrs.get("format_version")
     if version != FORMAT_VERSION:
         raise DataFileError(f"{path}: format_version {version}, this oplab reads {FORMAT_VERSION}")
     if not bool(attrs.get("complete", False)):
         raise DataFileError(f"{path}: incomplete data set (generation did not finish); rerun the generate command to resume")
-    if set(shapes) != {"inputs", "outputs"}:
-        raise DataFileError(f"{path}: missing dataset(s) {sorted({'inputs', 'outputs'} - set(shapes))}")
+    missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise DataFileError(f"{path}: attribute(s) {missing} missing; not a complete oplab data set")
+    for key, kind in kinds.items():
+        if kind == "missing":
+            raise DataFileError(f"{path}: missing dataset {key!r}")
+        if kind != "a dataset":
+            raise DataFileError(f"{path}: {key!r} is {kind}, expected a float32 dataset [N, C, *S]")
+        if dtypes[key].kind not in "fiu":
+            raise DataFileError(f"{path}: dataset {key!r} holds {dtypes[key]} values, expected float32 numbers")
+        if len(shapes[key]) < 3:
+            raise DataFileError(f"{path}: dataset {key!r} has shape {list(shapes[key])}, expected [N, C, *S] "
+                                f"(at least one spatial axis)")
     meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
     for key in _JSON_ATTRS:
-        meta[key] = json.loads(meta[key])
-    meta["input_axes"] = [Axis(**a) for a in meta["input_axes"]]
-    meta["output_axes"] = [Axis(**a) for a in meta["output_axes"]]
+        text = meta[key]
+        try:
+            meta[key] = json.loads(text.decode() if isinstance(text, bytes) else text)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            raise DataFileError(f"{path}: attribute {key!r} is not valid JSON (got {str(text)[:60]!r})") from None
+    for key in ("input_axes", "output_axes"):
+        try:
+            meta[key] = [Axis(**a) for a in meta[key]]
+            ok = all(isinstance(a.n, int) and a.n >= 1 for a in meta[key])
+        except TypeError:
+            ok = False
+        if not ok:
+            raise DataFileError(f"{path}: attribute {key!r} is not a list of axes "
+                                f"{{name, n, lo, hi, periodic}}")
+    if not isinstance(meta["params"], dict):
+        raise DataFileError(f"{path}: attribute 'params' is {meta['params']!r}, expected a JSON mapping")
+    n = meta["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataFileError(f"{path}: attribute 'n' is {n!r}, expected the number of samples")
+    for key in ("inputs", "outputs"):
+        if shapes[key][0] != n:
+            raise DataFileError(f"{path}: attribute 'n' says {n} samples, but dataset {key!r} holds "
+                                f"{shapes[key][0]} (shape {list(shapes[key])})")
+    for key, axes in (("inputs", meta["input_axes"]), ("outputs", meta["output_axes"])):
+        grid = [a.n for a in axes]
+        if list(shapes[key][len(shapes[key]) - len(grid):]) != grid or len(shapes[key]) < len(grid) + 2:
+            raise DataFileError(f"{path}: dataset {key!r} has shape {list(shapes[key])}, but attribute "
+                                f"'{key[:-1]}_axes' says a grid of {grid}")
     meta["shapes"] = shapes
     meta["times"] = times
     return meta

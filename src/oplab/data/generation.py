@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -42,6 +43,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import __version__
+from ..locking import FileLock
 from ..errors import DataFileError, OplabError, ParameterError
 from ..problems import create as create_problem
 from ..problems.base import Problem
@@ -177,23 +179,19 @@ class _Parts:
     def lock(self) -> None:
         """Hold an exclusive lock on the parts folder (released by the OS even
         after ``kill -9``): two commands writing one file are refused."""
-        import fcntl
-
-        self._lock = open(self.out.with_name(self.out.name + ".lock"), "w")
+        self._lock = FileLock(self.out.with_name(self.out.name + ".lock"))
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
+            self._lock.acquire(f"{self.out}: this data set")
+        except OplabError:
             if _starting_child():  # the parent's main script, re-run in a child it is starting
                 raise OplabError(f"{self.out}: generate is called at the top level of the main script, which "
                                  f"this starting child process re-runs: put the call under "
                                  f"`if __name__ == \"__main__\":`") from None
-            raise OplabError(f"{self.out}: another oplab generate is writing this file now") from None
+            raise
 
     def unlock(self) -> None:
-        path = Path(self._lock.name)
-        self._lock.close()
-        path.unlink(missing_ok=True)
+        self._lock.release()
+        self._lock.path.unlink(missing_ok=True)
 
     def open(self, overwrite: bool) -> None:
         spec_file = self.dir / "spec.json"
@@ -333,6 +331,8 @@ def generate(
         "n": int(n),
         "oplab_version": __version__,
     }
+    if out.is_dir():
+        raise ParameterError(f"{out}: is a folder; --out names the HDF5 file to write (e.g. {out / 'data.h5'})")
     if out.exists():
         if resume and not overwrite:
             _check_matches(out, spec)
@@ -342,15 +342,72 @@ def generate(
         if not overwrite:
             raise OplabError(f"{out}: exists; pass --overwrite to replace it or --resume to keep it")
     if not out.parent.exists():
-        raise OplabError(f"{out.parent}: output folder does not exist")
+        raise ParameterError(f"{out}: the folder {out.parent} does not exist; create it first")
+    if not out.parent.is_dir():
+        raise ParameterError(f"{out}: {out.parent} is a file, not a folder")
+    check_size(problem, n, out)
 
     parts = _Parts(out, spec)
-    parts.lock()
+    try:
+        parts.lock()
+    except OSError as exc:
+        raise ParameterError(f"{out}: cannot create files in {out.parent} ({exc.strerror or exc})") from None
     try:
         _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts, spec)
     finally:
         parts.unlock()
     return out
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes in binary units: "7.3 TiB", "22 GiB", "512 B"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if n >= 10 or unit == "B" else f"{n:.1f} {unit}"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still take (psutil's ``available`` where psutil is
+    importable, else the free physical pages); None where neither says."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # not installed, or no /proc
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_size(problem: Problem, n: int, out: Path) -> None:
+    """Refuse up front (a ParameterError with the estimate) a generation whose file would not fit
+    the free disk space of ``out``'s folder, or whose samples' arrays would not fit in memory.
+
+    Both estimates are lower bounds, from the problem's shapes: the file holds ``n x (inputs +
+    outputs)`` float32 values; a worker holds at least the float64 inputs and outputs of the
+    samples it solves together (``chunk_size``). A solver needs more, so only requests that
+    cannot succeed are refused."""
+    values = math.prod(problem.input_shape()) + math.prod(problem.output_shape())
+    what = f"{problem.name} at resolution {problem.resolution}"
+    together = min(int(problem.chunk_size), int(n))
+    memory = together * values * 8
+    free = available_memory()
+    if free is not None and memory > free:
+        whose = "one sample" if together == 1 else f"a chunk of {together} samples (solved together)"
+        raise ParameterError(f"{what}: {whose} needs about {_bytes(memory)} of memory (float64 inputs and "
+                             f"outputs alone), {_bytes(free)} are available; use a lower --resolution")
+    size = int(n) * values * 4
+    try:
+        disk = shutil.disk_usage(out.parent)
+    except OSError:
+        return
+    if disk.total and size > disk.free:  # total 0: a pseudo file system that says nothing
+        raise ParameterError(f"{what}: {int(n)} samples make a file of about {_bytes(size)}, "
+                             f"{out.parent} has {_bytes(disk.free)} free; use a smaller --n or another folder")
 
 
 def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts, spec) -> None:

@@ -10,6 +10,18 @@ import torch
 from .. import losses
 
 
+def check_grid(sizes, periodic, names, where: str) -> None:
+    """A ParameterError naming ``where`` and the axis unless every axis has the points the relative
+    H1 error (second-order differences) needs: 3 on a non-periodic axis, 2 on a periodic one."""
+    from ..errors import ParameterError
+
+    for n, per, name in zip(sizes, periodic, names):
+        need = 2 if per else 3
+        if n < need:
+            raise ParameterError(f"{where}: axis {name!r} has {n} point(s); the relative H1 error needs at least "
+                                 f"{need} on a{' periodic' if per else ' non-periodic'} axis")
+
+
 def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
     """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data`` (GridData)."""
     device = device or next(bundle.parameters()).device

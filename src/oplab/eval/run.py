@@ -51,13 +51,22 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
     for res in resolutions or (None,):
         part = Part(str(file), indices, res)
         data = part.load()
-        _check_fits(op, data, file)
+        _check_fits(op, data, file, res)
         results[grid_label(part.dataset())] = {**evaluate(op.bundle, data), "samples": len(data)}
     described = Part(str(file), indices, None).describe()
     return {"checkpoint": op.checkpoint, "scored": scored, "samples": described, "results": results}
 
 
-def _check_fits(op, data, path) -> None:
+def _check_fits(op, data, path, resolution=None) -> None:
+    from .metrics import check_grid
+
+    d_model, d_data = len(op.in_axes), data.x.ndim - 2
+    if d_model != d_data:
+        axes = lambda d: f"{d} spatial axis" if d == 1 else f"{d} spatial axes"  # noqa: E731
+        raise ParameterError(f"{path}: inputs on {list(data.x.shape[2:])} ({axes(d_data)}), but this run's model "
+                             f"is {d_model}D (trained on {op.data['train_input_shape'][1:]})")
+    where = f"{path} at resolution {resolution}" if resolution is not None else str(path)
+    check_grid([c.numel() for c in data.out_coords], data.periodic, [a.name for a in op.out_axes], where)
     want_in, want_out = op.data["train_input_shape"][0], op.data["train_output_shape"][0]
     if data.x.shape[1] != want_in or data.y.shape[1] != want_out:
         raise ParameterError(f"{path}: {data.x.shape[1]} input / {data.y.shape[1]} output channels, "

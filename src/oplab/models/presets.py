@@ -52,7 +52,9 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
     and (flattened) output ``[N, C_out, *S_out]``."""
     kwargs = dict(kwargs)
     name = kwargs.get("name", "")
+    preset = None
     if name in PRESETS:
+        preset = name
         kwargs = {**PRESETS[name], **{k: v for k, v in kwargs.items() if k != "name"}}
         name = kwargs["name"]
     from . import get
@@ -62,6 +64,7 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
     c_out, s_out = y_shape[1], tuple(y_shape[2:])
     d = len(s_out)
     given = {k: v for k, v in kwargs.items() if k != "name"}
+    _check_dimension(f"model {name!r}" + (f" (preset {preset!r})" if preset else ""), given, s_out)
     if cls.kind == "grid":
         if s_in != s_out:
             raise ParameterError(
@@ -75,3 +78,26 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
 
     valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return {"name": name, **{k: v for k, v in defaults.items() if k in valid and k not in given}, **given}
+
+
+#: arguments that fix a model's number of spatial axes: a count, or one entry per axis
+_DIMENSION_COUNTS = ("dim", "coord_dim")
+_DIMENSION_LISTS = ("modes", "grid", "periodic")
+
+
+def _check_dimension(label: str, given: dict, sizes: tuple) -> None:
+    """A ParameterError unless the arguments the user (or a preset) gave that fix the model's
+    number of spatial axes agree with the data's ``len(sizes)``."""
+    d = len(sizes)
+    axes = f"{d} spatial axis" if d == 1 else f"{d} spatial axes"
+    for key in _DIMENSION_COUNTS:
+        value = given.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value != d:
+            raise ParameterError(f"{label}: {key}={value} makes a {value}D model, but the data has "
+                                 f"{axes} {list(sizes)}; set model.{key}={d} or leave it out")
+    for key in _DIMENSION_LISTS:
+        value = given.get(key)
+        if isinstance(value, (list, tuple)) and len(value) != d:
+            example = f" (e.g. model.modes={[min(12, n // 2) for n in sizes]})" if key == "modes" else ""
+            raise ParameterError(f"{label}: {key}={list(value)} makes a {len(value)}D model, but the data "
+                                 f"has {axes} {list(sizes)}; give {d} value(s){example} or leave it out")

@@ -68,7 +68,7 @@ class TrainConfig:
     #: experiment logs beside the console: ``tensorboard`` (RUN/tensorboard), ``mlflow`` (RUN/mlflow.db)
     loggers: list = field(default_factory=list)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
     normalize: bool = True  # channel-wise Gaussian normalisation of inputs and outputs
@@ -94,6 +94,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ParameterError(f"train.{f.name} must be a finite number, got {value!r}")
+        from .distributed import check_device
+
+        check_device(self.device)  # before the run folder is made, not in the trainer
         if self.loggers:
             from .loggers import check_names
 
@@ -146,10 +149,13 @@ def _coerce(section: str, key: str, value: Any, hint) -> Any:
 
 
 def _section(cls, values: dict | None, section: str):
+    if values is not None and not isinstance(values, dict):
+        raise ParameterError(f"{section}: expected a mapping of keys ({', '.join(f.name for f in fields(cls))}), "
+                             f"got {_kind(values)}")
     values = dict(values or {})
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(set(values) - set(names), key=str)
     if unknown:
         raise ParameterError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; valid: {names}")
     return cls(**{k: _coerce(section, k, v, hints[k]) for k, v in values.items()})
@@ -160,9 +166,11 @@ def from_dict(raw: dict) -> RunConfig:
     if not isinstance(raw, dict):
         raise ParameterError(f"a run configuration must be a mapping, got {type(raw).__name__}")
     valid = ["data", "model", "train", "out"]
-    unknown = sorted(set(raw) - set(valid))
+    unknown = sorted(set(raw) - set(valid), key=str)
     if unknown:
         raise ParameterError(f"unknown top-level key(s) {unknown}; valid: {valid}")
+    if not isinstance(raw.get("out") or "", (str, Path)):
+        raise ParameterError(f"out: expected the run folder's path, got {_kind(raw['out'])}")
     model = raw.get("model") or {}
     if isinstance(model, str):
         model = {"name": model}
@@ -175,17 +183,53 @@ def from_dict(raw: dict) -> RunConfig:
                      out=str(raw.get("out") or ""))
 
 
+def _kind(value) -> str:
+    """A value for an error line: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def load_yaml(path: str | Path) -> dict:
+    """The run configuration in the YAML file ``path``: a mapping whose ``data`` and ``train``
+    are mappings, ``model`` a mapping or a name (read as ``{name: ...}``) and ``out`` a path;
+    anything else is a one-line ParameterError naming the file and the key."""
     import yaml
 
     path = Path(path)
     if not path.exists():
         raise ParameterError(f"{path}: no such configuration file")
+    if path.is_dir():
+        raise ParameterError(f"{path}: is a folder; --config takes a YAML run configuration file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParameterError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML run "
+                             f"configuration") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParameterError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return raw or {}
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParameterError(f"{path}: expected a mapping with keys data, model, train, out; got a {type(raw).__name__} "
+                             f"({_kind(raw)})")
+    raw = {k: v for k, v in raw.items() if v is not None}  # "train:" with nothing under it
+    for key in ("data", "train"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ParameterError(f"{path}: {key} must be a mapping of {key}.KEY: VALUE settings, got {_kind(raw[key])}")
+    if isinstance(raw.get("model"), str):
+        raw["model"] = {"name": raw["model"]}
+    if "model" in raw and not isinstance(raw["model"], dict):
+        raise ParameterError(f"{path}: model must be a model name or a mapping with a 'name' "
+                             f"(e.g. {{name: fno, width: 32}}), got {_kind(raw['model'])}")
+    if "out" in raw and not isinstance(raw["out"], str):
+        raise ParameterError(f"{path}: out must be the run folder's path, got {_kind(raw['out'])}")
+    return raw
 
 
 def apply_overrides(raw: dict, items: list[str]) -> dict:

@@ -207,13 +207,16 @@ def plan(cfg) -> Split:
     n_val = default_n_val(n_train) if cfg.n_val is None else cfg.n_val
     if n_val >= n_train:
         raise ParameterError(f"data.n_val = {n_val} leaves no training sample of data.n_train = {n_train}")
+    _check_grid(train_ds, cfg.resolution)
     train_fp = fingerprint(train_ds.meta)
     train = Part(train_file, list(range(n_train - n_val)), cfg.resolution, fingerprint=train_fp)
     val = Part(train_file, list(range(n_train - n_val, n_train)), cfg.resolution, "val", train_fp) if n_val else None
     test_fp = fingerprint(open_dataset(test_file).meta) if cfg.test else train_fp
     tests: list[Part] = []
     for res in [cfg.resolution] + [r for r in cfg.test_resolutions if r != cfg.resolution]:
-        tests.append(Part(test_file, test_idx, res, grid_label(open_dataset(test_file, res)), test_fp))
+        test_ds = open_dataset(test_file, res)
+        _check_grid(test_ds, res)
+        tests.append(Part(test_file, test_idx, res, grid_label(test_ds), test_fp))
     for path in cfg.test_files:
         ds = open_dataset(path)
         label = grid_label(ds)
@@ -221,6 +224,15 @@ def plan(cfg) -> Split:
             label = f"{Path(path).stem}@{label}"
         tests.append(Part(str(Path(path).resolve()), None, None, label, fingerprint(ds.meta)))
     return Split(train, val, tests)
+
+
+def _check_grid(ds: H5Dataset, resolution) -> None:
+    """Enough points on every axis of ``ds`` for the errors the run reports (relative H1)."""
+    from ..eval.metrics import check_grid
+
+    axes = ds.meta["output_axes"]
+    where = f"{ds.path} at resolution {resolution}" if resolution is not None else str(ds.path)
+    check_grid([len(c) for c in ds.output_grid], [a.periodic for a in axes], [a.name for a in axes], where)
 
 
 @dataclass

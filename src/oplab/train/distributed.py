@@ -9,6 +9,7 @@ global batch (``batch_size`` is the global batch size). Only rank 0 writes.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -19,7 +20,34 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda)(:(\d+))?")
+
+
+def check_device(name, key: str = "train.device") -> str:
+    """``name`` if it is a device this torch can use (auto, cpu, cuda, cuda:N, mps), else a
+    ParameterError naming ``key``, the value and what was expected."""
+    from ..errors import ParameterError
+
+    match = _DEVICE.fullmatch(name) if isinstance(name, str) else None
+    if match is None or (match.group(2) and match.group(1) not in ("cuda",)):
+        raise ParameterError(f"{key} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    kind, index = match.group(1), match.group(3)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(f"{key} = {name!r} but this torch has no CUDA device; use cpu or auto")
+        count = torch.cuda.device_count()
+        if index is not None and int(index) >= count:
+            raise ParameterError(f"{key} = {name!r} but this machine has {count} CUDA device(s): "
+                                 f"cuda:0 to cuda:{count - 1}")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ParameterError(f"{key} = {name!r} but this torch has no MPS device; use cpu or auto")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -67,7 +67,7 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
     old_last = model_cfg.get("last_modes") or model_cfg["modes"]
     new_cfg = {**model_cfg, "last_modes": full}
     model = models.from_config(new_cfg)
-    weights, _ = source.load_weights(checkpoint)
+    weights, used = source.load_weights(checkpoint)
     state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     last = f"spectral.{len(model.spectral) - 1}."
     old_weight_key = next((k for k in state if k.startswith(last)), None)
@@ -76,7 +76,9 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
                          f"(train with factorization=null, or last_modes set)")
     state = {k: v for k, v in state.items() if not k.startswith(last)}
     state[last + "weight.weight"] = expand_spectral_weight(weights["model." + old_weight_key], old_last, full)
-    model.load_state_dict(state)
+    from ..rundir import load_matching
+
+    load_matching(model, state, source.checkpoint_dir(used) / "weights.safetensors", source.path / "config.json")
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(last)
     n_free = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -145,7 +145,7 @@ class Trainer:
             self.history = folder.metrics(0, truncate=self.main)
             self.log(f"{folder.path}: stopped before its first checkpoint; starting it again from epoch 0")
             return True
-        self.bundle.load_state_dict(folder.load_weights("last")[0])
+        folder.load_into(self.bundle, "last")
         tensors, state = folder.load_state()
         from ..checkpoint import optimizer_from_flat
 
