@@ -234,3 +234,18 @@ def test_weights_that_do_not_fit_the_config(files, tmp_path, capsys, change, nee
     fails(capsys, ["predict", run, "--input", tmp_path / "a.npy", "--out", tmp_path / "o.npy"], head, needle)
     fails(capsys, ["evaluate", run, "--data", files["darcy"]], head, needle)
 
+
+
+def test_fourier_modes_beyond_the_training_grid(files, tmp_path, capsys):
+    fails(capsys, ["train", "--data", files["darcy"], "--model", "fno", "--set", "model.modes=[100,100]", "--epochs", "1",
+                   "--out", tmp_path / "m"], "modes=[100, 100] exceed the frequencies the training grid [9, 9] holds")
+    assert not (tmp_path / "m").exists()
+
+
+def test_non_finite_inputs_are_refused(files, tmp_path, capsys):
+    a = np.ones((3, 9, 9), np.float32)
+    a[1, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", a)
+    fails(capsys, ["predict", files["run"], "--input", tmp_path / "nan.npy", "--out", tmp_path / "o.npy"],
+          "NaN or Inf in sample(s) [1] of 3")
+    assert not (tmp_path / "o.npy").exists()

@@ -94,6 +94,11 @@ class Predictor:
         if x.numel() == 0:
             raise OplabError(f"input of shape {list(np.shape(a))} is empty: expected [B, {c_in}, {axes}] with "
                              f"B >= 1 samples and points on every axis")
+        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+        if not finite.all():
+            bad = torch.nonzero(~finite).flatten().tolist()
+            raise OplabError(f"input holds NaN or Inf in sample(s) {bad[:5]}{' ...' if len(bad) > 5 else ''} of "
+                             f"{x.shape[0]}: the operator answers finite inputs only")
         if self.kind == "point" and list(x.shape[1:]) != self.data["train_input_shape"]:
             raise OplabError(f"input of shape {list(x.shape[1:])}: this point operator takes its training "
                              f"sensors {self.data['train_input_shape']}")

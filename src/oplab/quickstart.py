@@ -79,7 +79,7 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
     cfg = RunConfig(
         data=DataConfig(train=str(train_file), n_train=n_train + n_val, n_val=n_val, n_test=n_test,
                         test_files=[str(test_file)]),
-        model=dict(model or DEFAULT_MODEL),
+        model=dict(model or {**DEFAULT_MODEL, "modes": [min(m, resolution // 2) for m in DEFAULT_MODEL["modes"]]}),
         train=TrainConfig(epochs=max_epochs, budget_minutes=budget_minutes, batch_size=batch_size, lr=1e-3,
                           scheduler="cosine", optimizer="adamw", eval_every=5, device=device),
         out=str(run_dir))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..errors import ParameterError, check_choice, check_int, check_ints, is_int
 from ..layers.grid import append_positions, check_channels
 from ..layers.pointwise import ACTIVATIONS, Pointwise, channel_mlp, make_activation
 from ..layers.spectral import SpectralConv
@@ -125,6 +125,12 @@ class FNO(Operator):
         """Modes: the grid's, capped at 16 (1D), 12 (2D) or 8 (3D) per axis; width 64 in 1D, else 32;
         no domain padding (set ``padding`` for non-periodic data where it helps)."""
         cap = {1: 16, 2: 12, 3: 8}.get(len(sizes), 8)
+        most = [n // 2 for n in sizes[:-1]] + [sizes[-1] // 2 + 1]  # frequencies the training grid holds
+        modes = (given or {}).get("modes")
+        if isinstance(modes, (list, tuple)) and len(modes) == len(sizes) and any(
+                is_int(m) and m > k for m, k in zip(modes, most)):
+            raise ParameterError(f"{cls.__name__}: modes={list(modes)} exceed the frequencies the training grid "
+                                 f"{list(sizes)} holds (at most {most}); lower model.modes")
         return {"modes": [min(cap, n // 2) for n in sizes], "width": 64 if len(sizes) == 1 else 32, "padding": 0.0}
 
     @property
