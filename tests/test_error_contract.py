@@ -249,3 +249,23 @@ def test_non_finite_inputs_are_refused(files, tmp_path, capsys):
     fails(capsys, ["predict", files["run"], "--input", tmp_path / "nan.npy", "--out", tmp_path / "o.npy"],
           "NaN or Inf in sample(s) [1] of 3")
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_fuzzer_findings_predict_refine_set_and_config(files, tmp_path, capsys):
+    """Failures the fuzzer (benchmarks/fuzz.py) found after the first fixes."""
+    inp = tmp_path / "in.npy"
+    np.save(inp, np.ones((2, 9, 9), np.float32))
+    before = inp.read_bytes()
+    fails(capsys, ["predict", files["run"], "--input", inp, "--out", inp], "exists; pass --overwrite")
+    assert inp.read_bytes() == before
+    fails(capsys, ["predict", files["run"], "--input", inp, "--out", "/proc/oplab-x.npy"], "cannot write the predictions")
+    fails(capsys, ["refine", files["run"], "--out", "/proc/oplab-x", "--epochs", "1"], "cannot make the run folder")
+    fails(capsys, ["refine", files["run"], "--out", inp, "--epochs", "1"], "cannot make the run folder")
+    fails(capsys, ["train", "--data", files["darcy"], "--model", "fno", "--out", tmp_path / "s",
+                   "--set", "train.batch_size=\x95x"], "--set", "not valid YAML")
+    broken = tmp_path / "noname"
+    shutil.copytree(files["run"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    del config["model"]["name"]
+    (broken / "config.json").write_text(json.dumps(config))
+    fails(capsys, ["evaluate", broken, "--data", files["darcy"]], "names no model")

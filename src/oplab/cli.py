@@ -292,7 +292,8 @@ def predict_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder."),
     input: Path = typer.Option(..., "--input", metavar="FILE", help="Inputs: .npy [B, C, *S] / [C, *S] ([B, *S] / [*S] for one channel), or an oplab .h5 data set."),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="Where to write the predictions (.npy)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on the validation samples) or last."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="best (chosen on the validation samples) or last."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ):
     """Apply a trained operator to new inputs."""
     import numpy as np
@@ -313,9 +314,16 @@ def predict_cmd(
         a = open_dataset(input).arrays()[0]
     else:
         raise ParameterError(f"{input}: expected a .npy or .h5 file")
-    y = op(a)  # the predictor checks the dtype and shape
+    if not out.name:
+        raise ParameterError("--out: expected a file name for the predictions (.npy)")
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
-    np.save(out, y)
+    if out.exists() and not overwrite:
+        raise ParameterError(f"{out}: exists; pass --overwrite to replace it")
+    y = op(a)  # the predictor checks the dtype and shape
+    try:
+        np.save(out, y)
+    except OSError as exc:
+        raise ParameterError(f"{out}: cannot write the predictions there ({exc.strerror or exc})") from None
     console.print(f"wrote {out} {list(y.shape)}")
 
 

@@ -60,7 +60,10 @@ class RunDir:
         """A new run folder holding ``config`` (plus format and version), locked for this process
         (:meth:`lock`); refuses an existing run."""
         path = cls.check_fresh(path)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OplabError(f"{path}: cannot make the run folder here ({exc.strerror or exc})") from None
         config = {"format": FORMAT, "run_version": VERSION, "oplab_version": __version__, **config}
         run = cls(path, config).lock()
         cls.check_fresh(path)  # again, as the writer: another process may have created it meanwhile
@@ -95,6 +98,8 @@ class RunDir:
         for key in ("model", "data", "train"):
             if not isinstance(config.get(key), dict):
                 raise DataFileError(f"{file}: no {key!r} section")
+        if not isinstance(config["model"].get("name"), str):
+            raise DataFileError(f"{file}: the model section names no model ('name')")
         return cls(path, config)
 
     # ----------------------------------------------------------------- contents

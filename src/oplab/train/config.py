@@ -242,7 +242,10 @@ def apply_overrides(raw: dict, items: list[str]) -> dict:
             raise ParameterError(f"--set {item!r}: expected section.key=value (e.g. model.width=64)")
         key, text = item.split("=", 1)
         section, name = key.strip().split(".", 1)
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
         if isinstance(value, str) and section != "model":
             value = text.strip()
         raw.setdefault(section, {})
