@@ -709,9 +709,15 @@ def train_plans(draw):
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 8), st.just(10**12),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
                     st.sampled_from(("fno", "cpu", "auto", "nan", "l2", "tucker")))
-ANY_YAML = st.recursive(SCALARS, lambda c: st.one_of(st.lists(c, max_size=3),
-                                                     st.dictionaries(st.one_of(st.text(max_size=5), st.integers(-2, 2)),
-                                                                     c, max_size=3)), max_leaves=8)
+
+
+def _collections(children):
+    return st.one_of(st.lists(children, max_size=3),
+                     st.dictionaries(st.one_of(st.text(max_size=5), st.integers(-2, 2)), children, max_size=3))
+
+
+#: any YAML document up to three levels deep: scalars, lists, mappings
+ANY_YAML = st.one_of(SCALARS, _collections(SCALARS), _collections(st.one_of(SCALARS, _collections(SCALARS))))
 
 
 @st.composite
