@@ -1323,9 +1323,9 @@ def compile_violations(case: ModelCase) -> list[Violation]:
             g = torch.Generator().manual_seed(2)
             model.fit_data(torch.randn(8, case.c_in, *case.sizes, generator=g),
                            torch.randn(8, case.c_out, *case.sizes, generator=g))
-        import torch._dynamo
+        from torch import _dynamo
 
-        torch._dynamo.reset()
+        _dynamo.reset()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             eager = model(x, coords)
