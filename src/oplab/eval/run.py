@@ -11,7 +11,6 @@ any file). The result says which.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..data.dataset import open_dataset
 from ..errors import ParameterError
