@@ -265,12 +265,17 @@ def evaluate_cmd(
     every: bool = typer.Option(False, "--all", help="Score every sample of the file (default: the run's test samples)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on the validation samples) or last."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    rollout: Optional[int] = typer.Option(None, "--rollout", metavar="STEPS", help="Autoregressive runs: roll out STEPS steps from each trajectory's first window; errors per step, a plot and an animation in RUN/rollout."),
+    threshold: float = typer.Option(0.1, "--threshold", metavar="E", help="With --rollout: report when the per-step relative L2 first exceeds E."),
 ):
     """Relative L2 and H1 errors of a trained operator per resolution, on the run's test samples."""
     import json as _json
 
     from .eval import evaluate_run
 
+    if rollout is not None:
+        _rollout_report(run_dir, data, rollout, threshold, n, every, checkpoint, as_json)
+        return
     report = evaluate_run(run_dir, data, list(resolution) or [None], n=n, every=every, checkpoint=checkpoint)
     if as_json:
         print(_json.dumps({label: {**m, "scored": report["scored"]} for label, m in report["results"].items()}))
@@ -285,6 +290,36 @@ def evaluate_cmd(
     for label, m in report["results"].items():
         table.add_row(label, str(m["samples"]), f"{m['l2']:.4f}", f"{m['h1']:.4f}")
     console.print(table)
+
+
+def _rollout_report(run_dir, data, steps, threshold, n, every, checkpoint, as_json) -> None:
+    import json as _json
+
+    from .eval.rollout import evaluate_rollout
+
+    if steps < 1:
+        raise ParameterError(f"--rollout must be a positive number of steps, got {steps}")
+    report = evaluate_rollout(run_dir, data, steps, threshold, n=n, every=every, checkpoint=checkpoint)
+    if as_json:
+        print(_json.dumps(report))
+        return
+    console.print(f"{run_dir} ({report['checkpoint']} checkpoint): rollout of {report['steps']} step(s) from "
+                  f"{report['window']} state(s) on {report['samples']}", highlight=False, soft_wrap=True)
+    table = Table(show_edge=False)
+    for col in ("t", "relative L2", "accumulated", "nRMSE", "NMSE"):
+        table.add_column(col)
+    rows = list(range(len(report["t"])))
+    if len(rows) > 12:  # the first, the last and ten between
+        rows = sorted({round(i * (len(rows) - 1) / 11) for i in range(12)})
+    for i in rows:
+        table.add_row(f"{report['t'][i]:g}", f"{report['per_step'][i]:.4f}", f"{report['accumulated'][i]:.4f}",
+                      f"{report['nrmse'][i]:.4f}", f"{report['nmse'][i]:.2e}")
+    console.print(table)
+    crossed = report["time_to_threshold"]
+    console.print(f"relative L2 over the whole rollout {report['l2']:.4f}; "
+                  + (f"per-step error first above {threshold:g} at t = {crossed:g}" if crossed is not None
+                     else f"per-step error below {threshold:g} throughout"), highlight=False)
+    console.print("wrote " + ", ".join(report["files"]), highlight=False, soft_wrap=True)
 
 
 @app.command("predict")

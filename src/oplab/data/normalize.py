@@ -27,6 +27,12 @@ class ChannelNormalizer(nn.Module):
         self.std.copy_(flat.std(dim=1))
         return self
 
+    @torch.no_grad()
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> "ChannelNormalizer":
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        return self
+
     def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, -1) + (1,) * (x.ndim - 2)
 
@@ -37,3 +43,32 @@ class ChannelNormalizer(nn.Module):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         s = self._shape(x)
         return x * (self.std.view(s) + self.eps) + self.mean.view(s)
+
+
+class ChannelStats:
+    """Per-channel mean and standard deviation over samples and grid points, accumulated one chunk
+    ``[n, C, *S]`` at a time in float64 (the pairwise merge of Chan, Golub & LeVeque 1979), so a
+    data set streamed from disk gives the statistics of the same set held in memory, bit for bit,
+    when the chunks are the same."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, None, None
+
+    @torch.no_grad()
+    def add(self, chunk: torch.Tensor) -> "ChannelStats":
+        flat = chunk.transpose(0, 1).reshape(chunk.shape[1], -1).double()
+        n = flat.shape[1]
+        mean = flat.mean(dim=1)
+        m2 = (flat - mean[:, None]).square().sum(dim=1)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n, mean, m2
+        else:
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2 + delta.square() * (self.count * n / total)
+            self.count = total
+        return self
+
+    def std(self) -> torch.Tensor:
+        return (self.m2 / max(self.count - 1, 1)).sqrt()

@@ -23,16 +23,16 @@ def check_grid(sizes, periodic, names, where: str) -> None:
 
 
 def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
-    """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data`` (GridData)."""
+    """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data`` (a
+    :class:`~oplab.train.data.GridData` or a streamed :class:`~oplab.train.data.StreamData`)."""
     device = device or next(bundle.parameters()).device
     coords = tuple(c.to(device) for c in data.out_coords)
     l2 = h1 = 0.0
     was_training = bundle.training
     bundle.eval()
     with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            xb = data.x[start : start + batch_size].to(device)
-            yb = data.y[start : start + batch_size].to(device)
+        for xb, yb in data.chunks(batch_size):
+            xb, yb = xb.to(device), yb.to(device)
             pred = bundle(xb, coords)
             l2 += losses.relative_l2(pred, yb, coords, data.periodic, reduce=False).sum().item()
             h1 += losses.relative_h1(pred, yb, coords, data.periodic, reduce=False).sum().item()

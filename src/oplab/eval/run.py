@@ -17,18 +17,14 @@ from ..errors import ParameterError
 from .metrics import evaluate
 
 
-def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every: bool = False,
-                 checkpoint: str = "best") -> dict:
-    """Errors of ``run_dir``'s model on ``file`` at each resolution: ``{"checkpoint": ..., "scored":
-    "test" | "unseen" | "all", "samples": "samples 1000-1199 of darcy.h5", "results": {label: {l2, h1, samples}}}``;
-    ``n``: only the last ``n`` of the scored samples."""
-    from ..predictor import load
+def scored_indices(run_dir, file, n: int | None = None, every: bool = False) -> tuple[str, list | None]:
+    """Which samples of ``file`` to score for the run ``run_dir`` (module docstring): ``("test" |
+    "unseen" | "all", indices or None for all)``; ``n``: only the last ``n`` of them."""
     from ..rundir import RunDir
-    from ..train.data import Part, grid_label, recorded_split
+    from ..train.data import recorded_split
 
     if n is not None and n < 1:
         raise ParameterError(f"--n must be a positive number of samples, got {n}")
-    op = load(run_dir, checkpoint)
     ds = open_dataset(file)
     split = recorded_split(RunDir.open(run_dir))
     scored, indices = "all", None
@@ -46,17 +42,42 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
                                  f"{split.tests[0].describe()}); pass --all to score every sample anyway")
     if n is not None:
         indices = list(indices if indices is not None else range(len(ds)))[-n:]
+    return scored, indices
+
+
+def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every: bool = False,
+                 checkpoint: str = "best") -> dict:
+    """Errors of ``run_dir``'s model on ``file`` at each resolution: ``{"checkpoint": ..., "scored":
+    "test" | "unseen" | "all", "samples": "samples 1000-1199 of darcy.h5", "results": {label: {l2, h1, samples}}}``;
+    ``n``: only the last ``n`` of the scored samples. An autoregressive run is scored by its rollout
+    from each trajectory's first window to the end (:func:`oplab.eval.rollout.rollout_errors`)."""
+    from ..predictor import load
+    from ..train.data import Part, grid_label
+
+    op = load(run_dir, checkpoint)
+    scored, indices = scored_indices(run_dir, file, n, every)
+    train_cfg = op.config.get("train", {})
     results = {}
     for res in resolutions or (None,):
         part = Part(str(file), indices, res)
         data = part.load()
+        if train_cfg.get("task", "map") == "autoregressive":
+            from ..train.data import check_trajectories
+            from .rollout import rollout_errors
+
+            check_trajectories(data.n_times, data.x_shape, data.y_shape, str(file))
+            window = int(train_cfg.get("window", 1))
+            _check_fits(op, data, file, res, channels=(window * data.x_shape[0], int(train_cfg.get("bundle", 1)) * data.x_shape[0]))
+            report = rollout_errors(op.bundle, data, window, int(train_cfg.get("bundle", 1)))
+            results[grid_label(part.dataset())] = {"l2": report["l2"], "h1": report["h1"], "samples": len(data)}
+            continue
         _check_fits(op, data, file, res)
         results[grid_label(part.dataset())] = {**evaluate(op.bundle, data), "samples": len(data)}
     described = Part(str(file), indices, None).describe()
     return {"checkpoint": op.checkpoint, "scored": scored, "samples": described, "results": results}
 
 
-def _check_fits(op, data, path, resolution=None) -> None:
+def _check_fits(op, data, path, resolution=None, channels=None) -> None:
     from .metrics import check_grid
 
     d_model, d_data = len(op.in_axes), data.x.ndim - 2
@@ -67,12 +88,13 @@ def _check_fits(op, data, path, resolution=None) -> None:
     where = f"{path} at resolution {resolution}" if resolution is not None else str(path)
     check_grid([c.numel() for c in data.out_coords], data.periodic, [a.name for a in op.out_axes], where)
     want_in, want_out = op.data["train_input_shape"][0], op.data["train_output_shape"][0]
-    if data.x.shape[1] != want_in or data.y.shape[1] != want_out:
-        raise ParameterError(f"{path}: {data.x.shape[1]} input / {data.y.shape[1]} output channels, "
+    have_in, have_out = channels or (data.x.shape[1], data.y.shape[1])
+    if have_in != want_in or have_out != want_out:
+        raise ParameterError(f"{path}: {have_in} input / {have_out} output channels, "
                              f"the model takes {want_in} / {want_out}")
     if op.kind == "point" and list(data.x.shape[1:]) != op.data["train_input_shape"]:
         raise ParameterError(f"{path}: inputs on {list(data.x.shape[2:])}, this point operator takes its "
                              f"training sensors {op.data['train_input_shape'][1:]}; pass --resolution")
 
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "scored_indices"]

@@ -2,7 +2,7 @@
 
 >>> from oplab import problems
 >>> problems.available()
-['antiderivative', 'burgers', 'darcy', 'diffusion_reaction', 'helmholtz', 'navier_stokes', 'poisson']
+['antiderivative', 'burgers', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson']
 >>> p = problems.create("darcy", resolution=85, contrast_high=12.0)
 """
 
@@ -23,6 +23,7 @@ _REGISTRY = {
     "helmholtz": "helmholtz:Helmholtz",
     "antiderivative": "antiderivative:Antiderivative",
     "diffusion_reaction": "diffusion_reaction:DiffusionReaction",
+    "heat": "heat:Heat",
 }
 
 

@@ -27,14 +27,17 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callback
     if out is not None and not resume and is_main():  # rank 0 creates the folder; the others never write
         RunDir.check_fresh(out)
     split = recorded_split(RunDir.open(out)) if resume else plan(cfg.data)
-    data = prepare(split, outputs=not cfg.train.physics_only)
+    data = prepare(split, outputs=not cfg.train.physics_only, in_memory=cfg.data.in_memory, workers=cfg.data.workers)
     train = data.train
-    model_cfg = derive(cfg.model, train.x.shape, train.y.shape, train.out_coords, train.periodic)
+    x_shape, y_shape = task_shapes(cfg.train, data)
+    model_cfg = derive(cfg.model, (len(train), *x_shape), (len(train), *y_shape), train.out_coords, train.periodic)
     torch.manual_seed(cfg.train.seed)
     model = models.from_config(model_cfg)
-    info = {"model": model_cfg, "data": {**dataclasses.asdict(cfg.data), **data.info()}}
+    info = {"model": model_cfg, "data": {**dataclasses.asdict(cfg.data), **data.info(),
+                                         "train_input_shape": list(x_shape), "train_output_shape": list(y_shape)}}
+    streamed = "" if train.in_memory else " (streamed from the file)"
     log(f"model {model_cfg['name']}: {model.n_params():,} parameters; {len(train)} training samples at "
-        f"{list(train.x.shape[2:])}, {len(data.val) if data.val else 0} validation, test at {list(data.tests)}")
+        f"{list(train.x_shape[1:])}{streamed}, {len(data.val) if data.val else 0} validation, test at {list(data.tests)}")
     return _train(model, data, cfg.train, out, info, resume, log, progress, callbacks)
 
 
@@ -43,11 +46,36 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
     result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
                  val=data.val, callbacks=callbacks)
     if out is not None and result["history"] and is_main():
-        from .plots import write_plots
+        from .plots import write_plots, write_rollout_plots
 
         first = data.tests[next(iter(data.tests))] if data.tests else data.val
-        write_plots(out, result["bundle"], first, result["history"], info, cfg.plot_samples)
+        if cfg.task == "autoregressive":
+            write_rollout_plots(out, result["bundle"], first, cfg)
+            first = None
+        write_plots(out, result["bundle"], first and first.head(cfg.plot_samples), result["history"], info,
+                    cfg.plot_samples)
     return result
+
+
+def task_shapes(cfg: TrainConfig, data: Prepared) -> tuple[tuple, tuple]:
+    """The model's input and output shapes ``[C, *S]`` for ``cfg.task``: the data's for a map;
+    ``window`` and ``bundle`` states of a trajectory set's channels for an autoregressive step
+    (checked on every part: trajectories, and long enough for the window and the rollout)."""
+    train = data.train
+    if cfg.task == "map":
+        return tuple(train.x_shape), tuple(train.y_shape)
+    from .data import check_trajectories
+    from .tasks import check_horizon
+
+    parts = [("training", data.split.train, train)] + ([("validation", data.split.val, data.val)] if data.val else [])
+    parts += [(f"test {label}", part, data.tests[part.label]) for part, label in
+              ((p, p.label) for p in data.split.tests)]
+    for name, part, d in parts:
+        where = f"train.task autoregressive: the {name} samples ({part.describe()})"
+        check_trajectories(d.n_times, d.x_shape, d.y_shape, where)
+        check_horizon(d.n_times + 1, cfg.window, cfg.bundle, cfg.unroll if name == "training" else 1, where)
+    c = train.x_shape[0]
+    return (cfg.window * c, *train.x_shape[1:]), (cfg.bundle * c, *train.x_shape[1:])
 
 
 def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
@@ -70,13 +98,13 @@ def run_or_resume(cfg: RunConfig, log=print, progress=None) -> dict:
     return run(cfg, log=log, progress=progress)
 
 
-def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=None, log=print, callbacks=(),
-          **train_kwargs) -> dict:
+def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=None, in_memory="auto", log=print,
+          callbacks=(), **train_kwargs) -> dict:
     """Train a model object on a data set (``oplab.data.open(...)`` or a path).
 
     The split is :func:`oplab.train.data.plan`'s: ``n_train`` training samples from the start of
     ``data`` (the last ``n_val`` of them validate and choose ``best``), ``n_test`` test samples from
-    its end or from ``test``. ``train_kwargs`` are :class:`TrainConfig` fields (epochs, lr,
+    its end or from ``test``; ``in_memory``: ``"auto"``, True or False (``data.in_memory``). ``train_kwargs`` are :class:`TrainConfig` fields (epochs, lr,
     batch_size, ...); ``callbacks`` extra :class:`~oplab.train.callbacks.Callback` objects.
     """
     from ..data.dataset import H5Dataset
@@ -85,12 +113,14 @@ def train(model, data, test=None, out=None, n_train=None, n_test=None, n_val=Non
     path = lambda d: str(d.path) if isinstance(d, H5Dataset) else str(d)  # noqa: E731
     resolution = data.resolution if isinstance(data, H5Dataset) else None
     data_cfg = DataConfig(train=path(data), test=None if test is None else path(test), n_train=n_train,
-                          n_test=n_test, n_val=n_val, resolution=resolution)
+                          n_test=n_test, n_val=n_val, resolution=resolution, in_memory=in_memory)
     cfg = TrainConfig(**train_kwargs)
     if out is not None and is_main():
         RunDir.check_fresh(out)
-    prepared = prepare(plan(data_cfg), outputs=not cfg.physics_only)
-    info = {"model": config_of(model), "data": {**dataclasses.asdict(data_cfg), **prepared.info()}}
+    prepared = prepare(plan(data_cfg), outputs=not cfg.physics_only, in_memory=data_cfg.in_memory)
+    x_shape, y_shape = task_shapes(cfg, prepared)
+    info = {"model": config_of(model), "data": {**dataclasses.asdict(data_cfg), **prepared.info(),
+                                                "train_input_shape": list(x_shape), "train_output_shape": list(y_shape)}}
     return _train(model, prepared, cfg, Path(out) if out is not None else None, info, False, log, None, callbacks)
 
 

@@ -192,7 +192,7 @@ class Progress(Callback):
         self.progress, self.text, self.batches = progress, "", 1
 
     def on_fit_start(self, trainer):
-        self.batches = -(-len(trainer.train_data) // trainer.cfg.batch_size)
+        self.batches = -(-len(trainer.task) // trainer.cfg.batch_size)
 
     def on_batch_end(self, trainer, batch, loss):
         self.progress(trainer.epoch * self.batches + batch + 1, trainer.epochs * self.batches, self.text)

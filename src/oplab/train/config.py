@@ -32,10 +32,20 @@ class DataConfig:
     #: further test files, each evaluated whole at its own resolution (e.g. a finer set for
     #: zero-shot super-resolution); reported under its resolution, or ``STEM@RES`` if that is taken
     test_files: list = field(default_factory=list)
+    #: ``true`` reads every split into memory; ``false`` streams batches from the file (background
+    #: reader processes, read ahead); ``auto`` streams when the splits exceed a quarter of the
+    #: available memory (``$OPLAB_MEMORY_BUDGET_MB`` overrides). The same numbers either way.
+    in_memory: Any = "auto"
+    #: reader processes of a streamed set (0: read in the training process)
+    workers: int = 2
 
     def __post_init__(self):
         for key in ("n_train", "n_test", "n_val", "resolution"):
             check_int("data", key, getattr(self, key), minimum=0 if key != "resolution" else 1, optional=True)
+        check_int("data", "workers", self.workers, minimum=0)
+        if self.in_memory not in (True, False, "auto") or isinstance(self.in_memory, int) and not isinstance(
+                self.in_memory, bool):
+            raise ParameterError(f"data.in_memory must be auto, true or false, got {self.in_memory!r}")
 
 
 @dataclass
@@ -73,14 +83,21 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only)
     normalize: bool = True  # channel-wise Gaussian normalisation of inputs and outputs
     plot_samples: int = 3
+    #: ``map``: inputs to outputs in one shot; ``autoregressive``: on a trajectory set, the last
+    #: ``window`` states to the next ``bundle``, applied step after step (oplab.train.tasks)
+    task: str = "map"
+    window: int = 1  # autoregressive: input states (the FNO paper's Navier-Stokes protocol: 10)
+    bundle: int = 1  # autoregressive: states predicted per step (time-bundling)
+    unroll: int = 1  # autoregressive: steps per training sample, each fed the previous prediction
+    pushforward: bool = False  # autoregressive: no gradient through the first unroll - 1 steps
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "h1", "hm1", "mse"),
-                   "physics_norm": ("preconditioned", "residual", "weak")}
+                   "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")
-        for key in ("epochs", "batch_size", "step_size", "eval_every"):
+        for key in ("epochs", "batch_size", "step_size", "eval_every", "window", "bundle", "unroll"):
             if getattr(self, key) < 1:
                 raise ParameterError(f"train.{key} must be >= 1, got {getattr(self, key)!r}")
         for key in ("lr",):
@@ -101,6 +118,12 @@ class TrainConfig:
             from .loggers import check_names
 
             check_names(self.loggers)
+        if self.task == "map" and (self.window, self.bundle, self.unroll, self.pushforward) != (1, 1, 1, False):
+            raise ParameterError("train.window, train.bundle, train.unroll and train.pushforward apply to "
+                                 "train.task: autoregressive")
+        if self.pushforward and self.unroll < 2:
+            raise ParameterError("train.pushforward needs train.unroll >= 2 (the steps before the last are "
+                                 "taken without gradient)")
         if self.physics_only and self.physics_weight == 0:
             self.physics_weight = 1.0
 

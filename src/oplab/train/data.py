@@ -37,8 +37,14 @@ from ..data.dataset import H5Dataset, open_dataset
 from ..errors import DataFileError, ParameterError
 
 
+#: samples per chunk of a one-pass statistic (the same chunks in memory and streamed: the same bits)
+CHUNK = 64
+
+
 @dataclass
 class GridData:
+    """Samples held in memory: ``x [N, C_in, *S_in]``, ``y [N, T * C_out, *S_out]`` (float32)."""
+
     x: torch.Tensor  # [N, C_in, *S_in]
     y: torch.Tensor  # [N, C_out * T, *S_out]
     in_coords: tuple  # 1D tensors per input axis
@@ -46,9 +52,130 @@ class GridData:
     periodic: tuple  # per output axis
     n_times: int | None  # T of trajectories, None otherwise
     resolution: int | None
+    in_memory = True
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def x_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def y_shape(self) -> tuple:
+        return tuple(self.y.shape[1:])
+
+    def batches(self, plan):
+        """``(x, y)`` of each batch of ``plan`` (a list of sample positions per batch)."""
+        for idx in plan:
+            idx = torch.as_tensor(idx)
+            yield self.x[idx], self.y[idx]
+
+    def chunks(self, size: int = CHUNK):
+        """``(x, y)`` in consecutive chunks of ``size`` samples (evaluation, statistics)."""
+        return self.batches(consecutive(len(self), size))
+
+    def head(self, k: int) -> "GridData":
+        return dataclasses.replace(self, x=self.x[:k], y=self.y[:k])
+
+    def states(self) -> torch.Tensor:
+        """A trajectory set as states ``[N, T + 1, C, *S]``: the input (the state at t = 0) then the
+        recorded ones."""
+        check_trajectories(self.n_times, self.x_shape, self.y_shape, "the data")
+        n, c = len(self), self.x.shape[1]
+        return torch.cat([self.x[:, None], self.y.reshape(n, self.n_times, c, *self.y.shape[2:])], dim=1)
+
+
+def consecutive(n: int, size: int) -> list:
+    """The plan of batches ``[0, size), [size, 2 size), ...`` of ``n`` samples."""
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def check_trajectories(n_times, x_shape, y_shape, where: str) -> None:
+    """A ParameterError unless ``n_times`` marks a trajectory set whose inputs are its state at t = 0
+    (the outputs' channels on the same grid): what autoregressive training and rollouts need."""
+    if n_times is None:
+        raise ParameterError(f"{where}: not a trajectory set (outputs [N, C, *S], no /grid/times); "
+                             f"autoregressive training and rollouts need outputs [N, T, C, *S] with their times")
+    c = x_shape[0]
+    if y_shape[0] != n_times * c or tuple(x_shape[1:]) != tuple(y_shape[1:]):
+        raise ParameterError(f"{where}: inputs {list(x_shape)} are not the state at t = 0 of outputs of "
+                             f"{n_times} records x {y_shape[0] // n_times} channels on {list(y_shape[1:])}; "
+                             f"a rollout needs inputs with the outputs' channels and grid")
+
+
+class _Items(torch.utils.data.Dataset):
+    """Item ``k`` = ``(x, y)`` of sample ``indices[k]`` of ``ds`` as float32 tensors (outputs
+    flattened ``[T * C, *S]``; NaN of their shape when ``outputs`` is False)."""
+
+    def __init__(self, ds: H5Dataset, indices: list[int], outputs: bool):
+        self.ds, self.indices, self.outputs = ds, indices, outputs
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        i = self.indices[k]
+        if self.outputs:
+            item = self.ds[i]
+            x, y = item["x"], item["y"]
+        else:
+            x, y = (torch.from_numpy(a[0]) for a in self.ds.arrays([i], outputs=False))
+        y = y.reshape(-1, *y.shape[2:]) if self.ds.times is not None else y
+        if not (torch.isfinite(x).all() and (not self.outputs or torch.isfinite(y).all())):
+            raise DataFileError(f"{self.ds.path}: NaN or Inf in sample {i}")
+        return x.float(), y.float()
+
+
+def _stack(items):
+    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+@dataclass
+class StreamData:
+    """Samples ``indices`` of a file read in batches as they are needed (``data.in_memory: false``):
+    a ``DataLoader`` over the file with ``workers`` background processes, each batch read ahead
+    (``prefetch``). The same interface as :class:`GridData` except the tensors ``x`` and ``y``;
+    the batches hold the same numbers as the in-memory ones (tested bit for bit)."""
+
+    ds: H5Dataset
+    indices: list
+    outputs: bool
+    in_coords: tuple
+    out_coords: tuple
+    periodic: tuple
+    n_times: int | None
+    resolution: int | None
+    x_shape: tuple
+    y_shape: tuple
+    workers: int = 2
+    prefetch: int = 4
+    in_memory = False
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, plan):
+        plan = [[int(i) for i in idx] for idx in plan]
+        if not plan:
+            return iter(())
+        workers = min(self.workers, len(plan))
+        loader = torch.utils.data.DataLoader(
+            _Items(self.ds, self.indices, self.outputs), batch_sampler=plan, collate_fn=_stack,
+            num_workers=workers, prefetch_factor=self.prefetch if workers else None,
+            persistent_workers=False)
+        return iter(loader)
+
+    def chunks(self, size: int = CHUNK):
+        return self.batches(consecutive(len(self), size))
+
+    def head(self, k: int) -> GridData:
+        x, y = next(iter(self.batches([list(range(min(k, len(self))))])))
+        return GridData(x, y, self.in_coords, self.out_coords, self.periodic, self.n_times, self.resolution)
+
+    def states(self):
+        raise ParameterError("autoregressive training reads its trajectories into memory: set data.in_memory "
+                             "to auto or true")
 
 
 def load(ds: H5Dataset, indices=None, outputs: bool = True) -> GridData:
@@ -118,6 +245,25 @@ class Part:
 
     def load(self, outputs: bool = True) -> GridData:
         return load(self.dataset(), self.indices, outputs=outputs)
+
+    def stream(self, outputs: bool = True, workers: int = 2) -> StreamData:
+        """This part read lazily, batch by batch (:class:`StreamData`)."""
+        ds = self.dataset()
+        indices = list(range(len(ds))) if self.indices is None else list(self.indices)
+        x, y = _Items(ds, indices[:1], True)[0] if indices else (torch.empty(0), torch.empty(0))
+        coords = lambda grid: tuple(torch.tensor(c, dtype=torch.float32) for c in grid)  # noqa: E731
+        return StreamData(ds, indices, outputs, coords(ds.input_grid), coords(ds.output_grid),
+                          tuple(a.periodic for a in ds.meta["output_axes"]),
+                          None if ds.times is None else len(ds.times), ds.resolution,
+                          tuple(x.shape), tuple(y.shape), workers=workers)
+
+    def nbytes(self) -> int:
+        """The bytes of this part's samples as float32 tensors (at its resolution)."""
+        ds = self.dataset()
+        if len(self) == 0:
+            return 0
+        item = ds[self.indices[0] if self.indices is not None else 0]
+        return len(self) * 4 * (item["x"].numel() + item["y"].numel())
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else int(self.dataset().meta["n"])
@@ -254,17 +400,43 @@ class Prepared:
             "input_axes": [dataclasses.asdict(a) for a in meta["input_axes"]],
             "output_axes": [dataclasses.asdict(a) for a in meta["output_axes"]],
             "n_times": train.n_times,
-            "train_input_shape": list(train.x.shape[1:]),
-            "train_output_shape": list(train.y.shape[1:]),
+            "train_input_shape": list(train.x_shape),
+            "train_output_shape": list(train.y_shape),
             "times": None if meta["times"] is None else [float(t) for t in meta["times"]],
             "split": self.split.to_json(),
         }
 
 
-def prepare(split: Split, outputs: bool = True) -> Prepared:
+def memory_budget() -> int:
+    """Bytes a run may hold in memory: a quarter of the memory available now (``MemAvailable``), or
+    ``$OPLAB_MEMORY_BUDGET_MB`` when set."""
+    import os
+
+    if os.environ.get("OPLAB_MEMORY_BUDGET_MB"):
+        return int(float(os.environ["OPLAB_MEMORY_BUDGET_MB"]) * 2**20)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024 // 4
+    except (OSError, KeyError, ValueError):
+        return 4 * 2**30
+
+
+def prepare(split: Split, outputs: bool = True, in_memory: str | bool = True, workers: int = 2) -> Prepared:
     """Read ``split``; ``outputs=False`` (physics-only training) reads no solution of the training
-    and validation samples (the validation error is then the physics residual)."""
-    train = split.train.load(outputs=outputs)
-    val = split.val.load(outputs=outputs) if split.val else None
-    tests = {p.label: p.load() for p in split.tests}
+    and validation samples (the validation error is then the physics residual).
+
+    ``in_memory``: True reads every part into tensors; False streams them (:class:`StreamData`,
+    ``workers`` reader processes); ``"auto"`` streams when the parts would take more than
+    :func:`memory_budget`."""
+    parts = [split.train] + ([split.val] if split.val else []) + list(split.tests)
+    if in_memory == "auto":
+        in_memory = sum(p.nbytes() for p in parts) <= memory_budget()
+    if in_memory:
+        read = lambda part, out=True: part.load(outputs=out)  # noqa: E731
+    else:
+        read = lambda part, out=True: part.stream(outputs=out, workers=workers)  # noqa: E731
+    train = read(split.train, outputs)
+    val = read(split.val, outputs) if split.val else None
+    tests = {p.label: read(p) for p in split.tests}
     return Prepared(split, train, val, tests, split.train.dataset())

@@ -33,7 +33,7 @@ def write_plots(out: Path, bundle, data, history: list, info: dict, samples: int
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    samples = min(samples, len(data))
+    samples = min(samples, len(data)) if data is not None else 0
     if samples > 0:
         device = next(bundle.parameters()).device
         bundle.eval()
@@ -66,3 +66,14 @@ def write_plots(out: Path, bundle, data, history: list, info: dict, samples: int
         fig.tight_layout()
         fig.savefig(out / "loss.png", dpi=90)
         plt.close(fig)
+
+
+def write_rollout_plots(out: Path, bundle, data, cfg) -> None:
+    """An autoregressive run's figures: the rollout errors against time on the test trajectories
+    (``rollout_error.png``) and the first one animated (``rollout.gif``)."""
+    from ..eval.rollout import animation, plot_errors, rollout_errors
+
+    report = rollout_errors(bundle, data, cfg.window, cfg.bundle, keep=1)
+    report["t"], report["threshold"] = report["times"], 0.1
+    plot_errors(report, Path(out) / "rollout_error.png")
+    animation(report["truth"][0], report["prediction"][0], report["times"], Path(out) / "rollout.gif")

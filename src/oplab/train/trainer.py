@@ -23,16 +23,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
-
 import torch
 
 from .. import losses
 from ..errors import OplabError
 from ..losses.physics import residual_loss
+from ..errors import ParameterError
 from ..predictor import Bundle
 from ..rundir import RunDir
 from . import callbacks as cb
+from . import tasks
 from .config import TrainConfig
 from .data import GridData
 from .distributed import Dist, is_main, resolve_device
@@ -63,13 +63,15 @@ class Trainer:
         self.train_data, self.val_data, self.tests = train, val, dict(tests or {})
         self.log = log if self.main else (lambda text: None)
 
-        self.bundle = Bundle(model, train.x.shape[1], train.y.shape[1]).to(self.device)
-        if cfg.normalize:
-            self.bundle.in_norm.fit(train.x)
-            if not cfg.physics_only:  # without solutions the output normaliser stays the identity
-                self.bundle.out_norm.fit(train.y)
+        self.task = tasks.make(train, cfg)
+        self.bundle = Bundle(model, self.task.in_channels, self.task.out_channels).to(self.device)
+        if cfg.normalize:  # without solutions (physics only) the output normaliser stays the identity
+            self.task.fit_normalizers(self.bundle, outputs=not cfg.physics_only)
         self.physics = _physics_problem(self.info, train) if cfg.physics_weight > 0 else None
         if hasattr(model, "fit_data"):  # data-dependent parts (POD basis)
+            if not train.in_memory or cfg.task != "map":
+                raise ParameterError(f"model {type(model).__name__} fits a basis to the whole training set: it "
+                                     f"needs train.task: map and the data in memory (data.in_memory: true)")
             model.fit_data(self.bundle.in_norm.encode(train.x.to(self.device)),
                            self.bundle.out_norm.encode(train.y.to(self.device)))
         self.params = [p for p in self.bundle.parameters() if p.requires_grad]
@@ -108,17 +110,16 @@ class Trainer:
     def evaluate_into(self, record: dict) -> None:
         """Add the validation (``val``) and test errors to ``record``; a better validation error
         than any before marks it ``best``."""
-        from ..eval import evaluate
-
         tic = time.perf_counter()
         if self.val_data is not None:
             record["val"] = (self._val_residual() if self.monitor == "residual"
-                             else evaluate(self.bundle, self.val_data, device=self.device))
+                             else self.task.evaluate(self.bundle, self.val_data, self.device))
             if record["val"][self.monitor] < self.best:
                 self.best = record["val"][self.monitor]
                 record["best"] = True
         if self.tests:
-            record["test"] = {label: evaluate(self.bundle, data, device=self.device) for label, data in self.tests.items()}
+            record["test"] = {label: self.task.evaluate(self.bundle, data, self.device)
+                              for label, data in self.tests.items()}
         record["eval_seconds"] = time.perf_counter() - tic
 
     def _val_residual(self, batch_size: int = 50) -> dict:
@@ -127,8 +128,8 @@ class Trainer:
         coords = tuple(c.to(self.device) for c in data.out_coords)
         self.bundle.eval()
         with torch.no_grad():
-            for start in range(0, len(data), batch_size):
-                xb = data.x[start : start + batch_size].to(self.device)
+            for xb, _ in data.chunks(batch_size):
+                xb = xb.to(self.device)
                 loss = residual_loss(self.physics, self.bundle(xb, coords), xb, self.cfg.bc_weight, self.cfg.physics_norm)
                 total += loss.item() * len(xb)
         self.bundle.train()
@@ -176,11 +177,9 @@ class Trainer:
         net = self.dist.wrap(self.bundle)
         if self.cfg.compile and self.device.type == "cuda":
             net = torch.compile(net)
-        amp = self.cfg.amp and self.device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
-        train, cfg = self.train_data, self.cfg
-        coords = tuple(c.to(self.device) for c in train.out_coords)
-        n = len(train)
+        cfg = self.cfg
+        coords = tuple(c.to(self.device) for c in self.train_data.out_coords)
+        n = len(self.task)
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
@@ -190,19 +189,11 @@ class Trainer:
             for hook in self._hooks["on_epoch_start"]:
                 hook(self, epoch)
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            plan = [order[s : s + cfg.batch_size][self.dist.rank :: self.dist.world] for s in range(0, n, cfg.batch_size)]
             tic = time.perf_counter()
             total, seen = 0.0, 0
-            for k, start in enumerate(range(0, n, cfg.batch_size)):
-                idx = order[start : start + cfg.batch_size][self.dist.rank :: self.dist.world]
-                xb = train.x[idx].to(self.device)
-                with autocast:
-                    pred = net(xb, coords)
-                loss = 0.0
-                if not cfg.physics_only:  # no solutions: nothing to move
-                    loss = cfg.data_weight * self.loss_fn(pred.float(), train.y[idx].to(self.device), coords, train.periodic)
-                if self.physics is not None:
-                    loss = loss + cfg.physics_weight * residual_loss(self.physics, pred.float(), xb.float(),
-                                                                     cfg.bc_weight, cfg.physics_norm)
+            for k, batch in enumerate(self.task.batches(plan)):
+                loss, size = self.task.loss(self, net, batch, coords)
                 for hook in self._hooks["on_loss"]:
                     hook(self, k, loss)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -211,8 +202,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
                 value = loss.item()
-                total += value * len(idx)
-                seen += len(idx)
+                total += value * size
+                seen += size
                 for hook in self._hooks["on_batch_end"]:
                     hook(self, k, value)
             record = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1),
@@ -227,6 +218,13 @@ class Trainer:
             hook(self)
         self.dist.barrier()
         return self._result()
+
+    def forward(self, net, x, coords):
+        """``net(x, coords)``, under bf16 autocast when ``train.amp`` is on (CUDA)."""
+        if self.cfg.amp and self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return net(x, coords)
+        return net(x, coords)
 
     def _result(self) -> dict:
         return {"history": self.history, "best_val": self.best, "bundle": self.bundle,
