@@ -168,6 +168,8 @@ def test_bad_time_dependent_settings_are_one_clear_line(heat, darcy17, tmp_path,
         run(cfg(darcy17, tmp_path / "darcy"), log=quiet)
     with pytest.raises(ParameterError, match="apply to train.task: autoregressive"):
         tc.TrainConfig(window=3)
+    with pytest.raises(ParameterError, match="train.first_state must be >= 0"):
+        tc.TrainConfig(task="autoregressive", first_state=-1)
     with pytest.raises(ParameterError, match="pushforward needs train.unroll >= 2"):
         tc.TrainConfig(task="autoregressive", pushforward=True)
     # a one-shot run has no rollout
@@ -197,3 +199,28 @@ def test_a_streamed_set_trains_to_the_same_bits_as_one_in_memory(darcy17, tmp_pa
     monkeypatch.setenv("OPLAB_MEMORY_BUDGET_MB", "0.01")
     _, log = train("auto", "auto", workers=0)
     assert "streamed from the file" in log[0]
+
+
+def test_the_space_time_task_maps_the_first_states_to_all_later_ones(heat, tmp_path, capsys):
+    conf = cfg(heat, tmp_path / "st", epochs=40, task="spacetime", window=3, checkpoint_seconds=0, batch_size=8,
+               eval_every=10)
+    conf.model = {"name": "fno", "modes": [8, 4], "width": 12, "n_layers": 2, "lifting_channels": 16,
+                  "projection_channels": 16}
+    result = run(conf, log=quiet)
+    config = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert config["data"]["train_input_shape"] == [3, N, 8] and config["data"]["train_output_shape"] == [1, N, 8]
+    tests = [r["test"]["32"]["l2"] for r in result["history"] if "test" in r]
+    assert tests[-1] < 0.5 * tests[0]
+    assert main(["evaluate", str(tmp_path / "st"), "--data", str(heat), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["32"]
+    assert scored["samples"] == 8 and scored["l2"] < 0.5 * tests[0]
+    # the space-time input is the window repeated along time: each time slice is the same
+    from oplab.train.tasks import SpaceTime
+
+    states = torch.randn(2, 11, 1, N)
+    x = SpaceTime.inputs(states, 3)
+    # the FNO paper's protocol starts at the first record (first_state 1): the input u0 is not used
+    data = Part(str(heat), [0, 1], None).load()
+    assert torch.equal(data.states(1), data.states()[:, 1:]) and data.states(1).shape[1] == 10
+    assert x.shape == (2, 3, N, 8) and torch.equal(x[..., 5], states[:, :3].flatten(1, 2))
+    assert torch.equal(SpaceTime.targets(states, 3)[..., 2], states[:, 5])

@@ -8,7 +8,8 @@ Measured: parameters; time per epoch (median of the epochs' training loops,
 evaluation excluded) and total training time; the test errors of the final
 model (relative L2 and H1, mean over the test samples, per test set); the
 inference time per sample (the full predictor on a batch of the first test
-set, median of 5 timed calls after a warm-up); the peak memory (the
+set, median of 5 timed calls after a warm-up; one step of an autoregressive
+model, whose rollout errors per step on the first test set are recorded too); the peak memory (the
 process's maximum resident set on the CPU, which includes torch itself, or
 ``torch.cuda.max_memory_allocated`` on a GPU); how busy the rest of the
 machine was (``foreign_cores``: other programs' mean CPU use while training).
@@ -28,6 +29,7 @@ import torch
 
 def main(case_dir: str) -> int:
     from ..eval import inference_seconds_per_sample
+    from ..eval.run import task_config
     from ..rundir import RunDir
     from ..train.api import run_or_resume
     from ..train.config import from_dict
@@ -52,7 +54,24 @@ def main(case_dir: str) -> int:
     saved = RunDir.open(run_dir)
     first_test = recorded_split(saved).tests[0]
     timing = Part(first_test.file, (first_test.indices or list(range(len(first_test))))[:50], first_test.resolution)
-    infer = inference_seconds_per_sample(bundle, timing.load(outputs=False))  # timing needs inputs only
+    task_cfg = task_config(saved.config["train"])
+    rollout = None
+    if task_cfg.task == "map":
+        infer = inference_seconds_per_sample(bundle, timing.load(outputs=False))  # timing needs inputs only
+    else:  # one application of the model: an autoregressive step, or the whole space-time field
+        from ..train import tasks
+
+        data = timing.load()
+        task = tasks.TASKS[task_cfg.task]
+        coords = tuple(data.out_coords)
+        if task_cfg.task == "spacetime":
+            coords += (tasks.SpaceTime.time_coords(data.n_times + 1 - task_cfg.first_state - task_cfg.window),)
+        infer = inference_seconds_per_sample(bundle, data, x=task.sample_inputs(task_cfg, data, 50), coords=coords)
+        if task_cfg.task == "autoregressive":
+            from ..eval.rollout import rollout_errors
+
+            rollout = rollout_errors(bundle, first_test.load(), task_cfg.window, task_cfg.bundle,
+                                     first=task_cfg.first_state)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
         peak_kind = "cuda max allocated"
@@ -68,9 +87,9 @@ def main(case_dir: str) -> int:
         "epochs": len(history), "epoch_seconds": statistics.median(epoch_s),
         "train_seconds": sum(epoch_s) + sum(r.get("eval_seconds", 0.0) for r in history),
         "test": final["test"], "best_val": result["best_val"], "test_label": first_label,
-        "inference_seconds_per_sample": infer, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
+        "inference_seconds_per_sample": infer, "task": task_cfg.task, "rollout": rollout, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
         "foreign_cores": foreign.cores, "seed": cfg.train.seed, "run_dir": str(run_dir),
-        "figures": {k: str(saved.figure(k)) for k in ("predictions", "loss") if saved.figure(k).exists()},
+        "figures": {k: str(saved.figure(k)) for k in ("predictions", "loss", "rollout_error") if saved.figure(k).exists()},
         "curve": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                    **({"test_l2": r["test"][first_label]["l2"]} if "test" in r else {})} for r in history],
     }

@@ -40,11 +40,12 @@ def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
     return {"l2": l2 / len(data), "h1": h1 / len(data)}
 
 
-def inference_seconds_per_sample(bundle, data, batch: int = 50, repeats: int = 5) -> float:
-    """Median time of the predictor (normalise, model, de-normalise) on a batch, per sample."""
+def inference_seconds_per_sample(bundle, data, batch: int = 50, repeats: int = 5, x=None, coords=None) -> float:
+    """Median time of the predictor (normalise, model, de-normalise) on a batch, per sample (``x``
+    and ``coords``: the model's inputs and grid when they are not ``data``'s, e.g. one autoregressive step)."""
     device = next(bundle.parameters()).device
-    x = data.x[:batch].to(device)
-    coords = tuple(c.to(device) for c in data.out_coords)
+    x = (data.x[:batch] if x is None else x[:batch]).to(device)
+    coords = tuple(c.to(device) for c in (data.out_coords if coords is None else coords))
     was_training = bundle.training
     bundle.eval()
     times = []

@@ -46,28 +46,29 @@ def rollout(bundle, start: torch.Tensor, steps: int, coords, window: int, bundle
     return torch.cat(out, dim=1)
 
 
-def _states(data) -> torch.Tensor:
+def _states(data, first: int = 0) -> torch.Tensor:
     if not getattr(data, "in_memory", True):
         raise ParameterError("rollouts read their trajectories into memory: set data.in_memory to auto or true")
-    return data.states()
+    return data.states(first)
 
 
 def rollout_errors(bundle, data, window: int, bundle_size: int = 1, steps: int | None = None, device=None,
-                   batch_size: int = 50, keep: int = 0) -> dict:
+                   batch_size: int = 50, keep: int = 0, first: int = 0) -> dict:
     """Roll ``bundle`` out from the first ``window`` states of each trajectory of ``data`` (a trajectory
     :class:`~oplab.train.data.GridData`) for ``steps`` steps (default: to the end of the records) and
     score it (module docstring). Returns ``l2`` and ``h1`` (over the whole rollout), per predicted state
-    ``times`` (indices into the states), ``per_step`` / ``accumulated`` relative L2, ``nrmse``, ``nmse``,
+    ``times`` (indices of the states: 0 is the input at t = 0; the trajectories start at state ``first``),
+    ``per_step`` / ``accumulated`` relative L2, ``nrmse``, ``nmse``,
     and with ``keep`` > 0 the first ``keep`` trajectories' ``truth`` and ``prediction`` tensors."""
     device = device or next(bundle.parameters()).device
-    states = _states(data)  # [N, S, C, *sp]
+    states = _states(data, first)  # [N, S, C, *sp]
     n_states = states.shape[1]
     avail = n_states - window
     most = -(-avail // bundle_size)  # the last step may reach past the records: its extra states are dropped
     steps = most if steps is None else steps
     if window >= n_states:
         raise ParameterError(f"a rollout from a window of {window} states: the data holds {n_states} states per "
-                             f"trajectory (the initial state and {n_states - 1} records)")
+                             f"trajectory from state {first} on")
     if not 1 <= steps <= most:
         raise ParameterError(f"a rollout of {steps} step(s) x {bundle_size} state(s) after the first {window} "
                              f"states: the trajectories hold {avail} more; at most {most} step(s)")
@@ -105,7 +106,7 @@ def rollout_errors(bundle, data, window: int, bundle_size: int = 1, steps: int |
     accumulated = (sums["err"] / n).tolist()
     report = {
         "l2": accumulated[-1], "h1": h1 / n, "trajectories": n, "window": window, "bundle": bundle_size,
-        "steps": steps, "times": list(range(window, window + horizon)),
+        "steps": steps, "times": list(range(first + window, first + window + horizon)),
         "per_step": (sums["l2"] / n).tolist(), "accumulated": accumulated,
         "nrmse": (sums["nrmse"] / n).tolist(), "nmse": (sums["nmse"] / n).tolist(),
     }
@@ -141,10 +142,12 @@ def evaluate_rollout(run_dir, file, steps: int | None = None, threshold: float =
         raise ParameterError(f"--threshold must be a positive number, got {threshold!r}")
     op = load(run_dir, checkpoint)
     train_cfg = op.config.get("train", {})
-    if train_cfg.get("task", "map") != "autoregressive":
-        raise ParameterError(f"{run_dir}: a one-shot model (train.task: map) has no rollout; train with "
+    task = train_cfg.get("task", "map")
+    if task != "autoregressive":
+        raise ParameterError(f"{run_dir}: a one-shot model (train.task: {task}) has no rollout; train with "
                              f"train.task: autoregressive, or evaluate without --rollout")
     window, bundle_size = int(train_cfg.get("window", 1)), int(train_cfg.get("bundle", 1))
+    first = int(train_cfg.get("first_state", 0))
     scored, indices = scored_indices(run_dir, file, n, every)
     data = Part(str(file), indices, None).load()
     check_trajectories(data.n_times, data.x_shape, data.y_shape, str(file))
@@ -152,7 +155,7 @@ def evaluate_rollout(run_dir, file, steps: int | None = None, threshold: float =
     if data.x_shape[0] != want or len(data.x_shape) != len(op.data["train_input_shape"]):
         raise ParameterError(f"{file}: states of {data.x_shape[0]} channel(s) on {list(data.x_shape[1:])}, the "
                              f"model steps states of {want} channel(s) in {len(op.data['train_input_shape']) - 1}D")
-    report = rollout_errors(op.bundle, data, window, bundle_size, steps, keep=1)
+    report = rollout_errors(op.bundle, data, window, bundle_size, steps, keep=1, first=first)
     times = open_dataset(file).times
     t_of = lambda i: float(times[i - 1]) if i >= 1 else 0.0  # noqa: E731  state i is record i (0: the input)
     crossed = time_to_threshold(report["per_step"], report["times"], threshold)

@@ -61,20 +61,32 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
     for res in resolutions or (None,):
         part = Part(str(file), indices, res)
         data = part.load()
-        if train_cfg.get("task", "map") == "autoregressive":
+        if train_cfg.get("task", "map") != "map":  # scored as it was trained (oplab.train.tasks)
+            from ..train import tasks
             from ..train.data import check_trajectories
-            from .rollout import rollout_errors
 
+            cfg = task_config(train_cfg)
             check_trajectories(data.n_times, data.x_shape, data.y_shape, str(file))
-            window = int(train_cfg.get("window", 1))
-            _check_fits(op, data, file, res, channels=(window * data.x_shape[0], int(train_cfg.get("bundle", 1)) * data.x_shape[0]))
-            report = rollout_errors(op.bundle, data, window, int(train_cfg.get("bundle", 1)))
-            results[grid_label(part.dataset())] = {"l2": report["l2"], "h1": report["h1"], "samples": len(data)}
+            x_shape, y_shape = tasks.shapes(cfg, data.x_shape, data.y_shape, data.n_times)
+            _check_fits(op, data, file, res, channels=(x_shape[0], y_shape[0]))
+            if cfg.task == "spacetime" and list(x_shape) != op.data["train_input_shape"]:
+                raise ParameterError(f"{file}: trajectories of {data.n_times} records on {list(data.x_shape[1:])}; "
+                                     f"this space-time model takes inputs {op.data['train_input_shape']}")
+            scores = tasks.TASKS[cfg.task].score(cfg, op.bundle, data)
+            results[grid_label(part.dataset())] = {"l2": scores["l2"], "h1": scores["h1"], "samples": len(data)}
             continue
         _check_fits(op, data, file, res)
         results[grid_label(part.dataset())] = {**evaluate(op.bundle, data), "samples": len(data)}
     described = Part(str(file), indices, None).describe()
     return {"checkpoint": op.checkpoint, "scored": scored, "samples": described, "results": results}
+
+
+def task_config(train: dict):
+    """The task settings of a run's recorded ``train`` section (a :class:`TrainConfig` of them)."""
+    from ..train.config import TrainConfig
+
+    keys = ("task", "window", "bundle", "unroll", "pushforward", "first_state")
+    return TrainConfig(**{k: train[k] for k in keys if k in train})
 
 
 def _check_fits(op, data, path, resolution=None, channels=None) -> None:

@@ -13,6 +13,7 @@ import torch
 from ..rundir import RunDir
 from .config import DataConfig, RunConfig, TrainConfig
 from .data import Prepared, plan, prepare, recorded_split
+from ..errors import ParameterError
 from .distributed import is_main
 from .trainer import fit
 
@@ -30,7 +31,8 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callback
     data = prepare(split, outputs=not cfg.train.physics_only, in_memory=cfg.data.in_memory, workers=cfg.data.workers)
     train = data.train
     x_shape, y_shape = task_shapes(cfg.train, data)
-    model_cfg = derive(cfg.model, (len(train), *x_shape), (len(train), *y_shape), train.out_coords, train.periodic)
+    periodic = tuple(train.periodic) + ((False,) if cfg.train.task == "spacetime" else ())  # time last
+    model_cfg = derive(cfg.model, (len(train), *x_shape), (len(train), *y_shape), train.out_coords, periodic)
     torch.manual_seed(cfg.train.seed)
     model = models.from_config(model_cfg)
     info = {"model": model_cfg, "data": {**dataclasses.asdict(cfg.data), **data.info(),
@@ -51,6 +53,7 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
         first = data.tests[next(iter(data.tests))] if data.tests else data.val
         if cfg.task == "autoregressive":
             write_rollout_plots(out, result["bundle"], first, cfg)
+        if cfg.task != "map":  # the figure of inputs, truth and prediction is a one-shot map's
             first = None
         write_plots(out, result["bundle"], first and first.head(cfg.plot_samples), result["history"], info,
                     cfg.plot_samples)
@@ -58,14 +61,13 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
 
 
 def task_shapes(cfg: TrainConfig, data: Prepared) -> tuple[tuple, tuple]:
-    """The model's input and output shapes ``[C, *S]`` for ``cfg.task``: the data's for a map;
-    ``window`` and ``bundle`` states of a trajectory set's channels for an autoregressive step
-    (checked on every part: trajectories, and long enough for the window and the rollout)."""
+    """The model's input and output shapes ``[C, *S]`` for ``cfg.task`` (:func:`oplab.train.tasks.shapes`),
+    after checking that every part is a trajectory set long enough for the window and the rollout."""
     train = data.train
     if cfg.task == "map":
         return tuple(train.x_shape), tuple(train.y_shape)
+    from . import tasks
     from .data import check_trajectories
-    from .tasks import check_horizon
 
     parts = [("training", data.split.train, train)] + ([("validation", data.split.val, data.val)] if data.val else [])
     parts += [(f"test {label}", part, data.tests[part.label]) for part, label in
@@ -73,9 +75,15 @@ def task_shapes(cfg: TrainConfig, data: Prepared) -> tuple[tuple, tuple]:
     for name, part, d in parts:
         where = f"train.task autoregressive: the {name} samples ({part.describe()})"
         check_trajectories(d.n_times, d.x_shape, d.y_shape, where)
-        check_horizon(d.n_times + 1, cfg.window, cfg.bundle, cfg.unroll if name == "training" else 1, where)
-    c = train.x_shape[0]
-    return (cfg.window * c, *train.x_shape[1:]), (cfg.bundle * c, *train.x_shape[1:])
+        if cfg.task == "autoregressive":
+            tasks.check_horizon(d.n_times + 1 - cfg.first_state, cfg.window, cfg.bundle,
+                                cfg.unroll if name == "training" else 1, where)
+        elif d.n_times != train.n_times:
+            raise ParameterError(f"{where}: {d.n_times} records, the training trajectories {train.n_times}: "
+                                 f"train.task spacetime predicts a fixed number of states")
+        else:
+            tasks.check_horizon(d.n_times + 1 - cfg.first_state, cfg.window, 1, 1, where)
+    return tasks.shapes(cfg, train.x_shape, train.y_shape, train.n_times)
 
 
 def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:

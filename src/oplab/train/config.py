@@ -84,22 +84,28 @@ class TrainConfig:
     normalize: bool = True  # channel-wise Gaussian normalisation of inputs and outputs
     plot_samples: int = 3
     #: ``map``: inputs to outputs in one shot; ``autoregressive``: on a trajectory set, the last
-    #: ``window`` states to the next ``bundle``, applied step after step (oplab.train.tasks)
+    #: ``window`` states to the next ``bundle``, applied step after step; ``spacetime``: the first
+    #: ``window`` states to all later ones on a space-time grid (FNO-3D) (oplab.train.tasks)
     task: str = "map"
     window: int = 1  # autoregressive: input states (the FNO paper's Navier-Stokes protocol: 10)
     bundle: int = 1  # autoregressive: states predicted per step (time-bundling)
     unroll: int = 1  # autoregressive: steps per training sample, each fed the previous prediction
     pushforward: bool = False  # autoregressive: no gradient through the first unroll - 1 steps
+    #: autoregressive / spacetime: the trajectories start at this state (0: the input at t = 0; the FNO
+    #: paper's Navier-Stokes protocol starts at the first record: 1)
+    first_state: int = 0
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "h1", "hm1", "mse"),
-                   "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive")}
+                   "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive", "spacetime")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")
         for key in ("epochs", "batch_size", "step_size", "eval_every", "window", "bundle", "unroll"):
             if getattr(self, key) < 1:
                 raise ParameterError(f"train.{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.first_state < 0:
+            raise ParameterError(f"train.first_state must be >= 0, got {self.first_state!r}")
         for key in ("lr",):
             if not getattr(self, key) > 0:
                 raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
@@ -118,9 +124,13 @@ class TrainConfig:
             from .loggers import check_names
 
             check_names(self.loggers)
-        if self.task == "map" and (self.window, self.bundle, self.unroll, self.pushforward) != (1, 1, 1, False):
-            raise ParameterError("train.window, train.bundle, train.unroll and train.pushforward apply to "
-                                 "train.task: autoregressive")
+        if self.task == "map" and (self.window, self.bundle, self.unroll, self.pushforward, self.first_state) != (
+                1, 1, 1, False, 0):
+            raise ParameterError("train.window, train.bundle, train.unroll, train.pushforward and train.first_state "
+                                 "apply to train.task: autoregressive (or spacetime)")
+        if self.task == "spacetime" and (self.bundle, self.unroll, self.pushforward) != (1, 1, False):
+            raise ParameterError("train.bundle, train.unroll and train.pushforward apply to train.task: "
+                                 "autoregressive (spacetime predicts every later state at once)")
         if self.pushforward and self.unroll < 2:
             raise ParameterError("train.pushforward needs train.unroll >= 2 (the steps before the last are "
                                  "taken without gradient)")

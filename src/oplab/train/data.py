@@ -78,11 +78,13 @@ class GridData:
     def head(self, k: int) -> "GridData":
         return dataclasses.replace(self, x=self.x[:k], y=self.y[:k])
 
-    def states(self) -> torch.Tensor:
-        """A trajectory set as states ``[N, T + 1, C, *S]``: the input (the state at t = 0) then the
-        recorded ones."""
+    def states(self, first: int = 0) -> torch.Tensor:
+        """A trajectory set as states ``[N, T + 1 - first, C, *S]``: the input (the state at t = 0)
+        then the recorded ones, from state ``first`` on."""
         check_trajectories(self.n_times, self.x_shape, self.y_shape, "the data")
         n, c = len(self), self.x.shape[1]
+        if first:  # the input is not needed
+            return self.y.reshape(n, self.n_times, c, *self.y.shape[2:])[:, first - 1 :]
         return torch.cat([self.x[:, None], self.y.reshape(n, self.n_times, c, *self.y.shape[2:])], dim=1)
 
 
@@ -173,7 +175,7 @@ class StreamData:
         x, y = next(iter(self.batches([list(range(min(k, len(self))))])))
         return GridData(x, y, self.in_coords, self.out_coords, self.periodic, self.n_times, self.resolution)
 
-    def states(self):
+    def states(self, first: int = 0):
         raise ParameterError("autoregressive training reads its trajectories into memory: set data.in_memory "
                              "to auto or true")
 

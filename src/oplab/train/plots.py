@@ -73,7 +73,7 @@ def write_rollout_plots(out: Path, bundle, data, cfg) -> None:
     (``rollout_error.png``) and the first one animated (``rollout.gif``)."""
     from ..eval.rollout import animation, plot_errors, rollout_errors
 
-    report = rollout_errors(bundle, data, cfg.window, cfg.bundle, keep=1)
+    report = rollout_errors(bundle, data, cfg.window, cfg.bundle, keep=1, first=cfg.first_state)
     report["t"], report["threshold"] = report["times"], 0.1
     plot_errors(report, Path(out) / "rollout_error.png")
     animation(report["truth"][0], report["prediction"][0], report["times"], Path(out) / "rollout.gif")

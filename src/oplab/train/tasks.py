@@ -2,7 +2,7 @@
 
 A task turns the training data into batches and a batch into a loss, fits the
 normalisers and scores a predictor; the Trainer's loop, schedule, callbacks and
-run folder are the same for both (``train.task``).
+run folder are the same for all (``train.task``).
 
 * :class:`MapTask` (``map``): inputs to outputs in one shot, ``x [C_in, *S] -> y
   [C_out, *S]`` (a trajectory's records flattened into channels, the FNO-2D
@@ -28,6 +28,8 @@ run folder are the same for both (``train.task``).
   test errors are rollouts from each trajectory's first window to its end
   (:func:`oplab.eval.rollout.rollout`): the relative L2 over all predicted states
   (the FNO paper's Navier-Stokes metric).
+* :class:`SpaceTime` (``spacetime``): the first ``window`` states to all later
+  ones at once on a space-time grid (the FNO paper's FNO-3D).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class MapTask:
     def batches(self, plan):
         return self.train.batches(plan)
 
+    def coords(self, data, device) -> tuple:
+        """The grid the model answers on (its coordinates on ``device``)."""
+        return tuple(c.to(device) for c in data.out_coords)
+
     def loss(self, trainer, net, batch, coords):
         """The batch's loss (data and physics terms as configured) and its sample count."""
         cfg, device = self.cfg, trainer.device
@@ -85,9 +91,19 @@ class MapTask:
         return loss, len(xb)
 
     def evaluate(self, bundle, data, device) -> dict:
+        return self.score(self.cfg, bundle, data, device)
+
+    @staticmethod
+    def score(cfg, bundle, data, device=None) -> dict:
+        """Relative L2 and H1 errors of ``bundle`` on ``data`` (means over samples)."""
         from ..eval import evaluate
 
         return evaluate(bundle, data, device=device)
+
+    @staticmethod
+    def sample_inputs(cfg, data, k: int) -> torch.Tensor:
+        """The model's inputs for the first ``k`` samples of ``data`` (timing)."""
+        return data.head(k).x
 
 
 def advance(x: torch.Tensor, pred: torch.Tensor, window: int) -> torch.Tensor:
@@ -105,7 +121,7 @@ class Autoregressive:
 
     def __init__(self, train, cfg):
         self.cfg = cfg
-        self.states = train.states()  # [N, S, C, *sp]
+        self.states = train.states(cfg.first_state)  # [N, S, C, *sp]
         self.periodic = train.periodic
         n, s, c = self.states.shape[:3]
         w, b, k = cfg.window, cfg.bundle, cfg.unroll
@@ -134,6 +150,9 @@ class Autoregressive:
     def batches(self, plan):
         return (torch.as_tensor(idx) for idx in plan)
 
+    def coords(self, data, device) -> tuple:
+        return tuple(c.to(device) for c in data.out_coords)
+
     def frames(self, positions: torch.Tensor) -> torch.Tensor:
         """``[B, span, C, *S]``: the states of training samples ``positions`` (trajectory, start)."""
         traj, start = positions // self.starts, positions % self.starts
@@ -157,10 +176,108 @@ class Autoregressive:
         return total / (1 if cfg.pushforward else k), len(positions)
 
     def evaluate(self, bundle, data, device) -> dict:
+        return self.score(self.cfg, bundle, data, device)
+
+    @staticmethod
+    def score(cfg, bundle, data, device=None) -> dict:
+        """The rollout from each trajectory's first window to its end: relative L2 and H1 over all
+        predicted states."""
         from ..eval.rollout import rollout_errors
 
-        report = rollout_errors(bundle, data, self.cfg.window, self.cfg.bundle, device=device)
+        report = rollout_errors(bundle, data, cfg.window, cfg.bundle, device=device, first=cfg.first_state)
         return {"l2": report["l2"], "h1": report["h1"]}
+
+    @staticmethod
+    def sample_inputs(cfg, data, k: int) -> torch.Tensor:
+        return data.head(k).states(cfg.first_state)[:, : cfg.window].flatten(1, 2)
+
+
+class SpaceTime:
+    """The first ``window`` states to all later ones at once, time as one more grid axis
+    (``train.task: spacetime``): the FNO paper's FNO-3D for Navier-Stokes (Li et al. 2021, section
+    5.3: the ten first states, repeated along the time axis, to the next ``T - 10``). Inputs
+    ``[window * C, *S, H]`` (the window repeated ``H`` times), outputs ``[C, *S, H]``; the time
+    axis is not periodic and its coordinates are the record indices scaled to ``[0, 1]``."""
+
+    name = "spacetime"
+
+    def __init__(self, train, cfg):
+        self.cfg = cfg
+        self.states = train.states(cfg.first_state)
+        n, s, c = self.states.shape[:3]
+        check_horizon(s, cfg.window, 1)
+        self.horizon = s - cfg.window
+        self.periodic = tuple(train.periodic) + (False,)
+        self.in_channels, self.out_channels = cfg.window * c, c
+        if cfg.physics_weight > 0:
+            raise ParameterError("train.physics_weight: the physics losses score one-shot trajectories "
+                                 "(train.task: map)")
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    @staticmethod
+    def inputs(states: torch.Tensor, window: int) -> torch.Tensor:
+        """``[B, S, C, *sp]`` -> the window repeated along a last time axis ``[B, window * C, *sp, H]``."""
+        x = states[:, :window].flatten(1, 2)
+        return x.unsqueeze(-1).expand(*x.shape, states.shape[1] - window).contiguous()
+
+    @staticmethod
+    def targets(states: torch.Tensor, window: int) -> torch.Tensor:
+        """``[B, S, C, *sp]`` -> the later states with time last, ``[B, C, *sp, H]``."""
+        return states[:, window:].movedim(1, -1)
+
+    @staticmethod
+    def time_coords(horizon: int, device=None) -> torch.Tensor:
+        return torch.linspace(0.0, 1.0, horizon, device=device)
+
+    def coords(self, data, device) -> tuple:
+        return tuple(c.to(device) for c in data.out_coords) + (self.time_coords(self.horizon, device),)
+
+    def fit_normalizers(self, bundle, outputs: bool = True) -> None:
+        xs, ys = ChannelStats(), ChannelStats()
+        for start in range(0, self.states.shape[0], CHUNK):
+            chunk = self.states[start : start + CHUNK]
+            xs.add(chunk[:, : self.cfg.window].flatten(1, 2))
+            ys.add(chunk[:, self.cfg.window:].flatten(0, 1))
+        bundle.in_norm.set(xs.mean, xs.std())
+        bundle.out_norm.set(ys.mean, ys.std())
+
+    def batches(self, plan):
+        return (torch.as_tensor(idx) for idx in plan)
+
+    def loss(self, trainer, net, idx, coords):
+        states = self.states[idx].to(trainer.device)
+        pred = trainer.forward(net, self.inputs(states, self.cfg.window), coords).float()
+        return trainer.loss_fn(pred, self.targets(states, self.cfg.window), coords, self.periodic), len(idx)
+
+    def evaluate(self, bundle, data, device) -> dict:
+        return self.score(self.cfg, bundle, data, device)
+
+    @staticmethod
+    def score(cfg, bundle, data, device=None, batch_size: int = 20) -> dict:
+        """Relative L2 and H1 over the predicted space-time field (means over trajectories)."""
+        device = device or next(bundle.parameters()).device
+        states = data.states(cfg.first_state)
+        horizon = states.shape[1] - cfg.window
+        coords = tuple(c.to(device) for c in data.out_coords) + (SpaceTime.time_coords(horizon, device),)
+        periodic = tuple(data.periodic) + (False,)
+        l2 = h1 = 0.0
+        was_training = bundle.training
+        bundle.eval()
+        with torch.no_grad():
+            for start in range(0, states.shape[0], batch_size):
+                chunk = states[start : start + batch_size].to(device)
+                pred = bundle(SpaceTime.inputs(chunk, cfg.window), coords)
+                truth = SpaceTime.targets(chunk, cfg.window)
+                l2 += losses.relative_l2(pred, truth, coords, periodic, reduce=False).sum().item()
+                h1 += losses.relative_h1(pred, truth, coords, periodic, reduce=False).sum().item()
+        bundle.train(was_training)
+        return {"l2": l2 / states.shape[0], "h1": h1 / states.shape[0]}
+
+    @staticmethod
+    def sample_inputs(cfg, data, k: int) -> torch.Tensor:
+        return SpaceTime.inputs(data.head(k).states(cfg.first_state), cfg.window)
 
 
 def check_horizon(n_states: int, window: int, bundle: int, unroll: int = 1, where: str = "the trajectories") -> None:
@@ -170,9 +287,24 @@ def check_horizon(n_states: int, window: int, bundle: int, unroll: int = 1, wher
     if need > n_states:
         raise ParameterError(
             f"train.window {window} + train.unroll {unroll} x train.bundle {bundle} = {need} states, but "
-            f"{where} hold {n_states} (the initial state and {n_states - 1} records)")
+            f"{where} hold {n_states}")
+
+
+TASKS = {"map": MapTask, "autoregressive": Autoregressive, "spacetime": SpaceTime}
 
 
 def make(train, cfg):
     """The task ``cfg.task`` over the training data ``train``."""
-    return (Autoregressive if cfg.task == "autoregressive" else MapTask)(train, cfg)
+    return TASKS[cfg.task](train, cfg)
+
+
+def shapes(cfg, x_shape, y_shape, n_times) -> tuple[tuple, tuple]:
+    """The model's input and output shapes ``[C, *S]`` for ``cfg.task`` on data of ``x_shape``,
+    ``y_shape`` (``n_times`` records)."""
+    if cfg.task == "map":
+        return tuple(x_shape), tuple(y_shape)
+    c, sp = x_shape[0], tuple(x_shape[1:])
+    if cfg.task == "autoregressive":
+        return (cfg.window * c, *sp), (cfg.bundle * c, *sp)
+    horizon = n_times + 1 - cfg.first_state - cfg.window
+    return (cfg.window * c, *sp, horizon), (c, *sp, horizon)

@@ -178,7 +178,7 @@ class Trainer:
         if self.cfg.compile and self.device.type == "cuda":
             net = torch.compile(net)
         cfg = self.cfg
-        coords = tuple(c.to(self.device) for c in self.train_data.out_coords)
+        coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
