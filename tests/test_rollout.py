@@ -17,7 +17,7 @@ from torch import nn
 from oplab import problems
 from oplab.cli import main
 from oplab.data.generation import generate
-from oplab.errors import ParameterError
+from oplab.errors import OplabError, ParameterError
 from oplab.eval.rollout import rollout, rollout_errors, time_to_threshold
 from oplab.problems.heat import heat_multiplier
 from oplab.train import Trainer, resume_run, run
@@ -148,6 +148,21 @@ def test_autoregressive_training_evaluates_rollouts_and_resumes_to_the_same_bits
     resumed = resume_run(tmp_path / "cut", log=quiet)
     for key, value in straight["bundle"].state_dict().items():
         assert torch.equal(value, resumed["bundle"].state_dict()[key]), key
+
+    # oplab.load: one step answers the next two states; rollout() applies it again and again
+    import oplab
+
+    op = oplab.load(tmp_path / "straight")
+    states = Part(str(heat), [32, 33], None).load().states()  # [2, 11, 1, n]
+    assert op(states[:, :2].flatten(1, 2)).shape == (2, 2, 1, N)
+    rolled = op.rollout(states[:, :2].numpy(), 4)
+    assert rolled.shape == (2, 8, 1, N) and isinstance(rolled, np.ndarray)
+    with torch.no_grad():
+        direct = rollout(op.bundle, states[:, :2], 4, tuple(Part(str(heat), [0], None).load().out_coords), 2, 2)
+    np.testing.assert_array_equal(rolled, direct.numpy())
+    np.testing.assert_array_equal(op.rollout(states[0, :2], 1), rolled[0, :2])
+    with pytest.raises(OplabError, match=r"expected the last 2 states \[2, 1, x\]"):
+        op.rollout(states[:, :3], 2)
 
     # oplab evaluate --rollout: per-step errors, the threshold time, a plot and an animation
     assert main(["evaluate", str(tmp_path / "straight"), "--data", str(heat), "--rollout", "4", "--json"]) == 0

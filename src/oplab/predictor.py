@@ -54,6 +54,10 @@ class Predictor:
         self.kind = type(model).kind
         self.out_axes = [Axis(**a) for a in self.data["output_axes"]]
         self.in_axes = [Axis(**a) for a in self.data["input_axes"]]
+        train = self.config.get("train", {})
+        #: what the model learned (``train.task``): ``map``, ``autoregressive`` or ``spacetime``
+        self.task = train.get("task", "map")
+        self.steps = {"window": int(train.get("window", 1)), "bundle": int(train.get("bundle", 1))}
 
     def coords_for(self, in_spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         sizes = in_spatial if self.kind == "grid" else tuple(self.data["train_output_shape"][1:])
@@ -105,12 +109,43 @@ class Predictor:
         with torch.no_grad():
             y = self.bundle(x.to(self.device), tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[2:]))))
         y = y.cpu()
-        if self.data.get("n_times"):
+        if self.task == "autoregressive":  # the next ``bundle`` states
+            y = y.reshape(y.shape[0], self.steps["bundle"], -1, *y.shape[2:])
+        elif self.task == "map" and self.data.get("n_times"):
             y = y.reshape(y.shape[0], self.data["n_times"], -1, *y.shape[2:])
         elif no_channel and c_out == 1:
             y = y[:, 0]
         if single:
             y = y[0]
+        return y.numpy() if is_numpy else y
+
+
+    def rollout(self, states, steps: int):
+        """An autoregressive operator applied ``steps`` times from ``states`` (``[window, C, *S]`` or
+        ``[B, window, C, *S]``, the last ``window`` true states, oldest first); returns the
+        ``steps * bundle`` predicted states after them, ``[(B,) steps * bundle, C, *S]``, numpy or
+        torch as given."""
+        from .eval.rollout import rollout
+
+        if self.task != "autoregressive":
+            raise OplabError(f"{self.run_dir}: a one-shot model (train.task: {self.task}) has no rollout")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise OplabError(f"steps must be a positive int, got {steps!r}")
+        is_numpy = isinstance(states, np.ndarray)
+        x = torch.as_tensor(states, dtype=torch.float32)
+        w, c = self.steps["window"], self.data["train_input_shape"][0] // self.steps["window"]
+        single = x.ndim == len(self.in_axes) + 2
+        x = x[None] if single else x
+        if x.ndim != len(self.in_axes) + 3 or x.shape[1:3] != (w, c):
+            axes = ", ".join(a.name for a in self.in_axes)
+            raise OplabError(f"states of shape {list(np.shape(states))} do not fit this operator: expected the "
+                             f"last {w} states [{w}, {c}, {axes}] or [B, {w}, {c}, {axes}]")
+        if not torch.isfinite(x).all():
+            raise OplabError("states hold NaN or Inf: the operator answers finite inputs only")
+        coords = tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[3:])))
+        with torch.no_grad():
+            y = rollout(self.bundle, x.to(self.device), steps, coords, w, self.steps["bundle"]).cpu()
+        y = y[0] if single else y
         return y.numpy() if is_numpy else y
 
 

@@ -31,11 +31,16 @@ from .. import losses
 from ..errors import ParameterError
 
 
+def advance(x: torch.Tensor, pred: torch.Tensor, window: int) -> torch.Tensor:
+    """The next input window: the last ``window`` states of ``x [B, window * C, *S]`` followed by
+    ``pred [B, bundle * C, *S]``."""
+    c = x.shape[1] // window
+    return torch.cat([x, pred], dim=1)[:, -window * c:]
+
+
 def rollout(bundle, start: torch.Tensor, steps: int, coords, window: int, bundle_size: int = 1) -> torch.Tensor:
     """``start [B, window, C, *S]`` (true states) -> the ``steps * bundle_size`` predicted states
     after it, ``[B, steps * bundle_size, C, *S]`` (``bundle`` answers in physical units)."""
-    from ..train.tasks import advance
-
     b, c = start.shape[0], start.shape[2]
     x = start.flatten(1, 2)
     out = []
@@ -238,4 +243,4 @@ def animation(truth: torch.Tensor, pred: torch.Tensor, times, path, fps: int = 5
     plt.close(fig)
 
 
-__all__ = ["animation", "evaluate_rollout", "rollout", "rollout_errors", "time_to_threshold"]
+__all__ = ["advance", "animation", "evaluate_rollout", "rollout", "rollout_errors", "time_to_threshold"]

@@ -41,6 +41,7 @@ import torch
 from .. import losses
 from ..data.normalize import ChannelStats
 from ..errors import ParameterError
+from ..eval.rollout import advance
 from .data import CHUNK
 
 
@@ -104,13 +105,6 @@ class MapTask:
     def sample_inputs(cfg, data, k: int) -> torch.Tensor:
         """The model's inputs for the first ``k`` samples of ``data`` (timing)."""
         return data.head(k).x
-
-
-def advance(x: torch.Tensor, pred: torch.Tensor, window: int) -> torch.Tensor:
-    """The next input window: the last ``window`` states of ``x [B, window * C, *S]`` followed by
-    ``pred [B, bundle * C, *S]``."""
-    c = x.shape[1] // window
-    return torch.cat([x, pred], dim=1)[:, -window * c:]
 
 
 class Autoregressive:
