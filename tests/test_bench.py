@@ -41,12 +41,16 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     lines = []
     report = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
     cases = {c["name"]: c for c in report["cases"]}
-    assert set(cases) == {"darcy16-fno", "darcy16-unet", "antiderivative-deeponet"}
+    assert set(cases) == {"darcy16-fno", "darcy16-unet", "antiderivative-deeponet", "heat16-fno-rollout"}
     fno = cases["darcy16-fno"]
     assert set(fno["test"]) == {"16", "31"}  # its own test samples, and the zero-shot 31 set
     assert fno["curve"][-1]["train_loss"] < fno["curve"][0]["train_loss"]
     assert fno["params"] > 0 and fno["peak_memory_mib"] > 50 and fno["inference_seconds_per_sample"] > 0
     assert all(np.isfinite(m["l2"]) for c in cases.values() for m in c["test"].values())
+    roll = cases["heat16-fno-rollout"]  # an autoregressive case: its rollout errors per step, one step timed
+    assert roll["task"] == "autoregressive" and len(roll["rollout"]["per_step"]) == 4
+    assert roll["rollout"]["l2"] == pytest.approx(roll["test"]["16"]["l2"], rel=1e-6)
+    assert roll["inference_seconds_per_sample"] > 0
     text = (out / "report.md").read_text()
     assert "## darcy" in text and "## antiderivative" in text and "L2@31" in text
     assert "0.0108 (85)" in text  # the published figure beside ours
@@ -57,7 +61,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     assert json.loads((out / "report.json").read_text())["suite"] == "smoke"
     # rerun: finished cases are not trained again
     again = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
-    assert sum("done before" in line for line in lines) == 3
+    assert sum("done before" in line for line in lines) == 4
     assert again["cases"][0]["test"] == report["cases"][0]["test"]
     # a case interrupted after its last checkpoint resumes instead of starting over
     (out / "cases/darcy16-fno/result.json").unlink()

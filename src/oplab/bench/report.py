@@ -106,6 +106,16 @@ def render(report: dict, out: Path) -> str:
             notes.append(f"training: {t.get('optimizer')} lr {t.get('lr')} {t.get('scheduler')}, batch {t.get('batch_size')}, "
                          f"loss {t.get('loss')}, seed {r.get('seed')}"
                          + (f", budget {t.get('budget_minutes')} min" if t.get("budget_minutes") else ""))
+            if t.get("task", "map") != "map":
+                notes.append(f"task {t['task']}: window {t.get('window')}"
+                             + (f", bundle {t.get('bundle')}, unroll {t.get('unroll')}"
+                                + (" (pushforward)" if t.get("pushforward") else "") if t["task"] == "autoregressive" else "")
+                             + (f", from state {t['first_state']}" if t.get("first_state") else ""))
+            roll = r.get("rollout")
+            if roll and roll.get("per_step"):
+                per = roll["per_step"]
+                notes.append(f"rollout over {len(per)} states: relative L2 per state {per[0]:.4f} (first), "
+                             f"{per[len(per) // 2]:.4f} (middle), {per[-1]:.4f} (last); {roll['l2']:.4f} over all")
             pub, pub_res, src = _published(r["case"])
             if pub is not None:
                 notes.append(f"published {pub} at {pub_res}: {src}")
