@@ -196,11 +196,12 @@ def test_bad_time_dependent_settings_are_one_clear_line(heat, darcy17, tmp_path,
 
 
 def test_a_streamed_set_trains_to_the_same_bits_as_one_in_memory(darcy17, tmp_path, monkeypatch):
-    def train(in_memory, name, **data):
+    def train(in_memory, name, plots=3, **data):
         raw = {"data": {"train": str(darcy17), "n_train": 40, "n_test": 8, "in_memory": in_memory, **data},
                "model": {"name": "fno", "modes": [5, 5], "width": 8, "n_layers": 2, "lifting_channels": 8,
                          "projection_channels": 8},
-               "train": {"epochs": 2, "batch_size": 8, "eval_every": 1}, "out": str(tmp_path / name)}
+               "train": {"epochs": 2, "batch_size": 8, "eval_every": 1, "plot_samples": plots},
+               "out": str(tmp_path / name)}
         lines = []
         return run(tc.from_dict(raw), log=lines.append), lines
 
@@ -212,7 +213,7 @@ def test_a_streamed_set_trains_to_the_same_bits_as_one_in_memory(darcy17, tmp_pa
     assert memory["history"][-1]["test"] == streamed["history"][-1]["test"]
     # auto streams when the data exceed the memory budget
     monkeypatch.setenv("OPLAB_MEMORY_BUDGET_MB", "0.01")
-    _, log = train("auto", "auto", workers=0)
+    _, log = train("auto", "auto", plots=0, workers=0)
     assert "streamed from the file" in log[0]
 
 
