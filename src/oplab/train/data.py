@@ -19,7 +19,15 @@ reported. With a separate test file the test samples are its last
 
 Trajectory outputs ``[N, T, C, *S]`` are flattened to ``[N, T * C, *S]``
 (time steps as channels, the FNO-2D convention for Navier-Stokes); ``n_times``
-keeps ``T`` so predictions can be unflattened.
+keeps ``T`` so predictions can be unflattened, and :meth:`GridData.states`
+gives the trajectories as states ``[N, T + 1, C, *S]`` (the input at t = 0
+first) for the autoregressive and space-time tasks (:mod:`oplab.train.tasks`).
+
+:func:`prepare` reads the parts into memory (:class:`GridData`) or, with
+``in_memory=False`` (``data.in_memory``; ``auto`` decides by size), streams
+them (:class:`StreamData`: a ``DataLoader`` over the file with background
+readers). Both give batches through ``batches(plan)`` and ``chunks(size)``,
+with the same numbers.
 """
 
 from __future__ import annotations
@@ -172,7 +180,11 @@ class StreamData:
         return self.batches(consecutive(len(self), size))
 
     def head(self, k: int) -> GridData:
-        x, y = next(iter(self.batches([list(range(min(k, len(self))))])))
+        k = min(k, len(self))
+        if k < 1:
+            x, y = torch.empty(0, *self.x_shape), torch.empty(0, *self.y_shape)
+        else:
+            x, y = next(iter(self.batches([list(range(k))])))
         return GridData(x, y, self.in_coords, self.out_coords, self.periodic, self.n_times, self.resolution)
 
     def states(self, first: int = 0):
