@@ -4,9 +4,10 @@
     python benchmarks/fuzz.py --examples 200 --targets train generate model:fno
     PYTHONPATH=/tmp/oplab-before/src python benchmarks/fuzz.py --examples 200 --out /tmp/fuzz-before.json
 
-It runs the strategies and checks of benchmarks/fuzz_cases.py (written as a pytest file; it
-moves to tests/ once what it finds is fixed) for every CLI target and every registered model,
-and records every failing example and goes on. Failures are deduplicated:
+It runs the strategies and checks of tests/test_fuzz.py (the CI's fuzzer, on a small budget
+there) for every CLI target and every registered model, with a larger budget, and records every
+failing example and goes on. Unlike CI it includes the known-open generation findings
+(``--skip-known-open`` leaves them out, as CI does; see tests/test_fuzz.py). Failures are deduplicated:
 an escaping exception by (exception type, innermost oplab frame ``oplab/<module>.py:<line>``),
 a broken rule (a hang, a second stderr line, a changed pre-existing file, a model check) by
 (target, rule). Each distinct failure is then shrunk to a small reproducer (option groups, or
@@ -16,13 +17,16 @@ model arguments, removed one at a time while the same failure reproduces). Write
 Works against another code tree through PYTHONPATH: only ``oplab.cli.main``,
 ``oplab.models`` (``available``, ``get``, ``from_config``, ``presets.derive``),
 ``oplab.errors.ParameterError``, ``oplab.problems`` and ``oplab.data.generation.generate`` are
-used; flags an older CLI lacks are click usage errors (exit 2), which the contract accepts.
+used, and ``oplab.layers.spectral.SpectralConv`` and ``Operator.resolution_invariance`` where
+they exist (an older tree's models are held to their ``resolution_invariant`` flag); flags an
+older CLI lacks are click usage errors (exit 2), which the contract accepts.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -34,9 +38,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-#: the strategies and checks; a pytest file of the same (tests/test_fuzz.py) joins CI once the
-#: failures recorded in benchmarks/fuzz.json are fixed (issue 14)
-TEST_FILE = HERE / "fuzz_cases.py"
+#: the strategies and checks: the CI's fuzzer (one copy of the code)
+TEST_FILE = HERE.parent / "tests" / "test_fuzz.py"
 
 
 def load_fuzz_module():
@@ -147,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-examples", type=int, default=0,
                         help="also compare eager with torch.compile on this many configurations per model "
                              "(tens of seconds each on a CPU; default 0)")
+    parser.add_argument("--skip-known-open", action="store_true",
+                        help="leave out the known-open generation findings, as CI does (tests/test_fuzz.py)")
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="address-space limit of this process (a runaway allocation fails instead of "
                              "taking the machine; 0: none)")
@@ -163,6 +168,9 @@ def main(argv=None) -> int:
 
     fz = load_fuzz_module()
     import oplab
+
+    if not args.skip_known_open and "known_open" in inspect.signature(fz.generate_plans).parameters:
+        fz.CLI_TARGETS["generate"] = fz.generate_plans(known_open=True)
 
     models = fz.models.available()
     all_targets = list(fz.CLI_TARGETS) + [f"model:{m}" for m in models]
@@ -273,6 +281,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "examples_per_target": args.examples,
         "seed": args.seed if args.seed is not None else "derandomized",
+        "known_open_included": not args.skip_known_open,
         "timeout_s": args.timeout,
         "seconds": round(time.perf_counter() - started, 1),
         "examples_tried": sum(s["tried"] for s in stats.values()),

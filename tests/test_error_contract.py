@@ -269,3 +269,137 @@ def test_fuzzer_findings_predict_refine_set_and_config(files, tmp_path, capsys):
     del config["model"]["name"]
     (broken / "config.json").write_text(json.dumps(config))
     fails(capsys, ["evaluate", broken, "--data", files["darcy"]], "names no model")
+
+
+# ------------------------------------------------------------------ the fuzzer's last findings (issue 14)
+def _flipped(data: bytes, at: int) -> bytes:
+    """``data`` with the 64 bytes from ``at`` XOR-ed, as the fuzzer's ``flip`` corruption does."""
+    damaged = bytearray(data)
+    damaged[at:at + 64] = bytes(b ^ 0xA5 for b in damaged[at:at + 64])
+    return bytes(damaged)
+
+
+def test_damaged_hdf5_metadata_and_chunks(files, tmp_path, capsys):
+    """Bytes flipped anywhere in a small oplab file (object headers, the attribute block, the B-tree,
+    the samples' chunks): h5py's RuntimeError, KeyError or OSError become one DataFileError naming
+    the file, whether the metadata or a sample cannot be read."""
+    from oplab.data.dataset import open_dataset
+    from oplab.errors import DataFileError
+
+    data = Path(files["darcy"]).read_bytes()
+    messages = {}
+    for at in range(0, len(data) - 64, 48):
+        path = tmp_path / f"flip{at}.h5"
+        path.write_bytes(_flipped(data, at))
+        try:
+            ds = open_dataset(path)
+            ds.arrays()
+            ds.close()
+        except DataFileError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+            kind = ("metadata" if "metadata cannot be read" in str(exc) else
+                    "sample" if "cannot be read; the file is damaged" in str(exc) else "other")
+            messages.setdefault(kind, (path, str(exc)))
+        path.unlink()
+    # h5py's errors beyond OSError (RuntimeError "Error iterating over attributes", KeyError
+    # "Unable to synchronously open object") on the metadata, and a damaged chunk of a sample
+    assert {"metadata", "sample"} <= set(messages), messages
+    path = tmp_path / "damaged.h5"
+    path.write_bytes(_flipped(data, int(messages["metadata"][0].stem[4:])))
+    fails(capsys, ["data", "info", path], f"{path}: damaged HDF5 file, its metadata cannot be read (")
+    fails(capsys, ["train", "--data", path, *TINY_FNO, "--out", tmp_path / "r"], f"{path}: damaged HDF5 file")
+    path.write_bytes(_flipped(data, int(messages["sample"][0].stem[4:])))
+    fails(capsys, ["predict", files["run"], "--input", path, "--out", tmp_path / "o.npy"],
+          f"{path}: sample ", "cannot be read; the file is damaged")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o.npy").exists()
+
+
+def _config_set(keys, value):
+    def change(config):
+        node = config
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return change
+
+
+def _config_del(keys):
+    def change(config):
+        node = config
+        for key in keys[:-1]:
+            node = node[key]
+        del node[keys[-1]]
+    return change
+
+
+@pytest.mark.parametrize("change,needle", [
+    (_config_set(("data", "train_input_shape"), 1.5),
+     "data.train_input_shape must be a list of positive ints [C, *S], got 1.5"),
+    (_config_set(("data", "train_output_shape"), "fno"), "data.train_output_shape must be a list of positive ints"),
+    (_config_set(("data", "train_input_shape"), [1, 9]),
+     "data.train_input_shape is [1, 9] (1 grid axis after the channels), but data.input_axes has 2 axes"),
+    (_config_del(("data", "train_input_shape")),
+     "data.train_input_shape must be a list of positive ints [C, *S], got None"),
+    (_config_set(("data", "output_axes"), -1),
+     "data.output_axes must be a non-empty list of grid axes {name, n, lo, hi, periodic}, got -1"),
+    (_config_set(("data", "output_axes"), []), "data.output_axes must be a non-empty list of grid axes"),
+    (_config_set(("data", "input_axes"), [{"name": "x", "n": "9"}]),
+     "data.input_axes must be a non-empty list of grid axes"),
+    (_config_del(("data", "input_axes")), "data.input_axes must be a non-empty list of grid axes"),
+    (_config_del(("model", "modes")), "the model section lacks model.modes (required by model 'fno')"),
+    (_config_set(("model", "junk"), 1), "model 'fno' takes no argument(s) model.junk (valid: ['in_channels',"),
+    (_config_set(("model", "name"), "fnoo"), "model.name: unknown model 'fnoo'; did you mean 'fno'"),
+    (_config_set(("model", "width"), None),
+     "the model section does not build (FNO: width must be a positive int, got None)"),
+], ids=["input-shape-float", "output-shape-str", "input-shape-1d", "input-shape-missing", "output-axes-int",
+        "output-axes-empty", "input-axes-bad-n", "input-axes-missing", "model-lacks-modes", "model-unknown-key",
+        "model-unknown-name", "model-width-none"])
+def test_run_config_of_the_wrong_form(files, tmp_path, capsys, change, needle):
+    """A run folder whose config.json has a wrong-typed data description or a model section that
+    does not build: one line naming that config.json and the key, for every command that loads it."""
+    run = tmp_path / "run"
+    shutil.copytree(files["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    change(config)
+    (run / "config.json").write_text(json.dumps(config))
+    head = f"{run / 'config.json'}: "
+    np.save(tmp_path / "a.npy", np.zeros((1, 9, 9), np.float32))
+    fails(capsys, ["predict", run, "--input", tmp_path / "a.npy", "--out", tmp_path / "o.npy"], head, needle)
+    fails(capsys, ["evaluate", run, "--data", files["darcy"]], head + needle)
+    if "does not build" not in needle:  # checked as the folder is opened, before anything else
+        fails(capsys, ["train", "--resume", run, "--epochs", "2"], head + needle)
+        fails(capsys, ["refine", run, "--out", tmp_path / "refined", "--epochs", "1"], head + needle)
+    with pytest.raises(OplabError, match="config.json: "):
+        __import__("oplab").load(run)
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "refined").exists()
+
+
+def test_a_model_without_a_required_argument_is_a_parameter_error():
+    from oplab import models
+    from oplab.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="FNO: missing a required argument: 'modes'"):
+        models.create("fno", in_channels=1, out_channels=1)
+
+
+def test_a_test_set_of_another_dimension_or_channels(files, tmp_path, capsys):
+    """A 1D --test file (or data.test_files entry) for a 2D training set is refused as the run is
+    planned, naming the file, before a run folder is made."""
+    line = files["line"]
+    want = (f"{line}: inputs 1 channel(s) on [16] (1 spatial axis), outputs 1 channel(s) on [16] (1 spatial axis); "
+            f"a test set needs the training data's number of spatial axes and channels ({files['darcy']}: inputs 1 "
+            f"channel(s) on [9, 9] (2 spatial axes)")
+    fails(capsys, ["train", "--data", files["darcy"], *TINY_FNO, "--test", line, "--out", tmp_path / "r"], want)
+    fails(capsys, ["train", "--data", files["darcy"], *TINY_FNO, "--set", f"data.test_files=[{line}]",
+                   "--out", tmp_path / "r"], want)
+    assert not (tmp_path / "r").exists()
+    two = tmp_path / "two.h5"  # two input channels on the same grid
+    shutil.copy(files["darcy"], two)
+    with h5py.File(two, "a") as f:
+        x = f["inputs"][()]
+        del f["inputs"]
+        f.create_dataset("inputs", data=np.concatenate([x, x], axis=1))
+        f.attrs["input_channels"] = json.dumps(["a", "b"])
+    fails(capsys, ["train", "--data", files["darcy"], *TINY_FNO, "--test", two, "--out", tmp_path / "r"],
+          f"{two}: inputs 2 channel(s) on [9, 9]")
+    assert not (tmp_path / "r").exists()

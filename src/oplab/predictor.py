@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .data.normalize import ChannelNormalizer
-from .errors import OplabError
+from .errors import DataFileError, OplabError
 from .problems.base import Axis
 from .rundir import RunDir
 
@@ -45,7 +45,10 @@ class Predictor:
         run = RunDir.open(run_dir)
         RunDir.check_name(checkpoint)
         self.run_dir, self.config, self.data = run.path, run.config, run.data
-        model = models.from_config(run.model)
+        try:
+            model = models.from_config(run.model)
+        except OplabError as exc:  # a value the constructor refuses: name the file it came from
+            raise DataFileError(f"{run.path / 'config.json'}: the model section does not build ({exc})") from None
         in_shape, out_shape = self.data["train_input_shape"], self.data["train_output_shape"]
         self.bundle = Bundle(model, in_shape[0], out_shape[0])
         self.checkpoint = run.load_into(self.bundle, checkpoint)

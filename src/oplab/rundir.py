@@ -100,6 +100,8 @@ class RunDir:
                 raise DataFileError(f"{file}: no {key!r} section")
         if not isinstance(config["model"].get("name"), str):
             raise DataFileError(f"{file}: the model section names no model ('name')")
+        check_model_section(config["model"], file)
+        check_data_section(config["data"], config["train"], file)
         return cls(path, config)
 
     # ----------------------------------------------------------------- contents
@@ -198,6 +200,73 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+def check_model_section(model: dict, file) -> None:
+    """The model section of ``file`` names a registered model and holds every argument its
+    constructor requires and no other (the values themselves are the constructor's to check);
+    else one DataFileError naming ``file`` and the key."""
+    import inspect
+
+    from . import models
+
+    try:
+        cls = models.get(model["name"])
+    except ParameterError as exc:
+        raise DataFileError(f"{file}: model.name: {exc}") from None
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    given = {k for k in model if k != "name"}
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and k not in given]
+    if missing:
+        raise DataFileError(f"{file}: the model section lacks {', '.join(f'model.{k}' for k in missing)} "
+                            f"(required by model {cls.name!r})")
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(given - set(params))
+        if unknown:
+            raise DataFileError(f"{file}: model {cls.name!r} takes no argument(s) "
+                                f"{', '.join(f'model.{k}' for k in unknown)} (valid: {list(params)})")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_data_section(data: dict, train: dict, file) -> None:
+    """The data description a loaded run needs (:class:`oplab.predictor.Predictor`): the model's
+    input and output shapes ``[C, *S]`` (lists of positive ints) and the grid axes
+    (``{name, n, lo, hi, periodic}``), one axis per spatial axis of the shapes (a space-time
+    model has the time axis last); else one DataFileError naming ``file`` and the key."""
+    import dataclasses
+
+    from .problems.base import Axis
+
+    fields = {f.name for f in dataclasses.fields(Axis)}
+    for key in ("input_axes", "output_axes"):
+        axes = data.get(key)
+        ok = isinstance(axes, list) and len(axes) >= 1 and all(
+            isinstance(a, dict) and set(a) <= fields and isinstance(a.get("name"), str)
+            and _is_count(a.get("n")) and all(isinstance(a.get(k, 0.0), (int, float)) and not isinstance(a.get(k), bool)
+                                              and math.isfinite(a.get(k, 0.0)) for k in ("lo", "hi"))
+            and isinstance(a.get("periodic", False), bool) for a in axes)
+        if not ok:
+            raise DataFileError(f"{file}: data.{key} must be a non-empty list of grid axes "
+                                f"{{name, n, lo, hi, periodic}}, got {_short(axes)}")
+    time_axis = int(isinstance(train, dict) and train.get("task") == "spacetime")
+    for key, axes in (("train_input_shape", "input_axes"), ("train_output_shape", "output_axes")):
+        shape = data.get(key)
+        if not (isinstance(shape, list) and len(shape) >= 2 and all(_is_count(v) for v in shape)):
+            raise DataFileError(f"{file}: data.{key} must be a list of positive ints [C, *S], got {_short(shape)}")
+        if len(shape) - 1 != len(data[axes]) + time_axis:
+            d = len(shape) - 1
+            also = " and the time axis" if time_axis else ""
+            raise DataFileError(f"{file}: data.{key} is {shape} ({d} grid {'axis' if d == 1 else 'axes'} after the "
+                                f"channels), but data.{axes} has {len(data[axes])} axes{also}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_matching(module, weights: dict, weights_path, config_path) -> None:

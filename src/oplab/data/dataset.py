@@ -11,6 +11,7 @@ handle is opened per process on first use, so the Dataset can be handed to
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import h5py
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..errors import ParameterError
+from ..errors import DataFileError, ParameterError
 from . import format as fmt
 
 
@@ -80,6 +81,16 @@ class H5Dataset(Dataset):
             self._pid = os.getpid()
         return self._file
 
+    @contextlib.contextmanager
+    def _reading(self, index: int):
+        """h5py's errors while sample ``index`` is read (a damaged chunk: OSError "Can't
+        synchronously read data", RuntimeError, KeyError) as a one-line DataFileError."""
+        try:
+            yield
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise DataFileError(f"{self.path}: sample {index} cannot be read; the file is damaged "
+                                f"({fmt.h5_error(exc)})") from None
+
     def __len__(self) -> int:
         return int(self.meta["n"])
 
@@ -88,10 +99,11 @@ class H5Dataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"{self.path}: sample {index} out of range (n = {n})")
         index %= n
-        f = self._h5()
         time_axes = (slice(None),) if self.meta["times"] is not None else ()
-        x = f["inputs"][(index, slice(None), *self._in_slices)]
-        y = f["outputs"][(index, *time_axes, slice(None), *self._out_slices)]
+        with self._reading(index):
+            f = self._h5()
+            x = f["inputs"][(index, slice(None), *self._in_slices)]
+            y = f["outputs"][(index, *time_axes, slice(None), *self._out_slices)]
         return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(np.ascontiguousarray(y)), "index": index}
 
     def arrays(self, indices=None, outputs: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +114,13 @@ class H5Dataset(Dataset):
         if outputs:
             items = [self[i] for i in idx]
             return (np.stack([it["x"].numpy() for it in items]), np.stack([it["y"].numpy() for it in items]))
-        f = self._h5()
         n = len(self)
-        x = np.stack([f["inputs"][(int(i) % n, slice(None), *self._in_slices)] for i in idx])
-        full = f["outputs"].shape[1:]  # [T,] C, *S: shape arithmetic only, no solution is read
+        xs = []
+        for i in idx:
+            with self._reading(int(i) % n):
+                xs.append(self._h5()["inputs"][(int(i) % n, slice(None), *self._in_slices)])
+        x = np.stack(xs)
+        full = self.meta["shapes"]["outputs"][1:]  # [T,] C, *S: shape arithmetic only, no solution is read
         lead = len(full) - len(self._out_slices)
         shape = (*full[:lead], *(len(range(*sl.indices(m))) for sl, m in zip(self._out_slices, full[lead:])))
         return x, np.full((len(x), *shape), np.nan, dtype=np.float32)

@@ -89,6 +89,14 @@ _REQUIRED_ATTRS = ("problem", "resolution", "params", "seed", "n", "solver", "op
                    "output_channels", "domain", "input_axes", "output_axes", "reference")
 
 
+def h5_error(exc: BaseException) -> str:
+    """An h5py exception as one short line: ``"RuntimeError: Error iterating over attributes (...)"``
+    (a KeyError's message comes quoted; newlines are folded)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(text).split())
+    return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
+
+
 def read_meta(path: str | Path) -> dict:
     """Metadata of a complete oplab data set file (JSON attributes decoded); anything missing,
     malformed or disagreeing with the arrays is a one-line DataFileError naming the key."""
@@ -109,6 +117,8 @@ def read_meta(path: str | Path) -> dict:
             times = f["grid/times"][()] if isinstance(f.get("grid/times"), h5py.Dataset) else None
     except OSError as exc:
         raise DataFileError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or foreign)") from None
+    except Exception as exc:  # noqa: BLE001 -- h5py's others on damaged metadata: RuntimeError, KeyError
+        raise DataFileError(f"{path}: damaged HDF5 file, its metadata cannot be read ({h5_error(exc)})") from None
     if attrs.get("format") != FORMAT:
         raise DataFileError(f"{path}: not an oplab data set (attribute 'format' is {attrs.get('format')!r}, expected {FORMAT!r})")
     try:

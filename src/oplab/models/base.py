@@ -26,14 +26,20 @@ from typing import ClassVar, Sequence
 
 from torch import nn
 
+from ..errors import ParameterError
+
 
 class Operator(nn.Module):
     #: registry name, set by ``models.register``
     name: ClassVar[str] = ""
     #: "grid": any resolution the architecture allows; "point": fixed sensors, any query points
     kind: ClassVar[str] = "grid"
-    #: the same operator at every grid: for a band-limited input, the outputs on a finer grid at the
-    #: coarse grid's points equal the coarse grid's outputs (checked for every model that says so)
+    #: one operator on every grid, approximately: for an input band-limited below the coarse grid's
+    #: Nyquist frequency, the outputs on an ``n`` and a ``2n`` periodic grid agree at the common
+    #: points up to a discretization error (aliasing of positional channels, of the harmonics that
+    #: nonlinearities make, of domain padding) that shrinks as the grids are refined; exactly, or
+    #: not at all, on the grids :meth:`resolution_invariance` says. The model's docstring says
+    #: which parts are exact. The fuzzer (tests/test_fuzz.py) checks what every model says.
     resolution_invariant: ClassVar[bool] = False
     #: the paper the model implements
     reference: ClassVar[str] = ""
@@ -49,7 +55,10 @@ class Operator(nn.Module):
 
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
-            bound = signature.bind(self, *args, **kw)
+            try:
+                bound = signature.bind(self, *args, **kw)
+            except TypeError as exc:  # a missing or unknown argument: the caller's input
+                raise ParameterError(f"{cls.__name__}: {exc}") from None
             bound.apply_defaults()
             arguments = dict(bound.arguments)
             arguments.pop("self")
@@ -71,6 +80,15 @@ class Operator(nn.Module):
         (dimension, modes, grid size, boundary handling). Keys the constructor
         does not take are ignored."""
         return {"dim": len(sizes)}
+
+    def resolution_invariance(self, sizes: Sequence[int]) -> str | None:
+        """How this model, as configured, answers an input band-limited below the Nyquist frequency of
+        the periodic grid ``sizes`` (``n`` points per axis on the unit torus) there and on the
+        periodic grid of ``2 n`` points, at the common points: ``"exact"`` (the same, to float
+        rounding), ``"approximate"`` (up to the discretization error of :attr:`resolution_invariant`)
+        or ``None`` (no claim). Default: ``"approximate"`` for a ``resolution_invariant`` model,
+        else ``None``; a model says more where it can (and the fuzzer checks it)."""
+        return "approximate" if self.resolution_invariant else None
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in getattr(self, "config", {}).items())

@@ -350,7 +350,9 @@ def plan(cfg) -> Split:
     train_ds = open_dataset(train_file, cfg.resolution)
     if cfg.test:
         test_file = str(Path(cfg.test).resolve())
-        test_n = len(open_dataset(test_file))
+        test_whole = open_dataset(test_file)
+        _check_grid(test_whole, None, like=train_ds)
+        test_n = len(test_whole)
         n_test = test_n if cfg.n_test is None else cfg.n_test
         if n_test > test_n:
             raise ParameterError(f"data.n_test = {n_test} but {cfg.test} holds {test_n} samples")
@@ -379,6 +381,7 @@ def plan(cfg) -> Split:
         tests.append(Part(test_file, test_idx, res, grid_label(test_ds), test_fp))
     for path in cfg.test_files:
         ds = open_dataset(path)
+        _check_grid(ds, None, like=train_ds)
         label = grid_label(ds)
         if label in {p.label for p in tests}:
             label = f"{Path(path).stem}@{label}"
@@ -386,10 +389,27 @@ def plan(cfg) -> Split:
     return Split(train, val, tests)
 
 
-def _check_grid(ds: H5Dataset, resolution) -> None:
-    """Enough points on every axis of ``ds`` for the errors the run reports (relative H1)."""
+def _check_grid(ds: H5Dataset, resolution, like: H5Dataset | None = None) -> None:
+    """Enough points on every axis of ``ds`` for the errors the run reports (relative H1), and,
+    given the training set ``like``, its number of spatial axes and of input and output channels
+    (a test set the model cannot take is refused as the run is planned, naming the file)."""
     from ..eval.metrics import check_grid
 
+    if like is not None:
+        def form(d: H5Dataset) -> tuple:
+            axes, shapes = d.meta["output_axes"], d.meta["shapes"]
+            return (len(d.meta["input_axes"]), shapes["inputs"][1], len(axes), shapes["outputs"][-len(axes) - 1])
+
+        def words(d: H5Dataset) -> str:
+            d_in, c_in, d_out, c_out = form(d)
+            grid = lambda name, k: list(d.meta["shapes"][name][-k:])  # noqa: E731
+            axes = lambda k: f"{k} spatial {'axis' if k == 1 else 'axes'}"  # noqa: E731
+            return (f"inputs {c_in} channel(s) on {grid('inputs', d_in)} ({axes(d_in)}), outputs {c_out} "
+                    f"channel(s) on {grid('outputs', d_out)} ({axes(d_out)})")
+
+        if form(ds) != form(like):
+            raise ParameterError(f"{ds.path}: {words(ds)}; a test set needs the training data's number of spatial "
+                                 f"axes and channels ({like.path}: {words(like)})")
     axes = ds.meta["output_axes"]
     where = f"{ds.path} at resolution {resolution}" if resolution is not None else str(ds.path)
     check_grid([len(c) for c in ds.output_grid], [a.periodic for a in axes], [a.name for a in axes], where)
