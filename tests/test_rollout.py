@@ -181,6 +181,10 @@ def test_bad_time_dependent_settings_are_one_clear_line(heat, darcy17, tmp_path,
         run(cfg(heat, tmp_path / "long", window=8, bundle=2, unroll=2), log=quiet)
     with pytest.raises(ParameterError, match="not a trajectory set"):
         run(cfg(darcy17, tmp_path / "darcy"), log=quiet)
+    # refused when the Trainer is built (after the run folder was made): no folder is left behind
+    with pytest.raises(ParameterError, match="autoregressive training uses the data loss"):
+        run(cfg(heat, tmp_path / "physics", physics_weight=1.0), log=quiet)
+    assert not (tmp_path / "physics").exists()
     with pytest.raises(ParameterError, match="apply to train.task: autoregressive"):
         tc.TrainConfig(window=3)
     with pytest.raises(ParameterError, match="train.first_state must be >= 0"):

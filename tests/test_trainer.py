@@ -229,6 +229,21 @@ def test_oplab_train_logs_to_tensorboard_and_mlflow(darcy, tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
     assert main(["train", "--data", str(data), "--model", "fno", "--logger", "wandb", "--out", str(tmp_path / "x")]) == 2
 
+    # an interrupted run closes its logs: the TensorBoard writer's thread ends, MLflow marks the run KILLED
+    class Interrupt(Callback):
+        def on_epoch_end(self, trainer, record):
+            self.loggers = [c for c in trainer.callbacks if hasattr(c, "writer") or hasattr(c, "run_id")]
+            raise KeyboardInterrupt
+
+    stop = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(data, tmp_path / "cut", epochs=3, loggers=["tensorboard", "mlflow"]), log=quiet, callbacks=[stop])
+    assert len(stop.loggers) == 2 and all(getattr(c, "writer", None) is None and getattr(c, "run_id", None) is None
+                                          for c in stop.loggers)
+    cut = MlflowClient(f"sqlite:///{tmp_path / 'cut' / 'mlflow.db'}")
+    cut_id = json.loads((tmp_path / "cut" / "mlflow_run.json").read_text())["run_id"]
+    assert cut.get_run(cut_id).info.status == "KILLED"
+
 
 def test_early_stopping_stops_a_resumed_run_where_it_would_have(darcy, tmp_path):
     data, _ = darcy

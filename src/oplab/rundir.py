@@ -71,6 +71,17 @@ class RunDir:
         (path / "metrics.jsonl").write_text("")
         return run
 
+    def discard(self) -> None:
+        """Remove a run folder that :meth:`create` made and nothing trained into (its config, empty
+        metrics and lock); a folder holding anything else is left as it is."""
+        import shutil
+
+        made = {"config.json", "metrics.jsonl", "writer.lock"}
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if names <= made and not (self.path / "metrics.jsonl").read_text().strip():
+            self.unlock()
+            shutil.rmtree(self.path, ignore_errors=True)
+
     @staticmethod
     def check_fresh(path: str | Path) -> Path:
         """``path``, if it holds no run yet (a run folder is never overwritten)."""

@@ -52,6 +52,10 @@ class Callback:
     def on_fit_end(self, trainer) -> None:
         """After the last epoch (not after an exception)."""
 
+    def on_exception(self, trainer, exc: BaseException) -> None:
+        """Training stops on ``exc`` (an error, a divergence, Ctrl-C): release what ``on_fit_start``
+        took; the exception then propagates."""
+
 
 class Evaluate(Callback):
     """Validation and test errors every ``eval_every`` epochs, at the last epoch, at a stop and

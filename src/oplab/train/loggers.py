@@ -134,6 +134,9 @@ class TensorBoardLogger(_Logger):
             self.writer.close()
             self.writer = None
 
+    def on_exception(self, trainer, exc):
+        self.on_fit_end(trainer)  # what was logged stays; the writer's thread ends
+
 
 _INVALID = re.compile(r"[^\w.\- /]")  # MLflow names: alphanumerics, _ - . space / (':' not on Windows)
 _RUN_FILE = "mlflow_run.json"
@@ -257,6 +260,11 @@ class MLflowLogger(_Logger):
     def on_fit_end(self, trainer):
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status="FINISHED")
+            self.run_id = None
+
+    def on_exception(self, trainer, exc):
+        if self.run_id is not None:  # a resumed run reopens it (mlflow_run.json)
+            self.client.set_terminated(self.run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             self.run_id = None
 
 

@@ -89,7 +89,7 @@ class Trainer:
         self.callbacks.sort(key=lambda c: c.order)  # stable: equal orders keep their places
         self._hooks = {name: [getattr(c, name) for c in self.callbacks if _overrides(c, name)]
                        for name in ("on_fit_start", "on_epoch_start", "on_loss", "on_batch_end",
-                                    "on_epoch_end", "on_fit_end")}
+                                    "on_epoch_end", "on_fit_end", "on_exception")}
 
     # ----------------------------------------------------------------- for callbacks
     @property
@@ -172,6 +172,17 @@ class Trainer:
         best validation error (``inf`` without validation) and the trained bundle."""
         if resume and not self.restore():
             return self._result()
+        try:
+            return self._fit()
+        except BaseException as exc:
+            for hook in self._hooks["on_exception"]:
+                try:
+                    hook(self, exc)
+                except Exception:  # noqa: BLE001  the training error is the one to report
+                    pass
+            raise
+
+    def _fit(self) -> dict:
         for hook in self._hooks["on_fit_start"]:
             hook(self)
         net = self.dist.wrap(self.bundle)
@@ -244,8 +255,14 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: d
     try:
         if run is not None and is_main():
             run.lock()  # before anything is written (a resumed run truncates its metrics)
-        trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
-                          log=log, progress=progress)
+        try:
+            trainer = Trainer(model, train, cfg, val=val, tests=tests, run=run, info=info, callbacks=callbacks,
+                              log=log, progress=progress)
+        except BaseException:
+            if run is not None and not resume and is_main():
+                run.discard()  # refused before any training: no run folder is left behind
+                run = None
+            raise
         return trainer.fit(resume=resume)
     finally:
         if run is not None:
