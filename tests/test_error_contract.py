@@ -403,3 +403,14 @@ def test_a_test_set_of_another_dimension_or_channels(files, tmp_path, capsys):
     fails(capsys, ["train", "--data", files["darcy"], *TINY_FNO, "--test", two, "--out", tmp_path / "r"],
           f"{two}: inputs 2 channel(s) on [9, 9]")
     assert not (tmp_path / "r").exists()
+
+
+def test_refine_names_config_json_when_its_modes_disagree_with_the_weights(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(files["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["modes"] = [m - 1 for m in config["model"]["modes"]]
+    (run / "config.json").write_text(json.dumps(config))
+    fails(capsys, ["refine", run, "--out", tmp_path / "refined", "--epochs", "1"],
+          f"{run / 'config.json'}: model modes {config['model']['modes']} do not match the last spectral weight")
+    assert not (tmp_path / "refined").exists()

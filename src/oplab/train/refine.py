@@ -62,7 +62,7 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
         raise OplabError(f"{run_dir}: the refiner fine-tunes a Fourier model with a last_modes argument "
                          f"(fno, tfno), this run has {model_cfg.get('name')!r}")
     data = prepare(recorded_split(source))
-    sizes = list(data.train.x.shape[2:])
+    sizes = list(data.train.x_shape[1:])
     full = [n // 2 for n in sizes[:-1]] + [sizes[-1] // 2 + 1]
     old_last = model_cfg.get("last_modes") or model_cfg["modes"]
     new_cfg = {**model_cfg, "last_modes": full}
@@ -74,8 +74,14 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
     if old_weight_key is None or not old_weight_key.endswith("weight.weight"):
         raise OplabError(f"{run_dir}: the last spectral layer is factorised; the refiner needs a dense one "
                          f"(train with factorization=null, or last_modes set)")
+    old_weight = weights["model." + old_weight_key]
+    want = [2 * m for m in old_last[:-1]] + [old_last[-1], 2]
+    if old_weight.ndim != len(want) + 2 or list(old_weight.shape[2:]) != want:
+        raise OplabError(f"{source.path / 'config.json'}: model modes {list(old_last)} do not match the last "
+                         f"spectral weight {list(old_weight.shape)} of checkpoint {used!r} (expected "
+                         f"[in, out, {', '.join(map(str, want))}])")
     state = {k: v for k, v in state.items() if not k.startswith(last)}
-    state[last + "weight.weight"] = expand_spectral_weight(weights["model." + old_weight_key], old_last, full)
+    state[last + "weight.weight"] = expand_spectral_weight(old_weight, old_last, full)
     from ..rundir import load_matching
 
     load_matching(model, state, source.checkpoint_dir(used) / "weights.safetensors", source.path / "config.json")
@@ -86,5 +92,6 @@ def refine(run_dir: str | Path, out: str | Path, epochs: int = 20, loss: str = "
         f"loss {loss}")
     cfg = TrainConfig(**{**{k: v for k, v in source.config["train"].items() if k in TrainConfig.__dataclass_fields__},
                          "epochs": epochs, "loss": loss, "lr": lr, "budget_minutes": 0.0, **train_kwargs})
-    info = {"model": new_cfg, "data": {**source.data, **data.info()}, "refined_from": str(run_dir)}
+    shapes = {k: source.data[k] for k in ("train_input_shape", "train_output_shape") if k in source.data}
+    info = {"model": new_cfg, "data": {**source.data, **data.info(), **shapes}, "refined_from": str(run_dir)}
     return _train(model, data, cfg, Path(out), info, False, log, None, ())
