@@ -112,7 +112,8 @@ def test_the_unrolled_and_pushforward_gradients_match_a_hand_computation(heat, p
     conf = tc.TrainConfig(task="autoregressive", unroll=2, pushforward=pushforward, loss="mse", normalize=False)
     trainer = Trainer(Scale(a), train, conf, log=quiet)
     positions = torch.tensor([0, 3, 12])
-    loss, size = trainer.task.loss(trainer, trainer.bundle, positions, tuple(train.out_coords))
+    loss, size = trainer.task.loss(trainer, trainer.bundle, positions, tuple(train.out_coords),
+                                   free=1 if pushforward else None)
     loss.backward()
     frames = trainer.task.frames(positions).double()  # [3, 3, 1, n]
     u0, u1, u2 = frames[:, 0], frames[:, 1], frames[:, 2]
@@ -125,14 +126,17 @@ def test_the_unrolled_and_pushforward_gradients_match_a_hand_computation(heat, p
         want_loss = (mean(a * u0 - u1) + mean(a * a * u0 - u2)).mean() / 2
         want_grad = (((a * u0 - u1) * u0).mean(dim=(1, 2)) + ((a * a * u0 - u2) * 2 * a * u0).mean(dim=(1, 2))).mean()
     assert size == 3
+    if pushforward:  # the curriculum: no free step in epoch 0, then up to min(epoch, unroll - 1)
+        assert {trainer.task.draw_free_steps(0) for _ in range(20)} == {0}
+        assert {trainer.task.draw_free_steps(3) for _ in range(40)} == {0, 1}
     assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5)
     grad = trainer.bundle.model.a.grad.item()
     assert grad == pytest.approx(want_grad.item(), rel=1e-4)
 
 
 def test_autoregressive_training_evaluates_rollouts_and_resumes_to_the_same_bits(heat, tmp_path, capsys):
-    straight = run(cfg(heat, tmp_path / "straight", epochs=4, window=2, bundle=2, unroll=2, checkpoint_seconds=0),
-                   log=quiet)
+    straight = run(cfg(heat, tmp_path / "straight", epochs=4, window=2, bundle=2, unroll=2, pushforward=True,
+                       checkpoint_seconds=0), log=quiet)
     lines = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["test"]["32"]["l2"] < lines[0]["test"]["32"]["l2"]  # it learns
     assert (tmp_path / "straight" / "rollout.gif").stat().st_size > 0
@@ -144,7 +148,8 @@ def test_autoregressive_training_evaluates_rollouts_and_resumes_to_the_same_bits
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(cfg(heat, tmp_path / "cut", epochs=4, window=2, bundle=2, unroll=2, checkpoint_seconds=0), log=crash)
+        run(cfg(heat, tmp_path / "cut", epochs=4, window=2, bundle=2, unroll=2, pushforward=True, checkpoint_seconds=0),
+            log=crash)
     resumed = resume_run(tmp_path / "cut", log=quiet)
     for key, value in straight["bundle"].state_dict().items():
         assert torch.equal(value, resumed["bundle"].state_dict()[key]), key

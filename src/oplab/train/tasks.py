@@ -19,10 +19,12 @@ run folder are the same for all (``train.task``).
     averaged over the ``k`` steps and back-propagated through the whole rollout
     (the FNO paper's Navier-Stokes training, Li et al. 2021, section 5.3, unrolls
     the whole trajectory);
-  - ``unroll = k`` with ``pushforward``: the first ``k - 1`` steps without
-    gradient and the loss on the last step only (the pushforward trick,
+  - ``unroll = k`` with ``pushforward``: up to ``k - 1`` steps without
+    gradient and the loss on the next step only (the pushforward trick,
     Brandstetter et al. 2022, section 2.3): the model learns from the inputs its
-    own errors produce at the cost of one differentiated step.
+    own errors produce at the cost of one differentiated step. The number of
+    free steps is drawn per batch from ``0 .. min(epoch, k - 1)``, the
+    curriculum of the paper's code (:meth:`Autoregressive.loss`).
 
   Every valid start of every trajectory is a sample of the epoch. Validation and
   test errors are rollouts from each trajectory's first window to its end
@@ -33,8 +35,6 @@ run folder are the same for all (``train.task``).
 """
 
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import torch
 
@@ -152,22 +152,39 @@ class Autoregressive:
         traj, start = positions // self.starts, positions % self.starts
         return self.states[traj[:, None], start[:, None] + torch.arange(self.span)]
 
-    def loss(self, trainer, net, positions, coords):
+    def loss(self, trainer, net, positions, coords, free: int | None = None):
+        """The batch's loss and sample count. With ``pushforward`` the number of steps taken without
+        gradient before the scored one is ``free``, by default drawn per batch uniformly from
+        ``0 .. min(epoch, unroll - 1)`` (the curriculum of Brandstetter et al. 2022's code: an
+        untrained model's own outputs teach nothing), from a generator seeded by the run's seed
+        and the epoch, so a resumed run draws the same."""
         cfg = self.cfg
         w, b, k = cfg.window, cfg.bundle, cfg.unroll
         frames = self.frames(positions).to(trainer.device)
         x = frames[:, :w].flatten(1, 2)
+        if cfg.pushforward:
+            free = self.draw_free_steps(trainer.epoch) if free is None else free
+            with torch.no_grad():
+                for _ in range(free):
+                    x = advance(x, trainer.forward(net, x, coords).float(), w)
+            pred = trainer.forward(net, x, coords).float()
+            target = frames[:, w + free * b : w + (free + 1) * b].flatten(1, 2)
+            return trainer.loss_fn(pred, target, coords, self.periodic), len(positions)
         total = 0.0
         for j in range(k):
-            scored = not cfg.pushforward or j == k - 1
-            with nullcontext() if scored else torch.no_grad():
-                pred = trainer.forward(net, x, coords).float()
-            if scored:
-                target = frames[:, w + j * b : w + (j + 1) * b].flatten(1, 2)
-                total = total + trainer.loss_fn(pred, target, coords, self.periodic)
+            pred = trainer.forward(net, x, coords).float()
+            target = frames[:, w + j * b : w + (j + 1) * b].flatten(1, 2)
+            total = total + trainer.loss_fn(pred, target, coords, self.periodic)
             if j < k - 1:
                 x = advance(x, pred, w)
-        return total / (1 if cfg.pushforward else k), len(positions)
+        return total / k, len(positions)
+
+    def draw_free_steps(self, epoch: int) -> int:
+        if getattr(self, "_draw_epoch", None) != epoch:
+            self._draw_epoch = epoch
+            self._draws = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 7919)
+        most = min(epoch, self.cfg.unroll - 1)
+        return int(torch.randint(most + 1, (1,), generator=self._draws))
 
     def evaluate(self, bundle, data, device) -> dict:
         return self.score(self.cfg, bundle, data, device)
