@@ -15,6 +15,15 @@ folder removed. A file under its final name is therefore always complete.
 Workers: a local process pool (``workers`` processes), or a Dask cluster
 (``scheduler="local"`` for a ``LocalCluster``, or a scheduler address).
 
+Progress: ``progress(done, total)`` is called as chunks are saved; problems
+whose ``generate`` takes a ``progress`` callable (``navier_stokes``) also
+report how far a chunk's computation has come, and ``done`` then moves in
+fractions of a sample in between (it reaches the next whole number only when
+the chunk is saved). That works in this process and across a local pool
+(the workers send their fractions through a queue, at most every
+``PROGRESS_INTERVAL`` seconds); with Dask only whole chunks are reported.
+Progress reporting never changes what is computed.
+
 The pool starts its processes with "spawn" (never "fork": the caller may
 hold torch/BLAS threads), and a spawned process re-runs the caller's main
 script before it takes work ("forkserver" does the same, with or without a
@@ -27,13 +36,16 @@ pass ``workers=1``), instead of a ``BrokenProcessPool``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import multiprocessing
 import os
+import queue as queue_module
 import shutil
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -49,7 +61,13 @@ from ..problems import create as create_problem
 from ..problems.base import Problem
 from . import format as fmt
 
-Progress = Callable[[int, int], None]  # (samples done, samples total)
+Progress = Callable[[float, int], None]  # (samples done, fractional while a chunk runs; samples total)
+Partial = Callable[[int, float], None]  # (first index of a chunk, fraction of the chunk computed)
+
+#: seconds between two reports of a chunk's partial progress
+PROGRESS_INTERVAL = 0.25
+
+_PROGRESS_QUEUE = None  # in a pool worker: where compute_chunk sends partial progress
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -128,8 +146,11 @@ def _leave_if_pool_worker() -> None:
         raise SystemExit(3)
 
 
-def _init_worker() -> None:
-    """Pool/Dask worker set-up: one thread per process (the pool is the parallelism)."""
+def _init_worker(progress_queue=None) -> None:
+    """Pool/Dask worker set-up: one thread per process (the pool is the parallelism);
+    ``progress_queue`` (pool workers) receives ``(first index, fraction)`` of running chunks."""
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress_queue
     tune_allocator()
     _die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -143,10 +164,28 @@ def _init_worker() -> None:
         pass
 
 
-def compute_chunk(spec: dict, indices: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+def _reports_progress(problem: Problem) -> bool:
+    """Whether ``problem.generate`` takes a ``progress`` callable (fraction of its samples done)."""
+    try:
+        return "progress" in inspect.signature(problem.generate).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+
+
+def _send_to_queue(first: int, fraction: float) -> None:
+    try:
+        _PROGRESS_QUEUE.put_nowait((first, fraction))
+    except (queue_module.Full, OSError, ValueError):  # progress is best effort
+        pass
+
+
+def compute_chunk(spec: dict, indices: list[int], partial: Partial | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Solve samples ``indices`` of the data set described by ``spec``; float32 arrays.
 
     Runs in a worker process; the problem object is built once per process.
+    ``partial(indices[0], fraction)`` is called at most every
+    :data:`PROGRESS_INTERVAL` seconds while a problem that reports progress
+    computes (in a pool worker: sent to the pool's progress queue).
     """
     key = json.dumps(spec, sort_keys=True)
     problem = _WORKER_PROBLEMS.get(key)
@@ -154,7 +193,20 @@ def compute_chunk(spec: dict, indices: list[int]) -> tuple[list[int], np.ndarray
         problem = create_problem(spec["problem"], spec["resolution"], **spec["params"])
         _WORKER_PROBLEMS.clear()
         _WORKER_PROBLEMS[key] = problem
-    x, y = problem.generate(indices, spec["seed"])
+    if partial is None and _PROGRESS_QUEUE is not None:
+        partial = _send_to_queue
+    kwargs = {}
+    if partial is not None and indices and _reports_progress(problem):
+        first, last = indices[0], [time.monotonic()]
+
+        def report(fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                partial(first, fraction)
+
+        kwargs["progress"] = report
+    x, y = problem.generate(indices, spec["seed"], **kwargs)
     for name, arr in (("inputs", x), ("outputs", y)):
         bad = ~np.isfinite(arr.reshape(len(indices), -1)).all(axis=1)
         if bad.any():
@@ -238,25 +290,40 @@ def _spec_diff(old: dict | None, new: dict) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys)
 
 
-def _run_pool(spec: dict, todo: list[range], workers: int, note: Path) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+def _run_pool(spec: dict, todo: list[range], workers: int, note: Path,
+              partial: Partial | None = None) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Chunks computed by ``workers`` spawned processes; ``note`` is where a worker
-    that re-ran an unguarded main script says so (see the module docstring)."""
+    that re-ran an unguarded main script says so (see the module docstring);
+    ``partial`` receives the running chunks' progress (in this process)."""
     if workers <= 1:
         for chunk in todo:
-            yield compute_chunk(spec, list(chunk))
+            yield compute_chunk(spec, list(chunk), partial)
         return
     ctx = get_context("spawn")  # no fork of a process that may hold torch/BLAS threads
     note.unlink(missing_ok=True)
     mark, before = f"{os.getpid()}:{note}", os.environ.get(_POOL_ENV)
     os.environ[_POOL_ENV] = mark  # inherited by the workers spawned below
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    reports = ctx.Queue() if partial is not None else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(reports,))
+
+    def drain() -> None:
+        while reports is not None:
+            try:
+                first, fraction = reports.get_nowait()
+            except (queue_module.Empty, OSError, ValueError):
+                return
+            partial(first, fraction)
+
     try:
         pending = set()
         queue = list(todo)
         while queue or pending:
             while queue and len(pending) < 2 * workers:  # bounded look-ahead: bounded memory
                 pending.add(pool.submit(compute_chunk, spec, list(queue.pop(0))))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=PROGRESS_INTERVAL if reports is not None else None,
+                                     return_when=FIRST_COMPLETED)
+            drain()
             for fut in finished:
                 yield fut.result()
     except BrokenProcessPool:
@@ -266,6 +333,8 @@ def _run_pool(spec: dict, todo: list[range], workers: int, note: Path) -> Iterat
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if reports is not None:
+            reports.close()
         if os.environ.get(_POOL_ENV) == mark:
             if before is None:
                 os.environ.pop(_POOL_ENV, None)
@@ -419,15 +488,23 @@ def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts,
     if progress:
         progress(done, n)
     first_of = {chunks[c][0]: c for c in todo_ids}
+    running: dict[int, float] = {}  # first index of a chunk being computed -> samples' worth done
+
+    def partial(first: int, fraction: float) -> None:
+        if first in first_of:  # a report that arrives after its chunk was saved is ignored
+            running[first] = min(max(fraction, 0.0), 1.0) * len(chunks[first_of[first]])
+            progress(min(done + sum(running.values()), n), n)
+
     if todo_ids:
         todo = [chunks[c] for c in todo_ids]
         runner = (_run_dask(spec, todo, scheduler, workers) if scheduler
-                  else _run_pool(spec, todo, workers, parts.dir / "main-reimported"))
+                  else _run_pool(spec, todo, workers, parts.dir / "main-reimported", partial if progress else None))
         for indices, x, y in runner:
-            parts.save(first_of[indices[0]], x, y)
+            parts.save(first_of.pop(indices[0]), x, y)
+            running.pop(indices[0], None)
             done += len(indices)
             if progress:
-                progress(done, n)
+                progress(done + sum(running.values()), n)
 
     tmp = out.with_name(out.name + ".tmp")
     f = fmt.create(tmp, problem, n, seed)

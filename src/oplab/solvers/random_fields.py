@@ -11,7 +11,9 @@ Laplacian:
   section 5.2; the original MATLAB generator drops the constant mode).
 * :func:`periodic_grf` -- the unit torus (Fourier modes), same covariance; the
   initial conditions of the FNO Burgers (``625 (-Laplacian + 25 I)^-2``) and
-  Navier-Stokes (alpha=2.5, tau=7) benchmarks.
+  Navier-Stokes (alpha=2.5, tau=7) benchmarks, the latter also with the FNO
+  code's coefficients (twice the variance; :func:`periodic_grf`,
+  :func:`periodic_grf_variance`).
 * :func:`rbf_gp` -- a 1D Gaussian process with the squared-exponential kernel
   ``exp(-|x - y|^2 / (2 l^2))``, the DeepONet benchmarks' input space
   (Lu et al. 2021, "Learning nonlinear operators via DeepONet", section 3.1).
@@ -70,11 +72,31 @@ def cosine_grf(
     return field
 
 
-def periodic_eigenvalues(n: int, dim: int, alpha: float, tau: float, sigma: float) -> np.ndarray:
-    """``lam_k = sigma^2 (4 pi^2 |k|^2 + tau^2)^(-alpha)`` on the ``rfftn`` layout of ``(n,)*dim``."""
-    freqs = [np.fft.fftfreq(n, 1.0 / n)] * (dim - 1) + [np.fft.rfftfreq(n, 1.0 / n)]
+def periodic_eigenvalues(n: int, dim: int, alpha: float, tau: float, sigma: float, full: bool = False) -> np.ndarray:
+    """``lam_k = sigma^2 (4 pi^2 |k|^2 + tau^2)^(-alpha)`` on the ``rfftn`` layout of ``(n,)*dim``
+    (``full``: on the ``fftn`` layout, every ``k`` in ``[-n/2, n/2)^dim``)."""
+    last = np.fft.fftfreq(n, 1.0 / n) if full else np.fft.rfftfreq(n, 1.0 / n)
+    freqs = [np.fft.fftfreq(n, 1.0 / n)] * (dim - 1) + [last]
     k2 = sum(np.meshgrid(*[f**2 for f in freqs], indexing="ij"))
     return sigma**2 * (4 * np.pi**2 * k2 + tau**2) ** (-alpha)
+
+
+#: How the Fourier coefficients of :func:`periodic_grf` are drawn (see there)
+GRF_COEFFICIENTS = ("hermitian", "full")
+
+
+def periodic_grf_variance(n: int, dim: int = 1, alpha: float = 2.0, tau: float = 5.0, sigma: float = 25.0,
+                          coefficients: str = "hermitian", zero_mean: bool = True) -> float:
+    """The pointwise variance of :func:`periodic_grf`'s samples (the same at every grid point).
+
+    ``sum_k lam_k`` over the full grid ``k in [-n/2, n/2)^dim`` for
+    ``"hermitian"`` coefficients, twice that for ``"full"`` ones; the zero
+    mode left out when ``zero_mean``.
+    """
+    lam = periodic_eigenvalues(n, dim, alpha, tau, sigma, full=True)
+    if zero_mean:
+        lam[(0,) * dim] = 0.0
+    return float(lam.sum() * (2.0 if coefficients == "full" else 1.0))
 
 
 def periodic_grf(
@@ -85,17 +107,43 @@ def periodic_grf(
     tau: float = 5.0,
     sigma: float = 25.0,
     zero_mean: bool = True,
+    coefficients: str = "hermitian",
 ) -> np.ndarray:
     """One sample on the periodic grid ``arange(n) / n`` of the unit torus.
 
-    White noise is transformed (orthonormal FFT, so its coefficients are
-    standard complex Gaussians with the Hermitian symmetry of a real field),
-    scaled by ``sqrt(lam_k)`` and transformed back with the Fourier series'
-    own normalisation, so ``u(x) = sum_k z_k exp(2 pi i k x)`` with
-    ``E |z_k|^2 = lam_k``. Modes beyond the grid's Nyquist frequency are left
-    out.
+    ``coefficients="hermitian"``: white noise is transformed (orthonormal FFT,
+    so its coefficients are standard complex Gaussians with the Hermitian
+    symmetry of a real field), scaled by ``sqrt(lam_k)`` and transformed back
+    with the Fourier series' own normalisation, so ``u(x) = sum_k z_k exp(2 pi
+    i k x)`` with ``E |z_k|^2 = lam_k``: the covariance operator is exactly
+    ``sigma^2 (-Laplacian + tau^2)^(-alpha)`` restricted to the grid's modes,
+    pointwise variance ``sum_k lam_k``. neuraloperator's ``GaussianRF``
+    (neuraloperator/neuraloperator, data_generation/navier_stokes/random_fields.py
+    since its move to ``torch.fft``: complex normal coefficients of unit
+    variance, real part of the inverse FFT) has this distribution.
+
+    ``coefficients="full"``: the FNO authors' original ``GaussianRF``
+    (zongyi-li/fourier_neural_operator, data_generation/navier_stokes/random_fields.py):
+    every ``k`` of the full grid ``[-n/2, n/2)^dim`` gets its own coefficient
+    ``sqrt(2 lam_k) (a_k + i b_k)`` with ``a_k, b_k`` independent standard
+    normals (no Hermitian symmetry), and the field is the real part of
+    ``sum_k c_k exp(2 pi i k x)`` (their unnormalised inverse FFT of
+    ``n^dim`` times these coefficients). Then ``u(x) = sum_k sqrt(2 lam_k)
+    (a_k cos - b_k sin)(2 pi k x)``: a stationary Gaussian field with
+    covariance ``sum_k 2 lam_k cos(2 pi k (x - y))``, i.e. twice the
+    ``"hermitian"`` covariance (pointwise variance ``2 sum_k lam_k``).
+
+    Modes beyond the grid's Nyquist frequency are left out.
     """
+    if coefficients not in GRF_COEFFICIENTS:
+        raise ValueError(f"coefficients must be one of {list(GRF_COEFFICIENTS)}, got {coefficients!r}")
     axes = tuple(range(dim))
+    if coefficients == "full":
+        coef = np.sqrt(2.0 * periodic_eigenvalues(n, dim, alpha, tau, sigma, full=True))
+        if zero_mean:
+            coef[(0,) * dim] = 0.0
+        z = rng.standard_normal((2,) + (n,) * dim)
+        return np.fft.ifftn(coef * (z[0] + 1j * z[1]), axes=axes, norm="forward").real
     noise = np.fft.rfftn(rng.standard_normal((n,) * dim), axes=axes, norm="ortho")
     coef = np.sqrt(periodic_eigenvalues(n, dim, alpha, tau, sigma))
     if zero_mean:

@@ -11,12 +11,15 @@ quadratic nonlinearity:
   Comput. 26), float64, numpy FFTs. This is the reference solver of the FNO
   Burgers benchmark (Li et al. 2021, "Fourier Neural Operator for Parametric
   Partial Differential Equations", section 5.1).
-* :func:`navier_stokes_cn` -- 2D incompressible Navier-Stokes in vorticity
+* :func:`navier_stokes_2d` -- 2D incompressible Navier-Stokes in vorticity
   form on the unit torus, ``w_t + u . grad w = nu Lap w + f``, ``u = (psi_y,
-  -psi_x)``, ``-Lap psi = w``: Crank-Nicolson on the viscous term, explicit
-  nonlinearity and forcing (forward Euler as in the FNO paper's generator,
-  section 5.3, or Heun's second-order predictor-corrector), float64, torch
-  FFTs batched over samples on any device.
+  -psi_x)``, ``-Lap psi = w``: Crank-Nicolson on the viscous term with an
+  explicit nonlinearity and forcing (forward Euler as in the FNO paper's
+  generator, section 5.3, or Heun's second-order predictor-corrector), or the
+  integrating-factor RK4 method (Lawson 1967; viscous term exact, fourth
+  order), with a fixed step or one chosen per sample from the CFL condition
+  (:func:`ns_auto_dt`); float64, torch FFTs batched over samples on any
+  device. (:func:`navier_stokes_cn` is its former name.)
 
 Conventions: fields live on the grid ``x_j = j / n``; Fourier coefficients use
 the ``rfft`` layout of the last axis (and ``fft`` on the others), wave numbers
@@ -26,7 +29,7 @@ are ``2 pi k`` with integer ``k``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -189,16 +192,76 @@ def burgers_etdrk4(
 
 
 # ----------------------------------------------------- 2D Navier-Stokes
-def navier_stokes_cn(
+NS_SCHEMES = ("euler", "heun", "ifrk4")
+
+#: Courant numbers of the automatic time step, per scheme (see :func:`ns_auto_dt`)
+NS_COURANT = {"ifrk4": 1.0, "heun": 0.5, "euler": 0.5}
+
+#: The automatic time step never exceeds this (the flow's own time scale is O(1) for the benchmark)
+NS_DT_MAX = 0.05
+
+#: ... nor this fraction of the flow's turnover time ``1 / max |w|``
+NS_TURNOVER = 0.05
+
+
+def ns_auto_dt(speed, nu: float, n: int, scheme: str = "ifrk4", courant: float | None = None,
+               dt_max: float = NS_DT_MAX, vorticity=None) -> np.ndarray:
+    """The automatic time step of :func:`navier_stokes_2d` for fields with maximum ``speed``.
+
+    ``speed`` is ``U = max_x (|u| + |v|)`` per sample, ``vorticity`` (optional)
+    ``W = max_x |w|``. Advection by ``u`` of the dealiased modes
+    (``|k_x|, |k_y| < n / 3``) has eigenvalues ``i 2 pi (u k_x + v k_y)`` of
+    modulus at most ``2 pi (n / 3) U``; an explicit step is stable for
+    ``h 2 pi (n / 3) U`` within its stability interval on the imaginary axis
+    (RK4: ``2 sqrt(2)``). The flow's own time scale is its turnover time
+    ``1 / W``; a twentieth of it bounds the step where the grid is coarse. So
+
+        h = min(dt_max, courant / (2 pi (n / 3) U), 0.05 / W)
+
+    with ``courant = NS_COURANT[scheme]`` by default (``ifrk4``: 1.0, a
+    third of RK4's limit; the accuracy this buys is measured in
+    tests/test_navier_stokes.py and benchmarks/ns_generation.py). The
+    integrating factor makes diffusion exact, so the viscosity does not limit
+    ``ifrk4``. For ``euler`` and ``heun`` (Crank-Nicolson diffusion, explicit
+    advection) the step is stable only while diffusion damps what the explicit
+    advection amplifies: for forward Euler ``|(1 - a + i theta) / (1 + a)| <= 1``
+    with ``a = nu |2 pi k|^2 h / 2``, ``theta = h 2 pi u . k`` holds for every
+    ``k`` iff ``h <= 2 nu / |u|^2``; half of that bound (``nu / U^2``) is
+    applied too. That is a stability bound, not an accuracy one: those
+    schemes are first and second order (the FNO paper's ``euler`` used
+    ``dt = 1e-4``).
+    """
+    if scheme not in NS_SCHEMES:
+        raise ValueError(f"scheme must be one of {list(NS_SCHEMES)}, got {scheme!r}")
+    courant = NS_COURANT[scheme] if courant is None else float(courant)
+    speed = np.atleast_1d(np.asarray(speed, dtype=np.float64))
+    h = np.full(speed.shape, float(dt_max))
+    moving = speed > 0
+    u = speed[moving]
+    bound = courant / (2 * np.pi * (n / 3.0) * u)
+    if scheme != "ifrk4":
+        bound = np.minimum(bound, nu / u**2)
+    h[moving] = np.minimum(h[moving], bound)
+    if vorticity is not None:
+        w = np.broadcast_to(np.asarray(vorticity, dtype=np.float64), speed.shape)
+        spinning = w > 0
+        h[spinning] = np.minimum(h[spinning], NS_TURNOVER / w[spinning])
+    return h
+
+
+def navier_stokes_2d(
     w0: torch.Tensor,
     forcing: torch.Tensor | None,
     nu: float,
     t_end: float,
-    dt: float = 1e-4,
+    dt: float | None = 1e-4,
     record_times: Sequence[float] | None = None,
     record_every: float | None = None,
     scheme: str = "euler",
     device: str | torch.device | None = None,
+    courant: float | None = None,
+    dt_max: float = NS_DT_MAX,
+    progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Integrate 2D Navier-Stokes in vorticity form on the unit torus.
 
@@ -206,32 +269,51 @@ def navier_stokes_cn(
     (so ``w = v_x - u_y`` and ``div u = 0``). Fourier-Galerkin with the 2/3 rule:
     the velocity and ``grad w`` are computed from the masked vorticity and
     the product ``u . grad w`` is masked again, so it is exactly dealiased.
-    With ``a = nu |2 pi k|^2 dt / 2`` and ``F = -(u . grad w)^ + f^``:
+    With ``L = -nu |2 pi k|^2``, ``a = nu |2 pi k|^2 h / 2`` and
+    ``F = -(u . grad w)^ + f^`` (the forcing is part of the explicit term):
 
     * ``scheme="euler"`` (the FNO paper's generator, Li et al. 2021, section 5.3):
-      ``w^{n+1} = ((1 - a) w^n + dt F(w^n)) / (1 + a)`` -- Crank-Nicolson
+      ``w^{n+1} = ((1 - a) w^n + h F(w^n)) / (1 + a)`` -- Crank-Nicolson
       diffusion, forward-Euler advection: second order for linear dynamics,
       first order once advection matters.
     * ``scheme="heun"``: the same step as a predictor ``w*``, then
-      ``w^{n+1} = ((1 - a) w^n + dt (F(w^n) + F(w*)) / 2) / (1 + a)``:
+      ``w^{n+1} = ((1 - a) w^n + h (F(w^n) + F(w*)) / 2) / (1 + a)``:
       second order overall, twice the cost.
+    * ``scheme="ifrk4"``: the integrating-factor (Lawson) fourth-order
+      Runge-Kutta method: classical RK4 applied to ``v = e^{-L t} w^``, for
+      which ``v' = e^{-L t} F(e^{L t} v)`` (Lawson 1967, "Generalized
+      Runge-Kutta processes for stable systems with large Lipschitz
+      constants", SIAM J. Numer. Anal. 4; Kassam & Trefethen 2005, section
+      2). With ``E = e^{L h}``, ``E2 = e^{L h / 2}``:
+      ``k1 = F(w)``, ``k2 = F(E2 (w + h k1 / 2))``, ``k3 = F(E2 w + h k2 / 2)``,
+      ``k4 = F(E w + h E2 k3)``,
+      ``w^{n+1} = E w + h (E k1 + 2 E2 (k2 + k3) + k4) / 6``. Diffusion is
+      exact (an unforced eigenmode decays exactly), the rest is fourth order;
+      four evaluations of ``F`` per step, stable up to the advective CFL
+      limit of RK4.
 
     Parameters
     ----------
     w0 : ``[B, n, n]`` (or ``[n, n]``) initial vorticity at ``(i / n, j / n)``,
         axis 1 is ``x``, axis 2 is ``y``.
     forcing : ``[n, n]`` time-independent forcing at the same grid, or None.
+    dt : the time step; ``None`` (or 0) chooses it per sample at the start of
+        every record interval from that sample's current maximum speed and
+        vorticity (:func:`ns_auto_dt` with ``courant`` and ``dt_max``), so a
+        sample's steps do not depend on the other samples of the batch.
     record_times / record_every : times in ``(0, t_end]`` to record
         (``record_every`` gives ``record_every, 2 record_every, ... <= t_end``);
         neither records only ``t_end``. Steps are shortened, never lengthened,
         to hit each record time exactly.
     device : where to compute (default: ``w0``'s device). Results are returned
         there, float64.
+    progress : called after every step with the fraction of ``t_end`` that
+        the whole batch has reached (its last sample's), ``0 < f <= 1``.
 
     Returns ``[B, T, n, n]`` (``[T, n, n]`` for an unbatched ``w0``).
     """
-    if scheme not in ("euler", "heun"):
-        raise ValueError(f"scheme must be 'euler' or 'heun', got {scheme!r}")
+    if scheme not in NS_SCHEMES:
+        raise ValueError(f"scheme must be one of {list(NS_SCHEMES)}, got {scheme!r}")
     if not nu > 0:
         raise ValueError(f"nu must be > 0, got {nu!r}")
     if record_times is not None and record_every is not None:
@@ -241,7 +323,8 @@ def navier_stokes_cn(
         if count < 1:
             raise ValueError("record_every must be <= t_end")
         record_times = [record_every * (i + 1) for i in range(count)]
-    _, segments = _record_segments(float(t_end), float(dt), record_times)
+    auto = dt is None or dt == 0
+    times, segments = _record_segments(float(t_end), float(t_end if auto else dt), record_times)
 
     w0 = torch.as_tensor(w0)
     device = w0.device if device is None else torch.device(device)
@@ -250,6 +333,7 @@ def navier_stokes_cn(
     n = w.shape[-1]
     if w.ndim != 3 or w.shape[-2] != n:
         raise ValueError(f"w0 must be [B, n, n], got {tuple(w0.shape)}")
+    batch = w.shape[0]
 
     kx = torch.fft.fftfreq(n, 1.0 / n, dtype=torch.float64, device=device)[:, None]  # [n, 1]
     ky = torch.fft.rfftfreq(n, 1.0 / n, dtype=torch.float64, device=device)[None, :]  # [1, n//2+1]
@@ -275,18 +359,76 @@ def navier_stokes_cn(
         out = torch.fft.rfft2(q[0] * q[2] + q[1] * q[3]) * neg_mask
         return out if f_hat is None else out.add_(f_hat)
 
-    wh = torch.fft.rfft2(w)  # [B, n, n//2+1]
-    out = []
-    for steps, h in segments:
+    def maxima(wh: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``max (|u| + |v|)`` and ``max |w|`` per sample, ``[B]`` each."""
+        q = torch.fft.irfft2(symbols[:2] * wh, s=(n, n))  # [2, B, n, n]
+        speed = (q[0].abs() + q[1].abs()).amax(dim=(-2, -1))
+        vorticity = torch.fft.irfft2(wh, s=(n, n)).abs().amax(dim=(-2, -1))
+        return speed.cpu().numpy(), vorticity.cpu().numpy()
+
+    def coefficients(h):
+        """The step's diagonal factors for step ``h`` (a float, or ``[c, 1, 1]`` per sample)."""
+        if scheme == "ifrk4":
+            return torch.exp(-nu * h * lap), torch.exp(-0.5 * nu * h * lap)
         a = 0.5 * nu * h * lap
         implicit = 1.0 / (1.0 + a)
-        damp, gain = (1.0 - a) * implicit, h * implicit  # [n, n//2+1]
-        for _ in range(steps):
-            r = rhs(wh)
-            pred = damp * wh + gain * r
-            if scheme == "heun":
-                pred = damp * wh + (0.5 * gain) * (r + rhs(pred))
-            wh = pred
+        return (1.0 - a) * implicit, h * implicit  # damp, gain
+
+    def step(wh: torch.Tensor, coef: tuple, h) -> torch.Tensor:
+        if scheme == "ifrk4":
+            e, e2 = coef
+            k1 = rhs(wh)
+            k2 = rhs(e2 * (wh + (0.5 * h) * k1))
+            k3 = rhs(e2 * wh + (0.5 * h) * k2)
+            ewh = e * wh
+            k4 = rhs(ewh + h * (e2 * k3))
+            return ewh + (h / 6.0) * (e * k1 + 2.0 * e2 * (k2 + k3) + k4)
+        damp, gain = coef
+        r = rhs(wh)
+        pred = damp * wh + gain * r
+        if scheme == "heun":
+            pred = damp * wh + (0.5 * gain) * (r + rhs(pred))
+        return pred
+
+    wh = torch.fft.rfft2(w)  # [B, n, n//2+1]
+    out = []
+    start = 0.0
+    for t, (fixed_steps, fixed_h) in zip(times, segments):
+        interval = float(t) - start
+        if auto:
+            speed, vorticity = maxima(wh)
+            h_max = ns_auto_dt(speed, nu, n, scheme, courant, dt_max, vorticity=vorticity)
+            steps = np.maximum(1, np.ceil(interval / h_max - 1e-9)).astype(np.int64)  # [B]
+        else:
+            steps = np.full(batch, fixed_steps, dtype=np.int64)
+        if np.all(steps == steps[0]):  # one step for the whole batch
+            h = fixed_h if not auto else interval / int(steps[0])
+            coef = coefficients(h)
+            total = int(steps[0])
+            for j in range(total):
+                wh = step(wh, coef, h)
+                if progress is not None:
+                    progress((start + interval * (j + 1) / total) / t_end)
+        else:  # per-sample steps: sort by step count, advance the prefix that still has steps
+            order = np.argsort(-steps, kind="stable")
+            steps = steps[order]
+            index = torch.as_tensor(order, device=device)
+            ws = wh[index]
+            h_all = torch.as_tensor(interval / steps, dtype=torch.float64, device=device)[:, None, None]
+            coef = coefficients(h_all)
+            total = int(steps[0])
+            for j in range(total):
+                c = int(np.count_nonzero(steps > j))
+                ws[:c] = step(ws[:c], tuple(x[:c] for x in coef), h_all[:c])
+                if progress is not None:
+                    progress((start + interval * (j + 1) / total) / t_end)
+            wh = torch.empty_like(ws)
+            wh[index] = ws
         out.append(torch.fft.irfft2(wh, s=(n, n)))
+        start = float(t)
     traj = torch.stack(out, dim=1)  # [B, T, n, n]
     return traj[0] if squeeze else traj
+
+
+#: The former name, from when Crank-Nicolson schemes were the only ones.
+navier_stokes_cn = navier_stokes_2d
