@@ -414,3 +414,10 @@ def test_refine_names_config_json_when_its_modes_disagree_with_the_weights(files
     fails(capsys, ["refine", run, "--out", tmp_path / "refined", "--epochs", "1"],
           f"{run / 'config.json'}: model modes {config['model']['modes']} do not match the last spectral weight")
     assert not (tmp_path / "refined").exists()
+
+
+@pytest.mark.parametrize("address", ["tcp://[::1", "foo://x:1"])
+def test_a_malformed_scheduler_address_is_one_line(tmp_path, capsys, address):
+    fails(capsys, ["generate", "darcy", "--n", "2", "--resolution", "9", "--out", tmp_path / "s.h5",
+                   "--scheduler", address], f"--scheduler {address!r} is not a Dask scheduler address")
+    assert not (tmp_path / "s.h5").exists()

@@ -357,6 +357,8 @@ def _run_dask(spec: dict, todo: list[range], scheduler: str, workers: int) -> It
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise OplabError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+        except (ValueError, TypeError) as exc:  # a malformed address
+            raise OplabError(_address_message(scheduler, exc)) from None
     try:
         client.run(_init_worker)
         futures = [client.submit(compute_chunk, spec, list(c), pure=False) for c in todo]
@@ -367,6 +369,25 @@ def _run_dask(spec: dict, todo: list[range], scheduler: str, workers: int) -> It
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _address_message(scheduler: str, exc: Exception) -> str:
+    return f"--scheduler {scheduler!r} is not a Dask scheduler address (expected local or tcp://HOST:PORT): {exc}"
+
+
+def _check_address(scheduler: str) -> None:
+    """A ParameterError unless ``scheduler`` parses as a Dask address of a known scheme (checked
+    before anything is written; whether it answers is found out when connecting)."""
+    from distributed.comm import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(scheduler)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(_address_message(scheduler, exc)) from None
 
 
 def generate(
@@ -415,6 +436,8 @@ def generate(
     if not out.parent.is_dir():
         raise ParameterError(f"{out}: {out.parent} is a file, not a folder")
     check_size(problem, n, out)
+    if scheduler and scheduler != "local":
+        _check_address(scheduler)
 
     parts = _Parts(out, spec)
     try:
