@@ -461,18 +461,32 @@ def _bytes(n: float) -> str:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this process may still take (psutil's ``available`` where psutil is
-    importable, else the free physical pages); None where neither says."""
+    """Bytes of memory this process may still take: the machine's available memory (psutil's
+    ``available`` where psutil is importable, else the free physical pages), at most the
+    process's address-space limit (``ulimit -v``) less what it already maps; None where nothing
+    says."""
+    free = None
     try:
         import psutil
 
-        return int(psutil.virtual_memory().available)
+        free = int(psutil.virtual_memory().available)
     except Exception:  # not installed, or no /proc
-        pass
+        try:
+            free = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as fh:
+                mapped = int(fh.read().split()[0]) * int(os.sysconf("SC_PAGE_SIZE"))
+            room = max(limit - mapped, 0)
+            free = room if free is None else min(free, room)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return free
 
 
 def check_size(problem: Problem, n: int, out: Path) -> None:
@@ -481,17 +495,19 @@ def check_size(problem: Problem, n: int, out: Path) -> None:
 
     Both estimates are lower bounds, from the problem's shapes: the file holds ``n x (inputs +
     outputs)`` float32 values; a worker holds at least the float64 inputs and outputs of the
-    samples it solves together (``chunk_size``). A solver needs more, so only requests that
-    cannot succeed are refused."""
+    samples it solves together (``chunk_size``) and what the problem says its solver holds
+    besides (:meth:`~oplab.problems.base.Problem.working_memory`), so only requests that cannot
+    succeed are refused."""
     values = math.prod(problem.input_shape()) + math.prod(problem.output_shape())
     what = f"{problem.name} at resolution {problem.resolution}"
     together = min(int(problem.chunk_size), int(n))
-    memory = together * values * 8
+    memory = problem.working_memory(together)
     free = available_memory()
     if free is not None and memory > free:
         whose = "one sample" if together == 1 else f"a chunk of {together} samples (solved together)"
-        raise ParameterError(f"{what}: {whose} needs about {_bytes(memory)} of memory (float64 inputs and "
-                             f"outputs alone), {_bytes(free)} are available; use a lower --resolution")
+        raise ParameterError(f"{what}: {whose} needs at least {_bytes(memory)} of memory (its float64 inputs, "
+                             f"outputs and the solver's own arrays), {_bytes(free)} are available; use a lower "
+                             f"--resolution")
     size = int(n) * values * 4
     try:
         disk = shutil.disk_usage(out.parent)

@@ -218,6 +218,11 @@ class Problem:
         x = np.stack([self.sample_inputs(rng_for(seed, i)) for i in indices])
         return x, self.solve_batch(x)
 
+    def working_memory(self, together: int) -> int:
+        """Bytes a worker needs at least to solve ``together`` samples at once: their float64
+        inputs and outputs (a lower bound; problems whose solver holds more say so)."""
+        return together * 8 * (math.prod(self.input_shape()) + math.prod(self.output_shape()))
+
     def input_shape(self) -> tuple[int, ...]:
         return (len(self.input_channels), *(a.n for a in self.input_axes()))
 
