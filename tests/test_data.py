@@ -155,7 +155,10 @@ def test_interrupted_command_resumes_with_the_same_command(tmp_path, how):
     out = tmp_path / "cut.h5"
     cmd = [sys.executable, "-m", "oplab", "generate", "darcy", "--n", "60", "--resolution", "129",
            "--seed", "2", "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # a shell's background job starts with SIGINT ignored, and children inherit that: give the command
+    # the default disposition, as a terminal would (else Ctrl-C is ignored when pytest runs as `cmd &`)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = tmp_path / "cut.h5.parts"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(parts.glob("chunk_*.npz"))) < 3:
