@@ -96,6 +96,15 @@ def nonnegative(name: str, default: float, help: str) -> Param:
     return Param(name, default, help, check=lambda v: v >= 0, expect=">= 0")
 
 
+def record_times(problem: str, t_end: float, record_every: float) -> np.ndarray:
+    """The record times ``record_every, 2 record_every, ..., t_end`` of a trajectory problem; a
+    ParameterError unless ``t_end`` is a positive multiple of ``record_every``."""
+    ratio = t_end / record_every
+    if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9 * max(1.0, ratio):
+        raise ParameterError(f"{problem}: t_end {t_end!r} must be a positive multiple of record_every {record_every!r}")
+    return record_every * np.arange(1, int(round(ratio)) + 1)
+
+
 # ----------------------------------------------------------------------- grid
 @dataclass(frozen=True)
 class Axis:

@@ -118,7 +118,7 @@ import torch
 from ..errors import ParameterError
 from ..solvers.random_fields import periodic_grf
 from ..solvers.spectral import NS_COURANT, NS_DT_MAX, NS_TURNOVER, navier_stokes_2d
-from .base import Axis, Param, Problem, nonnegative, positive, rng_for
+from .base import Axis, Param, Problem, nonnegative, positive, record_times, rng_for
 
 #: ``preset="default"``: the solver grid's dealiasing cutoff must be damped at least this fast
 AUTO_DAMPING = 2.5
@@ -241,12 +241,7 @@ class NavierStokes(Problem):
             fine = auto_solve_resolution(self.resolution, p["nu"])
             self.auto_grid = True
         self.solve_resolution = int(fine)
-        ratio = p["t_end"] / p["record_every"]
-        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9 * max(1.0, ratio):
-            raise ParameterError(
-                f"{self.name}: t_end {p['t_end']!r} must be a positive multiple of "
-                f"record_every {p['record_every']!r}"
-            )
+        self.output_times()  # t_end a multiple of record_every
         if p["dt"] > p["record_every"]:
             raise ParameterError(
                 f"{self.name}: dt {p['dt']!r} must be <= record_every {p['record_every']!r}"
@@ -269,8 +264,7 @@ class NavierStokes(Problem):
         ]
 
     def output_times(self) -> np.ndarray:
-        count = int(round(self.params["t_end"] / self.params["record_every"]))
-        return self.params["record_every"] * np.arange(1, count + 1)
+        return record_times(self.name, self.params["t_end"], self.params["record_every"])
 
     @property
     def stride(self) -> int:

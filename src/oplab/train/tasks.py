@@ -45,7 +45,22 @@ from ..eval.rollout import advance
 from .data import CHUNK
 
 
-class MapTask:
+class Task:
+    """What every task shares: batches are sample positions, the model answers on the data's grid,
+    and the Trainer's evaluation is the task's ``score``."""
+
+    def batches(self, plan):
+        return (torch.as_tensor(idx) for idx in plan)
+
+    def coords(self, data, device) -> tuple:
+        """The grid the model answers on (its coordinates on ``device``)."""
+        return tuple(c.to(device) for c in data.out_coords)
+
+    def evaluate(self, bundle, data, device) -> dict:
+        return self.score(self.cfg, bundle, data, device)
+
+
+class MapTask(Task):
     """Inputs to outputs in one shot (``train.task: map``)."""
 
     name = "map"
@@ -72,10 +87,6 @@ class MapTask:
     def batches(self, plan):
         return self.train.batches(plan)
 
-    def coords(self, data, device) -> tuple:
-        """The grid the model answers on (its coordinates on ``device``)."""
-        return tuple(c.to(device) for c in data.out_coords)
-
     def loss(self, trainer, net, batch, coords):
         """The batch's loss (data and physics terms as configured) and its sample count."""
         cfg, device = self.cfg, trainer.device
@@ -91,9 +102,6 @@ class MapTask:
                                                              cfg.bc_weight, cfg.physics_norm)
         return loss, len(xb)
 
-    def evaluate(self, bundle, data, device) -> dict:
-        return self.score(self.cfg, bundle, data, device)
-
     @staticmethod
     def score(cfg, bundle, data, device=None) -> dict:
         """Relative L2 and H1 errors of ``bundle`` on ``data`` (means over samples)."""
@@ -107,7 +115,7 @@ class MapTask:
         return data.head(k).x
 
 
-class Autoregressive:
+class Autoregressive(Task):
     """The last ``window`` states to the next ``bundle`` (``train.task: autoregressive``), see the
     module docstring."""
 
@@ -140,12 +148,6 @@ class Autoregressive:
         mean, std = stats.mean, stats.std()
         bundle.in_norm.set(mean.repeat(self.cfg.window), std.repeat(self.cfg.window))
         bundle.out_norm.set(mean.repeat(self.cfg.bundle), std.repeat(self.cfg.bundle))
-
-    def batches(self, plan):
-        return (torch.as_tensor(idx) for idx in plan)
-
-    def coords(self, data, device) -> tuple:
-        return tuple(c.to(device) for c in data.out_coords)
 
     def frames(self, positions: torch.Tensor) -> torch.Tensor:
         """``[B, span, C, *S]``: the states of training samples ``positions`` (trajectory, start)."""
@@ -186,9 +188,6 @@ class Autoregressive:
         most = min(epoch, self.cfg.unroll - 1)
         return int(torch.randint(most + 1, (1,), generator=self._draws))
 
-    def evaluate(self, bundle, data, device) -> dict:
-        return self.score(self.cfg, bundle, data, device)
-
     @staticmethod
     def score(cfg, bundle, data, device=None) -> dict:
         """The rollout from each trajectory's first window to its end: relative L2 and H1 over all
@@ -203,7 +202,7 @@ class Autoregressive:
         return data.head(k).states(cfg.first_state)[:, : cfg.window].flatten(1, 2)
 
 
-class SpaceTime:
+class SpaceTime(Task):
     """The first ``window`` states to all later ones at once, time as one more grid axis
     (``train.task: spacetime``): the FNO paper's FNO-3D for Navier-Stokes (Li et al. 2021, section
     5.3: the ten first states, repeated along the time axis, to the next ``T - 10``). Inputs
@@ -254,16 +253,10 @@ class SpaceTime:
         bundle.in_norm.set(xs.mean, xs.std())
         bundle.out_norm.set(ys.mean, ys.std())
 
-    def batches(self, plan):
-        return (torch.as_tensor(idx) for idx in plan)
-
     def loss(self, trainer, net, idx, coords):
         states = self.states[idx].to(trainer.device)
         pred = trainer.forward(net, self.inputs(states, self.cfg.window), coords).float()
         return trainer.loss_fn(pred, self.targets(states, self.cfg.window), coords, self.periodic), len(idx)
-
-    def evaluate(self, bundle, data, device) -> dict:
-        return self.score(self.cfg, bundle, data, device)
 
     @staticmethod
     def score(cfg, bundle, data, device=None, batch_size: int = 20) -> dict:
