@@ -333,22 +333,10 @@ def predict_cmd(
     """Apply a trained operator to new inputs."""
     import numpy as np
 
-    from .predictor import load
+    from .predictor import load, read_inputs
 
     op = load(run_dir, checkpoint)
-    if not input.exists():
-        raise ParameterError(f"{input}: no such file")
-    if input.suffix == ".npy":
-        try:
-            a = np.load(input, allow_pickle=False)
-        except ValueError as exc:
-            raise ParameterError(f"{input}: not a plain .npy array ({exc})") from None
-    elif input.suffix in (".h5", ".hdf5"):
-        from .data.dataset import open_dataset
-
-        a = open_dataset(input).arrays()[0]
-    else:
-        raise ParameterError(f"{input}: expected a .npy or .h5 file")
+    a = read_inputs(input)
     if not out.name:
         raise ParameterError("--out: expected a file name for the predictions (.npy)")
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes

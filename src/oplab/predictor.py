@@ -152,6 +152,23 @@ class Predictor:
         return y.numpy() if is_numpy else y
 
 
+def read_inputs(path: str | Path) -> np.ndarray:
+    """Inputs from a file: a plain ``.npy`` array (no pickle) or an oplab ``.h5`` set's inputs."""
+    path = Path(path)
+    if not path.exists():
+        raise OplabError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise OplabError(f"{path}: not a plain .npy array ({exc})") from None
+    if path.suffix in (".h5", ".hdf5"):
+        from .data.dataset import open_dataset
+
+        return open_dataset(path).arrays()[0]
+    raise OplabError(f"{path}: expected a .npy or .h5 file")
+
+
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Predictor:
     """Load a trained operator from a run folder: the ``best`` checkpoint (chosen on the
     validation samples), else ``last``; ``checkpoint="last"`` for the final weights."""
