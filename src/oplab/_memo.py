@@ -114,8 +114,8 @@ class TensorMemo:
         self._entries = []
 
     def get(self, tensors: Sequence[torch.Tensor], extra: Hashable, build: Callable[[], object]):
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return build()  # values that carry gradients are not cached
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+            return build()  # values that carry gradients are not cached; a traced graph computes its own
         n = len(tensors)
         entries = self._entries
         for i, entry in enumerate(entries):

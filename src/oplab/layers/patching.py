@@ -138,7 +138,7 @@ class MultigridPatching:
                                  f"(each axis needs at least as many cells as patches)")
         pads = []
         for n, c, p in zip(sizes, self.patches, self.padding):
-            s = -(-n // c)
+            s = -(-(int(n) if torch.jit.is_tracing() else n) // c)  # a jit trace gives sizes as tensors
             pads.append(int(p) if is_int(p, 0) else int(round(float(p) * s)))
         return Layout(sizes, self.patches, pads)
 

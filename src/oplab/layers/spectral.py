@@ -287,6 +287,16 @@ class SpectralConv(nn.Module):
         self.factorization = "dense" if factorization is None else str(factorization).strip().lower()
         shape = (self.in_channels, self.out_channels, *[2 * m for m in modes[:-1]], modes[-1])
         self.weight = spectral_weight(shape, factorization, rank, scale=1.0 / (self.in_channels * self.out_channels))
+        #: how the truncated transforms run: ``"fft"``, ``"matmul"`` (real matrix products, see
+        #: :meth:`_forward_matmul`) or ``"auto"`` (FFT, matmul while exporting); not in the state dict
+        self.dft = "auto"
+        #: the weight as a real constant ``[I, O, *2m, m_d, 2]`` (see :meth:`freeze`), or None
+        self.frozen: torch.Tensor | None = None
+
+    def freeze(self) -> None:
+        """Hold the weight as one real constant (no factors, no complex numbers) for export:
+        the exported graph then carries the product of the factors, not the factors."""
+        self.frozen = torch.view_as_real(self.weight().detach().resolve_conj()).clone()
 
     @property
     def n_modes(self) -> tuple[int, ...]:
@@ -316,6 +326,8 @@ class SpectralConv(nn.Module):
         d = self.dim
         if x.ndim != d + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"SpectralConv: expected input [B, {self.in_channels}, *S] with {d} spatial axes, got {list(x.shape)}")
+        if self.dft == "matmul" or (self.dft == "auto" and torch.compiler.is_exporting()):
+            return self._forward_matmul(x)
         sizes = tuple(x.shape[2:])
         keep = self.kept(sizes)
         dtype = x.dtype
@@ -341,6 +353,72 @@ class SpectralConv(nn.Module):
         for axis in range(d - 1):
             y = torch.fft.ifft(_scatter(y, 2 + axis, *keep[axis], sizes[axis]), dim=2 + axis)
         return torch.fft.irfft(y, n=sizes[-1], dim=-1).to(dtype)  # [B, O, *S]
+
+
+    def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The same operator with the truncated DFTs as real matrix products (no FFT, no complex
+        tensors): what ONNX and other runtimes without complex numbers can hold.
+
+        Along an axis of ``n`` points the retained frequencies ``k`` form the ``[n, M]``
+        matrices ``C = cos(2 pi x k / n)`` and ``S = sin(2 pi x k / n)``, built from the
+        input's own size (so an exported graph keeps its resolution dynamic). Forward:
+        ``X = v (C - i S)`` over the last axis, then the complex product over the leading
+        axes; the mode-wise weight as one real ``bmm`` on ``[[Re R, Im R], [-Im R, Re R]]``;
+        inverse: ``(1/n) sum_k Y_k e^{+2 pi i x k / n}`` over the leading axes, and over the last
+        one the real part with weight 2 for the frequencies whose conjugate ``rfft`` leaves
+        out (1 for 0 and ``n/2``), as ``irfft`` does. While exporting (sizes symbolic) the grid
+        must hold all modes (``n_i >= 2 m_i``); eager calls take any size.
+        """
+        d, sizes = self.dim, tuple(x.shape[2:])
+        if any(isinstance(n, torch.SymInt) for n in sizes):  # exporting with dynamic sizes
+            for n, m in zip(sizes, self._n_modes):
+                torch._check(n >= 2 * m)
+            keep = [(m, m) for m in self._n_modes[:-1]] + [(self._n_modes[-1], 0)]
+        else:
+            keep = self.kept(sizes)
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        x = x.to(dtype)
+        w = self.frozen if self.frozen is not None else torch.view_as_real(self.weight().resolve_conj())
+        w = w[..., : keep[-1][0], :]  # [I, O, *M, 2]: real and imaginary parts
+        for axis, m in enumerate(self.max_n_modes[:-1]):
+            w = _gather(w, 2 + axis, *keep[axis], 2 * m)
+        w = w.to(dtype)
+        # forward transform, the last axis first (real input)
+        c, s = _dft_basis(sizes[-1], keep[-1][0], 0, dtype, x.device)  # [n, k]
+        re, im = x @ c, -(x @ s)  # [B, I, n_1, ..., k_d]
+        for axis in range(d - 1):
+            c, s = _dft_basis(sizes[axis], *keep[axis], dtype, x.device)
+            re, im = _along(re, 2 + axis, c) + _along(im, 2 + axis, s), _along(im, 2 + axis, c) - _along(re, 2 + axis, s)
+        batch, modes = x.shape[0], re.shape[2:]
+        i, o = self.in_channels, self.out_channels
+        xm = torch.cat([re, im], 1).reshape(batch, 2 * i, -1).permute(2, 0, 1)  # [M, B, 2I]
+        wr, wi = w[..., 0].reshape(i, o, -1), w[..., 1].reshape(i, o, -1)
+        wm = torch.cat([torch.cat([wr, wi], 1), torch.cat([-wi, wr], 1)], 0).permute(2, 0, 1)  # [M, 2I, 2O]
+        y = torch.bmm(xm, wm).permute(1, 2, 0).reshape(batch, 2 * o, *modes)
+        re, im = y[:, :o], y[:, o:]
+        for axis in range(d - 1):  # inverse transform of the leading axes: [.., M] -> [.., n]
+            n = sizes[axis]
+            c, s = _dft_basis(n, *keep[axis], dtype, x.device)
+            c, s = c.T / n, s.T / n
+            re, im = _along(re, 2 + axis, c) - _along(im, 2 + axis, s), _along(re, 2 + axis, s) + _along(im, 2 + axis, c)
+        n = sizes[-1]
+        c, s = _dft_basis(n, keep[-1][0], 0, dtype, x.device)
+        k = torch.arange(keep[-1][0], device=x.device)
+        half = torch.where((k == 0) | (2 * k == n), 1.0, 2.0).to(dtype) / n  # irfft's weights
+        return re @ (c * half).T - im @ (s * half).T
+
+
+def _dft_basis(n, p: int, q: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of ``2 pi x k / n`` for the grid ``x = 0..n-1`` and the frequencies
+    ``k = 0..p-1, -q..-1`` (the order :func:`_gather` keeps): two ``[n, p + q]`` matrices."""
+    k = torch.cat([torch.arange(p, device=device), torch.arange(-q, 0, device=device)]).to(dtype)
+    angle = torch.arange(n, device=device).to(dtype)[:, None] * k * (2 * math.pi / n)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def _along(t: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``axis`` contracted against the rows of ``matrix`` (``[n, m]``: length n -> m)."""
+    return (t.movedim(axis, -1) @ matrix).movedim(-1, axis)
 
 
 def _gather(t: torch.Tensor, axis: int, p: int, q: int, n: int) -> torch.Tensor:

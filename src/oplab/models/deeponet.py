@@ -408,7 +408,7 @@ class PODDeepONet(Operator):
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
         owner = type(self).__name__
-        if not self.is_fitted:
+        if not torch.compiler.is_compiling() and not self.is_fitted:  # (no data-dependent branch in a graph)
             raise RuntimeError(
                 f"{owner}: the POD basis is not set; call fit_data(x_train, y_train) (or load a fitted state dict) first"
             )

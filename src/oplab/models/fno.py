@@ -173,7 +173,8 @@ class FNO(Operator):
 
     def _pads(self, sizes) -> list[int]:
         """Cells of domain padding added at the end of each axis of the grid ``sizes``."""
-        return [round(self.padding * n) for n in sizes]
+        tracing = torch.jit.is_tracing()  # a jit trace gives sizes as tensors
+        return [round(self.padding * (int(n) if tracing else n)) for n in sizes]
 
     @property
     def n_modes(self) -> tuple[int, ...]:

@@ -311,7 +311,8 @@ class LSM(Operator):
             x = append_positions(x, coords, "LSM")  # [B, C_in + dim, *S]
         v = self.lifting(x)  # [B, width, *S]
         multiple = 2**self.depth
-        pads = [round(self.padding * n) for n in sizes]
+        tracing = torch.jit.is_tracing()  # a jit trace gives sizes as tensors
+        pads = [round(self.padding * (int(n) if tracing else n)) for n in sizes]
         pads = [pad + (-(n + pad) % multiple) for n, pad in zip(sizes, pads)]
         if any(pads):
             v = F.pad(v, [p for pad in reversed(pads) for p in (0, pad)])  # [B, width, *S'], S' % 2**depth == 0
