@@ -22,7 +22,7 @@ pip="$venv/bin/pip"
 cons="$(mktemp)"
 trap 'rm -f "$cons"' EXIT
 echo "torch==2.13.0" > "$cons"
-"$pip" install -c "$cons" "neuraloperator==2.0.0" "deepxde==1.15.0"
+"$pip" install -c "$cons" "neuraloperator==2.0.0" "deepxde==1.15.0" onnx onnxscript onnxruntime
 "$pip" install -c "$cons" -e "$root"
 
 DDE_BACKEND=pytorch "$venv/bin/python" - <<'PY'

@@ -109,7 +109,7 @@ class Predictor:
         if self.kind == "point" and list(x.shape[1:]) != self.data["train_input_shape"]:
             raise OplabError(f"input of shape {list(x.shape[1:])}: this point operator takes its training "
                              f"sensors {self.data['train_input_shape']}")
-        with torch.no_grad():
+        with torch.inference_mode():  # (no autograd bookkeeping; the spectral weights stay prepared)
             y = self.bundle(x.to(self.device), tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[2:]))))
         y = y.cpu()
         if self.task == "autoregressive":  # the next ``bundle`` states
@@ -120,8 +120,7 @@ class Predictor:
             y = y[:, 0]
         if single:
             y = y[0]
-        return y.numpy() if is_numpy else y
-
+        return y.numpy() if is_numpy else y.clone()  # (a clone is an ordinary tensor, usable with autograd)
 
     def rollout(self, states, steps: int):
         """An autoregressive operator applied ``steps`` times from ``states`` (``[window, C, *S]`` or
@@ -146,10 +145,10 @@ class Predictor:
         if not torch.isfinite(x).all():
             raise OplabError("states hold NaN or Inf: the operator answers finite inputs only")
         coords = tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[3:])))
-        with torch.no_grad():
+        with torch.inference_mode():
             y = rollout(self.bundle, x.to(self.device), steps, coords, w, self.steps["bundle"]).cpu()
         y = y[0] if single else y
-        return y.numpy() if is_numpy else y
+        return y.numpy() if is_numpy else y.clone()
 
 
 def read_inputs(path: str | Path) -> np.ndarray:

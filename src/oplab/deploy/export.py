@@ -43,22 +43,28 @@ FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
 
 
 class Exportable(nn.Module):
-    """``x [B, C_in, *S] -> y [B, C_out, *S]`` in physical units: the bundle with the grid's
-    coordinates computed from ``x``'s size (grid operators) or fixed (point operators)."""
+    """``x [B, C_in, *S] -> y [B, C_out, *S]`` in physical units: a bundle (normalisers + model)
+    with the grid's coordinates computed from ``x``'s size (grid operators: ``axes`` holds
+    ``(lo, hi, periodic)`` per axis) or fixed (point operators: ``point_coords``)."""
 
-    def __init__(self, op: Predictor):
+    def __init__(self, bundle: nn.Module, axes, point_coords=None, matmul_dft: bool = True):
         from ..layers.spectral import SpectralConv
 
         super().__init__()
-        self.bundle = copy.deepcopy(op.bundle)
+        self.bundle = copy.deepcopy(bundle).eval()
         for layer in self.bundle.modules():
-            if isinstance(layer, SpectralConv):
+            if isinstance(layer, SpectralConv) and matmul_dft:  # one real constant per layer, no factors
                 layer.freeze()
-        self.axes = [(float(a.lo), float(a.hi), bool(a.periodic)) for a in op.out_axes]
-        self.point = op.kind == "point"
-        if self.point:  # the training grid's coordinates, as buffers
-            for i, c in enumerate(op.coords_for(tuple(op.data["train_output_shape"][1:]))):
-                self.register_buffer(f"coord{i}", c, persistent=False)
+                layer.dft, layer.weight = "matmul", nn.Module()
+        self.axes = [tuple(a) for a in axes]
+        self.point = point_coords is not None
+        for i, c in enumerate(point_coords or ()):  # the training grid's coordinates, as buffers
+            self.register_buffer(f"coord{i}", c, persistent=False)
+
+    @classmethod
+    def of(cls, op: Predictor, matmul_dft: bool = True) -> "Exportable":
+        point = op.coords_for(tuple(op.data["train_output_shape"][1:])) if op.kind == "point" else None
+        return cls(op.bundle, [(float(a.lo), float(a.hi), bool(a.periodic)) for a in op.out_axes], point, matmul_dft)
 
     def coords(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.point:
@@ -125,7 +131,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         if path.exists() and not overwrite:
             raise OplabError(f"{path}: exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    module = Exportable(op).eval()
+    module = Exportable.of(op, matmul_dft=fmt != "torchscript")  # TorchScript holds FFTs
     train = tuple(op.data["train_input_shape"][1:])
     x = sample_input(op, train)
     tmp = out.with_name(out.name + ".part")

@@ -292,6 +292,7 @@ class SpectralConv(nn.Module):
         self.dft = "auto"
         #: the weight as a real constant ``[I, O, *2m, m_d, 2]`` (see :meth:`freeze`), or None
         self.frozen: torch.Tensor | None = None
+        self._cached = None  # (key, weight) of :meth:`_mode_major`
 
     def freeze(self) -> None:
         """Hold the weight as one real constant (no factors, no complex numbers) for export:
@@ -334,18 +335,15 @@ class SpectralConv(nn.Module):
         if dtype in (torch.float16, torch.bfloat16):  # e.g. under autocast: FFTs in float32
             x = x.float()
         x_ft = torch.fft.rfftn(x, dim=tuple(range(2, d + 2)))[..., : keep[-1][0]]  # [B, I, n_1, ..., k_d]
-        w = self.weight()  # [I, O, 2 m_1, ..., m_d]
-        w = w[..., : keep[-1][0]]
-        for axis, m in enumerate(self.max_n_modes[:-1]):
+        for axis in range(d - 1):
             x_ft = _gather(x_ft, 2 + axis, *keep[axis], sizes[axis])
-            w = _gather(w, 2 + axis, *keep[axis], 2 * m)
         # x_ft: [B, I, *M], w: [I, O, *M] with M = (p_1 + q_1, ..., k_d): one batched
         # matrix product over the retained modes, on contiguous mode-major operands
         # (a plain einsum here is up to 3x slower: CPU complex bmm copies each
         # strided batch matrix)
         batch, modes = x.shape[0], x_ft.shape[2:]
         xm = x_ft.reshape(batch, self.in_channels, -1).permute(2, 0, 1).contiguous()  # [M, B, I]
-        wm = w.to(x_ft.dtype).reshape(self.in_channels, self.out_channels, -1).permute(2, 0, 1).contiguous()  # [M, I, O]
+        wm = self._mode_major(keep, x_ft.dtype)  # [M, I, O]
         y = torch.bmm(xm, wm).permute(1, 2, 0).reshape(batch, self.out_channels, *modes)  # [B, O, *M]
         # inverse transform axis by axis: zero-fill the dropped frequencies of one
         # axis, then transform it, so the FFTs of the leading axes only run over
@@ -354,6 +352,21 @@ class SpectralConv(nn.Module):
             y = torch.fft.ifft(_scatter(y, 2 + axis, *keep[axis], sizes[axis]), dim=2 + axis)
         return torch.fft.irfft(y, n=sizes[-1], dim=-1).to(dtype)  # [B, O, *S]
 
+
+    def _mode_major(self, keep, dtype) -> torch.Tensor:
+        """The weight of the retained modes as ``[M, I, O]``, contiguous. Without autograd (inference)
+        it is kept between calls until a parameter changes (their version counters say when)."""
+        cache = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = (tuple(keep), dtype, tuple((p.data_ptr(), p._version) for p in self.weight.parameters())) if cache else None
+        if key is not None and self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        w = self.weight()  # [I, O, 2 m_1, ..., m_d]
+        w = w[..., : keep[-1][0]]
+        for axis, m in enumerate(self.max_n_modes[:-1]):
+            w = _gather(w, 2 + axis, *keep[axis], 2 * m)
+        wm = w.to(dtype).reshape(self.in_channels, self.out_channels, -1).permute(2, 0, 1).contiguous()
+        self._cached = (key, wm) if key is not None else None
+        return wm
 
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """The same operator with the truncated DFTs as real matrix products (no FFT, no complex
