@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {"problems", "solvers", "data", "errors", "cli", "models", "layers", "losses", "train", "predictor",
-               "rundir", "checkpoint", "eval"}
+               "rundir", "checkpoint", "eval", "deploy", "explain"}
 
 
 def load(run_dir, checkpoint: str = "best", device: str = "cpu"):
