@@ -3,7 +3,9 @@
 A checkpoint folder holds
 
 * ``weights.safetensors``: the model (``model.*``) and normalisers
-  (``in_norm.*``, ``out_norm.*``);
+  (``in_norm.*``, ``out_norm.*``); in a quantised checkpoint the weights are
+  integers (int8, or bit-packed uint8 below 8 bits) with float scales, marked
+  in the file's header and dequantised on load (:mod:`oplab.deploy.quantize`);
 * ``state.safetensors`` + ``state.json`` (training checkpoints only): the
   optimizer's tensors and its JSON-able structure, the torch random state,
   the epoch and the best metric so far.
@@ -20,7 +22,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DataFileError
@@ -59,14 +61,16 @@ def optimizer_from_flat(tensors: dict, structure: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save(folder: Path, weights: dict, state_tensors: dict | None = None, state: dict | None = None) -> None:
-    """Write a checkpoint folder atomically (``folder.tmp`` then rename)."""
+def save(folder: Path, weights: dict, state_tensors: dict | None = None, state: dict | None = None,
+         metadata: dict | None = None) -> None:
+    """Write a checkpoint folder atomically (``folder.tmp`` then rename); ``metadata``: string pairs
+    for the weights file's header (a quantised checkpoint's, :mod:`oplab.deploy.quantize`)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_contiguous(weights), str(tmp / "weights.safetensors"))
+    save_file(_contiguous(weights), str(tmp / "weights.safetensors"), metadata=metadata)
     if state is not None:
         save_file(_contiguous(state_tensors or {}), str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -92,11 +96,20 @@ def locate(folder: Path) -> Path:
 
 
 def load_weights(folder: Path) -> dict:
+    """The float weights of a checkpoint; a quantised one (integer values, packed below 8 bits, and
+    scales, marked in its header) is dequantised (:func:`oplab.deploy.quantize.dequantize_state`)."""
     path = locate(folder) / "weights.safetensors"
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            header = (fh.metadata() or {}).get("oplab.quantized")
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    if header is not None:
+        from .deploy.quantize import dequantize_state
+
+        return dequantize_state(tensors, header, path)
+    return tensors
 
 
 def load_state(folder: Path) -> tuple[dict, dict]:

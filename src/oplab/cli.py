@@ -350,6 +350,131 @@ def predict_cmd(
     console.print(f"wrote {out} {list(y.shape)}")
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder."),
+    format: str = typer.Option("onnx", "--format", metavar="onnx|exported-program|torchscript",
+                               help="onnx (ONNX Runtime), exported-program (torch.export .pt2) or torchscript (torch.jit)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="Where to write it (default RUN/export/model.<ext>)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="best (chosen on the validation samples) or last."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+):
+    """Export a trained operator (normalisers included) and check it against the run's model."""
+    from .deploy.export import export
+
+    report = export(run_dir, format, out, checkpoint, overwrite, log=lambda s: console.print(s, highlight=False))
+    checks = "; ".join(f"{'x'.join(map(str, c['sizes']))}: {c['max_rel_diff']:.1e}" for c in report["checks"])
+    console.print(f"wrote {report['file']} "
+                  f"({report['bytes'] / 1e6:.1f} MB; dynamic axes: {', '.join(report['dynamic']) or 'none'}); "
+                  f"largest relative difference to the model: {checks}", highlight=False, soft_wrap=True)
+
+
+@app.command("serve")
+def serve_cmd(
+    runs: List[str] = typer.Argument(..., metavar="RUN", help="Run folder(s); NAME=RUN_DIR names a model (default: its folder's name)."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", metavar="PORT", help="Port (0: a free one, printed)."),
+    max_batch: int = typer.Option(32, "--max-batch", metavar="N", help="Samples per batched model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", metavar="MS", help="How long a request waits for others to batch with."),
+    max_mb: float = typer.Option(64.0, "--max-mb", metavar="MB", help="Request body size limit (larger: 413)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="best (chosen on the validation samples) or last."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="uvicorn's: debug | info | warning | error."),
+):
+    """Serve trained operators over HTTP: predictions (JSON or .npy), metadata, and a page at /."""
+    from .deploy.serve import serve
+
+    serve(runs, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_mb=max_mb,
+          checkpoint=checkpoint, log_level=log_level, announce=lambda s: print(s, flush=True))
+
+
+@app.command("explain")
+def explain_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder."),
+    input: Path = typer.Option(..., "--input", metavar="FILE", help="Inputs: .npy [B, C, *S] / [C, *S] ([B, *S] / [*S] for one channel), or an oplab .h5 data set."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Where to write the map (.npy, shaped like one input [C_in, *S])."),
+    sample: int = typer.Option(0, "--sample", metavar="I", help="Which sample of the file to explain."),
+    point: Optional[str] = typer.Option(None, "--point", metavar="X,Y", help="Target: the output at the grid node nearest to this point (physical coordinates)."),
+    node: Optional[str] = typer.Option(None, "--node", metavar="I,J", help="Target: the output at this grid node (indices)."),
+    functional: Optional[str] = typer.Option(None, "--functional", metavar="mean", help="Target: the mean of the output channel over the grid."),
+    channel: int = typer.Option(0, "--channel", metavar="C", help="Output channel of the target."),
+    method: str = typer.Option("gradient", "--method", metavar="gradient|integrated-gradients"),
+    steps: int = typer.Option(32, "--steps", metavar="N", help="Integrated gradients: trapezoid intervals on the path."),
+    baseline: str = typer.Option("zero", "--baseline", metavar="zero|mean", help="Integrated gradients: the path's start (zeros, or the training inputs' channel means)."),
+    density: bool = typer.Option(False, "--density", help="Divide the map by the input cell measure h^d (a kernel, comparable across resolutions)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", help="Also draw input, prediction (target marked) and map (.png/.pdf/.svg)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="best (chosen on the validation samples) or last."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --out / --plot files."),
+):
+    """Sensitivity map: the gradient (or integrated gradients) of the output at a point, or of its mean, with respect to the input field."""
+    import numpy as np
+
+    from . import explain
+    from .predictor import load, read_inputs
+
+    if method not in explain.METHODS:
+        raise ParameterError(f"--method must be one of {list(explain.METHODS)}, got {method!r}")
+
+    def numbers(flag, text, kind):
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise ParameterError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s, e.g. 0.5,0.5") from None
+
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
+    if plot is not None and plot.suffix not in (".png", ".pdf", ".svg"):
+        raise ParameterError(f"--plot {plot}: expected a .png, .pdf or .svg file name")
+    for path in (out, plot):
+        if path is not None and path.exists() and not overwrite:
+            raise ParameterError(f"{path}: exists; pass --overwrite to replace it")
+    op = load(run_dir, checkpoint)
+    a = explain.pick_sample(op, read_inputs(input), sample)
+    target = dict(point=None if point is None else numbers("--point", point, float),
+                  node=None if node is None else numbers("--node", node, int), functional=functional,
+                  channel=channel, density=density)
+    if method == "gradient":
+        result = explain.gradient(op, a, **target)
+    else:
+        result = explain.integrated_gradients(op, a, baseline=baseline, steps=steps, **target)
+    try:
+        np.save(out, result.map)
+        if plot is not None:
+            explain.plot(result, a, plot)
+    except OSError as exc:
+        raise ParameterError(f"cannot write {exc.filename or out} ({exc.strerror or exc})") from None
+    console.print(result.summary(), highlight=False, soft_wrap=True)
+    console.print(f"wrote {out} {list(result.map.shape)}" + (f" and {plot}" if plot is not None else ""), highlight=False)
+
+
+@app.command("compress")
+def compress_cmd(
+    run_dir: Path = typer.Argument(..., help="A trained run folder (the teacher)."),
+    method: str = typer.Option(..., "--method", metavar="quantize|distill|distill-quantize", help="quantize: quantise the teacher's weights to --bits (post-training); distill: train a smaller student on the teacher's outputs; distill-quantize: the student with --bits weights in its forward pass (quantised distillation, Polino et al. 2018). int8 and distill-int8 are accepted aliases."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New run folder for the compressed model."),
+    width: Optional[int] = typer.Option(None, "--width", metavar="W", help="The student's width (default: half the teacher's; with --init teacher, the teacher's)."),
+    bits: Optional[int] = typer.Option(None, "--bits", metavar="B", help="Weight bits for quantize / distill-quantize (2-8, default 8; below 8 bit-packed, e.g. two 4-bit weights per byte)."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="random|teacher", help="The student's starting weights (default random); teacher: the teacher's own weights (the student is then the teacher's model)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", metavar="A", help="Weight of the true solutions in the distillation loss (default 0: the teacher's outputs only)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="Distillation epochs (replaces the teacher's time budget)."),
+    set_: List[str] = typer.Option([], "--set", metavar="SECTION.KEY=VALUE", help="The student (model.KEY=VALUE) or its training (train.KEY=VALUE, e.g. train.budget_minutes=4)."),
+):
+    """Compress a trained run into a new run folder (loadable like any run): quantised weights, a distilled student, or both."""
+    from .deploy.compress import compress
+    from .train.config import apply_overrides
+
+    raw = apply_overrides({}, list(set_))
+    other = sorted(set(raw) - {"model", "train"})
+    if other:
+        raise ParameterError(f"--set {other[0]}.KEY: compress takes model.KEY=VALUE (the student) and "
+                             f"train.KEY=VALUE (its training)")
+    train = {**raw.get("train", {}), **({"epochs": epochs} if epochs is not None else {})}
+    r = compress(run_dir, method, out, bits=bits, width=width, alpha=alpha, model=raw.get("model"),
+                 train=train or None, init=init, log=lambda t: console.print(t, highlight=False, markup=False))
+    val = "" if r["val_l2"] is None else (f"; validation relative L2 {r['val_l2']:.4f} "
+                                          f"(teacher {r['teacher_val_l2']:.4f})")
+    console.print(f"wrote {out} ({r['method']}): weights {r['bytes']:,} bytes, {r['size_ratio']:.2f}x smaller than the "
+                  f"teacher's {r['teacher_bytes']:,}{val}", highlight=False, soft_wrap=True)
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("oplab-quickstart"), "--out", help="Folder for data, run and summary."),

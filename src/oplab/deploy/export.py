@@ -122,6 +122,12 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     against ``oplab.load(RUN)``; returns the report also written to ``<out>.json``."""
     if fmt not in FORMATS:
         raise OplabError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise OplabError(f"--format onnx needs {', '.join(missing)}: pip install \"oplab[export]\"")
     op = load(run_dir, checkpoint)
     out = Path(out) if out is not None else op.run_dir / "export" / f"model{FORMATS[fmt]}"
     if out.suffix != FORMATS[fmt]:
