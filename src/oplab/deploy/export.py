@@ -140,7 +140,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     module = Exportable.of(op, matmul_dft=fmt != "torchscript")  # TorchScript holds FFTs
     train = tuple(op.data["train_input_shape"][1:])
     x = sample_input(op, train)
-    tmp = out.with_name(out.name + ".part")
+    tmp = out.with_name(out.stem + ".part" + out.suffix)  # (torch.export.save wants its extension)
     spatial = op.kind == "grid" and fmt != "torchscript"
     t0 = time.perf_counter()
     while True:  # dynamic spatial axes where the model's code allows it, else the training grid
