@@ -364,7 +364,8 @@ def export_cmd(
 
     report = export(run_dir, format, out, checkpoint, overwrite, log=lambda s: console.print(s, highlight=False))
     checks = "; ".join(f"{'x'.join(map(str, c['sizes']))}: {c['max_rel_diff']:.1e}" for c in report["checks"])
-    console.print(f"wrote {report['file']} "
+    valid = "" if len(report["dynamic"]) < 2 else f"; valid from {'x'.join(map(str, report['min_sizes']))} points up"
+    console.print(f"wrote {report['file']}{valid} "
                   f"({report['bytes'] / 1e6:.1f} MB; dynamic axes: {', '.join(report['dynamic']) or 'none'}); "
                   f"largest relative difference to the model: {checks}", highlight=False, soft_wrap=True)
 

@@ -19,7 +19,9 @@ sizes; spectral layers need at least ``2 m`` points per axis to keep all ``m`` m
 export is checked against ``oplab.load(RUN)`` on the run's own inputs (random fields of the
 training distribution are not needed: the check feeds the normaliser's mean plus noise) at the
 training resolution and, where dynamic, at a second resolution; the largest relative difference
-is written beside the file in ``NAME.json``.
+is written beside the file in ``<file>.json`` (``model.onnx.json``). Below the recorded
+``min_sizes`` a dynamic file still runs but is no longer the model (fewer points than modes):
+callers check the size.
 
 This module imports no training code.
 """
@@ -132,7 +134,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     out = Path(out) if out is not None else op.run_dir / "export" / f"model{FORMATS[fmt]}"
     if out.suffix != FORMATS[fmt]:
         out = out.with_name(out.name + FORMATS[fmt])
-    meta_path = out.with_suffix(".json")
+    meta_path = out.with_name(out.name + ".json")  # one record per file: formats sit side by side
     for path in (out, meta_path):
         if path.exists() and not overwrite:
             raise OplabError(f"{path}: exists; pass --overwrite to replace it")
@@ -150,8 +152,10 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         except Exception as exc:  # noqa: BLE001 - an exporter's refusal has many types
             if not spatial:
                 tmp.unlink(missing_ok=True)
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                first = "" if "INTERNAL ASSERT" in first else f": {first[:160]}"
                 raise OplabError(f"{op.run_dir}: the {type(op.bundle.model).__name__} model does not export to "
-                                 f"{fmt} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                                 f"{fmt} ({type(exc).__name__}{first})") from None
             log(f"dynamic resolution refused by the exporter ({type(exc).__name__}); exporting at {list(train)}")
             spatial = False
     seconds = time.perf_counter() - t0
@@ -181,16 +185,29 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
 
 
 def _write(module: Exportable, x: torch.Tensor, fmt: str, path: Path, dynamic: dict | None) -> None:
+    import logging
+
+    quiet = logging.getLogger("torch.onnx")  # ("torchvision is not installed" per export)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _export(module, x, fmt, path, dynamic)
+    finally:
+        quiet.setLevel(level)
+
+
+def _export(module: Exportable, x: torch.Tensor, fmt: str, path: Path, dynamic: dict | None) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(module, x, check_trace=False), str(path))
         elif fmt == "exported-program":
             torch.export.save(torch.export.export(module, (x,), dynamic_shapes=dynamic, strict=False), str(path))
-        else:
-            program = torch.onnx.export(module, (x,), dynamo=True, dynamic_shapes=dynamic, input_names=["x"],
-                                        output_names=["y"], verbose=False, optimize=True)
-            program.save(str(path))
+        else:  # from the program torch.export checked for the dynamic sizes (the ONNX exporter alone may
+            # keep an axis free in the file that the model's shape logic specialised)
+            program = torch.export.export(module, (x,), dynamic_shapes=dynamic, strict=False)
+            torch.onnx.export(program, (x,), dynamo=True, input_names=["x"], output_names=["y"], verbose=False,
+                              optimize=True).save(str(path))
 
 
 def _dynamic_axes(path: Path, fmt: str) -> set[int]:
@@ -234,7 +251,11 @@ def check(op: Predictor, path: Path, fmt: str, sizes: tuple[int, ...], batch: in
     x = sample_input(op, sizes, batch, seed=1)
     with torch.no_grad():
         want = op.bundle(x, op.coords_for(sizes)).numpy()
-    got = runner(path, fmt)(x.numpy())
+    try:
+        got = runner(path, fmt)(x.numpy())
+    except Exception as exc:  # noqa: BLE001 - a runtime's refusal: the export is wrong, say so in one line
+        raise OplabError(f"{path}: the exported file fails at sizes {list(sizes)} "
+                         f"({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})") from None
     if got.shape != want.shape:
         raise OplabError(f"{path}: the export answers shape {list(got.shape)}, the model {list(want.shape)}")
     diff = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))

@@ -502,6 +502,8 @@ def serve(runs, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, 
 
     if not 0 <= port <= 65535:
         raise ParameterError(f"--port must be in 0..65535, got {port}")
+    if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise ParameterError(f"--log-level {log_level!r}: expected critical, error, warning, info, debug or trace")
     if not max_mb > 0:
         raise ParameterError(f"--max-mb must be a positive number of megabytes, got {max_mb}")
     app = create_app(runs, max_batch, max_wait_ms, int(max_mb * 2**20), checkpoint)

@@ -292,7 +292,11 @@ class SpectralConv(nn.Module):
         self.dft = "auto"
         #: the weight as a real constant ``[I, O, *2m, m_d, 2]`` (see :meth:`freeze`), or None
         self.frozen: torch.Tensor | None = None
-        self._cached = None  # (key, weight) of :meth:`_mode_major`
+        self._cached = None  # (key, parameters, weight) of :meth:`_mode_major`
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .double(), ...: drop the kept weight
+        self._cached = None
+        return super()._apply(fn, *args, **kwargs)
 
     def freeze(self) -> None:
         """Hold the weight as one real constant (no factors, no complex numbers) for export:
@@ -354,18 +358,24 @@ class SpectralConv(nn.Module):
 
 
     def _mode_major(self, keep, dtype) -> torch.Tensor:
-        """The weight of the retained modes as ``[M, I, O]``, contiguous. Without autograd (inference)
-        it is kept between calls until a parameter changes (their version counters say when)."""
-        cache = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        key = (tuple(keep), dtype, tuple((p.data_ptr(), p._version) for p in self.weight.parameters())) if cache else None
-        if key is not None and self._cached is not None and self._cached[0] == key:
-            return self._cached[1]
+        """The weight of the retained modes as ``[M, I, O]``, contiguous. Under ``torch.inference_mode``
+        (the predictor's path) it is kept between calls while the same parameter objects hold the
+        same storage at the same version; anything else (training, ``no_grad`` evaluation,
+        ``functional_call`` with other tensors) rebuilds it. (In-place writes through ``p.data``
+        bypass the version counter: call ``layer.to(...)`` or leave inference mode after them.)"""
+        cache = torch.is_inference_mode_enabled() and not torch.compiler.is_compiling()
+        params = tuple(self.weight.parameters()) if cache else ()
+        key = (tuple(keep), dtype, tuple((p.data_ptr(), p._version) for p in params))
+        hit = (cache and self._cached is not None and self._cached[0] == key
+               and len(self._cached[1]) == len(params) and all(a is b for a, b in zip(self._cached[1], params)))
+        if hit:
+            return self._cached[2]
         w = self.weight()  # [I, O, 2 m_1, ..., m_d]
         w = w[..., : keep[-1][0]]
         for axis, m in enumerate(self.max_n_modes[:-1]):
             w = _gather(w, 2 + axis, *keep[axis], 2 * m)
         wm = w.to(dtype).reshape(self.in_channels, self.out_channels, -1).permute(2, 0, 1).contiguous()
-        self._cached = (key, wm) if key is not None else None
+        self._cached = (key, params, wm) if cache else None  # (holding the parameters keeps their ids unique)
         return wm
 
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
