@@ -2,7 +2,7 @@
 
 >>> from oplab import problems
 >>> problems.available()
-['antiderivative', 'burgers', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson']
+['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'tube']
 >>> p = problems.create("darcy", resolution=85, contrast_high=12.0)
 """
 
@@ -24,6 +24,10 @@ _REGISTRY = {
     "antiderivative": "antiderivative:Antiderivative",
     "diffusion_reaction": "diffusion_reaction:DiffusionReaction",
     "heat": "heat:Heat",
+    "cavity": "cfd_flows:Cavity",
+    "tube": "cfd_flows:Tube",
+    "cylinder": "cfd_flows:Cylinder",
+    "barrier": "cfd_flows:Barrier",
 }
 
 

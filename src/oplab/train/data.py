@@ -345,7 +345,11 @@ def default_n_val(n_train: int) -> int:
 
 def plan(cfg) -> Split:
     """The split of :class:`~oplab.train.config.DataConfig` ``cfg`` (module docstring); files are
-    recorded by absolute path and content fingerprint."""
+    recorded by absolute path and content fingerprint. A folder as ``cfg.train`` is read as CFDBench's
+    layout (:func:`oplab.data.cfdbench.resolve`: converted once, CFDBench's case split)."""
+    from ..data.cfdbench import resolve
+
+    cfg = resolve(cfg)
     train_file = str(Path(cfg.train).resolve())
     train_ds = open_dataset(train_file, cfg.resolution)
     if cfg.test:
