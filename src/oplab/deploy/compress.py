@@ -82,8 +82,8 @@ def compress(run_dir: str | Path, method: str, out: str | Path, *, bits: int | N
                "--init": init}
     if method == "quantize" and any(v is not None and v != {} for v in student.values()):
         given = [k for k, v in student.items() if v is not None and v != {}]
-        raise ParameterError(f"{', '.join(given)}: shape and train a student, for --method distill or "
-                             f"distill-quantize; quantize quantises the teacher as it is")
+        raise ParameterError(f"{', '.join(given)}: only for --method distill or distill-quantize (they set up "
+                             f"and train a student); --method quantize rounds the teacher's own weights")
     if init is not None and init not in INITS:
         raise ParameterError(f"unknown --init {init!r}; valid: {', '.join(INITS)}")
     if alpha is not None and not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
