@@ -48,6 +48,7 @@ def main() -> None:
     import oplab
     from oplab.deploy.export import FORMATS, export, runner
     from oplab.errors import OplabError
+    from timing import interleaved
 
     names = args.models or oplab.models.available()
     rows, latency = [], []
@@ -80,14 +81,7 @@ def main() -> None:
             g = np.random.default_rng(0)
             for batch in (1, 50):
                 x = (3 + 9 * (g.random((batch, 1, args.resolution, args.resolution)) > 0.5)).astype(np.float32)
-                times = {k: [] for k in paths}
-                for _ in range(args.rounds):
-                    for k, f in paths.items():
-                        for i in range(2 + args.repeats):
-                            tic = time.perf_counter()
-                            f(x)
-                            if i >= 2:
-                                times[k].append((time.perf_counter() - tic) / batch)
+                times = interleaved(paths, x, args.rounds, args.repeats, per=batch)
                 base = statistics.median(times["pytorch (oplab.load)"])
                 for k in paths:
                     ms = statistics.median(times[k])

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timing import interleaved
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,14 +130,7 @@ def main() -> None:
             if name != "neuralop":
                 out = np.asarray(f(x))
                 assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max(), (name, n)
-        times = {name: [] for name in paths}
-        for _ in range(args.rounds):
-            for name, f in paths.items():
-                for k in range(2 + args.repeats):
-                    tic = time.perf_counter()
-                    f(x)
-                    if k >= 2:
-                        times[name].append((time.perf_counter() - tic) / batch)
+        times = interleaved(paths, x, args.rounds, args.repeats, per=batch)
         base = statistics.median(times["neuralop"])
         for name in paths:
             ms = statistics.median(times[name]) * 1e3

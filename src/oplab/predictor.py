@@ -70,7 +70,16 @@ class Predictor:
     def __call__(self, a):
         """``a``: ``[C_in, *S]`` or ``[B, C_in, *S]`` (for a one-channel operator also ``[*S]`` or
         ``[B, *S]``, answered without the channel axis), numpy or torch; returns the same kind."""
-        is_numpy = isinstance(a, np.ndarray)
+        x, form = self.batch_of(a)
+        with torch.inference_mode():  # (no autograd bookkeeping; the spectral weights stay prepared)
+            y = self.bundle(x.to(self.device), tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[2:]))))
+        y = self.unbatch(self.shaped(y.cpu()), form)
+        return y.numpy() if isinstance(a, np.ndarray) else y.clone()  # (a clone is an ordinary tensor, usable with autograd)
+
+    def batch_of(self, a) -> tuple[torch.Tensor, tuple[bool, bool]]:
+        """The input forms of :meth:`__call__` as one batch ``[B, C_in, *S]`` (float32) and ``(single,
+        squeeze)``, what :meth:`unbatch` needs to answer in the form asked; an OplabError naming the
+        accepted shapes for anything else."""
         c_in, c_out = self.data["train_input_shape"][0], self.data["train_output_shape"][0]
         d = len(self.in_axes)
         axes = ", ".join(ax.name for ax in self.in_axes)
@@ -109,18 +118,29 @@ class Predictor:
         if self.kind == "point" and list(x.shape[1:]) != self.data["train_input_shape"]:
             raise OplabError(f"input of shape {list(x.shape[1:])}: this point operator takes its training "
                              f"sensors {self.data['train_input_shape']}")
-        with torch.inference_mode():  # (no autograd bookkeeping; the spectral weights stay prepared)
-            y = self.bundle(x.to(self.device), tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[2:]))))
-        y = y.cpu()
-        if self.task == "autoregressive":  # the next ``bundle`` states
-            y = y.reshape(y.shape[0], self.steps["bundle"], -1, *y.shape[2:])
-        elif self.task == "map" and self.data.get("n_times"):
-            y = y.reshape(y.shape[0], self.data["n_times"], -1, *y.shape[2:])
-        elif no_channel and c_out == 1:
-            y = y[:, 0]
-        if single:
-            y = y[0]
-        return y.numpy() if is_numpy else y.clone()  # (a clone is an ordinary tensor, usable with autograd)
+        squeeze = no_channel and c_out == 1 and not self.timed
+        return x, (single, squeeze)
+
+    @property
+    def timed(self) -> bool:
+        """Whether answers carry a time axis: ``[B, T, C_out, *S]``."""
+        return self.task == "autoregressive" or bool(self.task == "map" and self.data.get("n_times"))
+
+    def shaped(self, y):
+        """The model's ``[B, C_out', *S]`` with its time axis: the next ``bundle`` states of an
+        autoregressive operator, the ``n_times`` records of a one-shot trajectory map."""
+        if self.task == "autoregressive":
+            return y.reshape(y.shape[0], self.steps["bundle"], -1, *y.shape[2:])
+        if self.timed:
+            return y.reshape(y.shape[0], self.data["n_times"], -1, *y.shape[2:])
+        return y
+
+    @staticmethod
+    def unbatch(y, form: tuple[bool, bool]):
+        """The answer ``y [B, ...]`` in the form :meth:`batch_of` recorded (no channel axis, no batch axis)."""
+        single, squeeze = form
+        y = y[:, 0] if squeeze else y
+        return y[0] if single else y
 
     def rollout(self, states, steps: int):
         """An autoregressive operator applied ``steps`` times from ``states`` (``[window, C, *S]`` or

@@ -112,14 +112,19 @@ def quantize_run(source: RunDir, out: Path, bits: int = 8, log=print) -> dict:
                                      bundle=teacher.bundle)
     run = RunDir.create(out, config)
     try:
-        for name in CHECKPOINTS:
-            if source.has_checkpoint(name):
-                _save_quantized(run, name, ckpt.load_weights(source.checkpoint_dir(name)), plan, bits,
-                                source.checkpoint_dir(name))
+        _quantize_checkpoints(source, run, plan, bits)
     finally:
         run.unlock()
     log(f"quantised {len(plan)} weight tensors of {source.path} to {bits} bits into {out}")
     return report("quantize", source, out, _validation(source))
+
+
+def _quantize_checkpoints(source: RunDir, run: RunDir, plan: dict, bits: int) -> None:
+    """Every checkpoint of ``source`` written into ``run`` with its weights quantised."""
+    for name in CHECKPOINTS:
+        if source.has_checkpoint(name):
+            folder = source.checkpoint_dir(name)
+            _save_quantized(run, name, ckpt.load_weights(folder), plan, bits, folder)
 
 
 def _save_quantized(run: RunDir, name: str, weights: dict, plan: dict, bits: int, state_from: Path) -> None:
@@ -230,10 +235,7 @@ def distill(source: RunDir, out: Path, *, bits: int | None = None, width: int | 
             raise
         result = trainer.fit()
         if bits:
-            for name in CHECKPOINTS:
-                if run.has_checkpoint(name):
-                    _save_quantized(run, name, ckpt.load_weights(run.checkpoint_dir(name)), plan, bits,
-                                    run.checkpoint_dir(name))
+            _quantize_checkpoints(run, run, plan, bits)
     finally:
         run.unlock()
     if cfg.train.plot_samples and result["history"]:

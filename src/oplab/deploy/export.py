@@ -112,7 +112,7 @@ def _dynamic(op: Predictor, module: Exportable, spatial: bool) -> dict:
     return {"x": dims}
 
 
-def _second_size(op: Predictor, module: Exportable) -> tuple[int, ...]:
+def _second_size(op: Predictor) -> tuple[int, ...]:
     """A second resolution for the check: twice the training grid's points per axis, capped."""
     train = tuple(op.data["train_input_shape"][1:])
     return tuple(min(2 * n, max(n + 8, 64)) for n in train)
@@ -162,7 +162,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     tmp.replace(out)
     dynamic = _dynamic_axes(out, fmt)
     spatial = all(i in dynamic for i in range(2, 2 + len(train)))  # an exporter may specialise silently
-    sizes = [train, _second_size(op, module)] if spatial else [train]
+    sizes = [train, _second_size(op)] if spatial else [train]
     checks = [check(op, out, fmt, s) for s in sizes]
     report = {
         "format": fmt, "file": str(out), "bytes": out.stat().st_size, "run": str(op.run_dir),

@@ -51,35 +51,6 @@ class Problem(Exception):
         self.status, self.message = status, message
 
 
-# --------------------------------------------------------------------------- inputs
-def canonical(op: Predictor, a):
-    """``a`` as the unambiguous batch ``[b, C_in, *S]`` (float32 numpy) with ``(single, squeeze)``,
-    what turns the answer for that batch back into ``op(a)``'s (drop the batch axis; drop the
-    channel axis of a one-channel answer); None where ``a`` is not a valid input, for ``op(a)`` to
-    refuse with its own message. Mirrors the input forms of :meth:`Predictor.__call__`."""
-    try:
-        x = np.asarray(a)
-    except ValueError:  # ragged
-        return None
-    if x.dtype.kind not in "biuf":
-        return None
-    c_in, c_out = op.data["train_input_shape"][0], op.data["train_output_shape"][0]
-    d = len(op.in_axes)
-    single = x.ndim == d or (x.ndim == d + 1 and x.shape[0] == c_in)
-    no_channel = c_in == 1 and (x.ndim == d or (x.ndim == d + 1 and not single))
-    x = x.astype(np.float32, copy=False)
-    if no_channel:
-        x = np.expand_dims(x, -d - 1)
-    if single:
-        x = x[None]
-    if x.ndim != d + 2 or x.shape[1] != c_in or x.size == 0 or not np.isfinite(x).all():
-        return None
-    if op.kind == "point" and list(x.shape[1:]) != op.data["train_input_shape"]:
-        return None
-    reshaped = op.task == "autoregressive" or (op.task == "map" and op.data.get("n_times"))
-    return np.ascontiguousarray(x), (single, no_channel and c_out == 1 and not reshaped)
-
-
 # --------------------------------------------------------------------------- batching
 @dataclass
 class _Item:
@@ -110,19 +81,15 @@ class Batcher:
     async def predict(self, a) -> np.ndarray:
         """``op(a)``, computed in a batch with other requests where ``a`` is a valid input."""
         loop = asyncio.get_running_loop()
-        form = canonical(self.op, a)
-        if form is None:  # the predictor refuses it (OplabError) with its own message
-            return await loop.run_in_executor(self.executor, self.op, a)
-        x, (single, squeeze) = form
+        x, form = self.op.batch_of(a)  # the predictor's own rule and messages (OplabError)
+        x = x.numpy()
         if self._loop is not loop or self._task is None or self._task.done():  # first call on this loop
             self._loop, self._wakeup, self._waiting = loop, asyncio.Event(), []
             self._task = loop.create_task(self._work())
         item = _Item(x, loop.create_future())
         self._waiting.append(item)
         self._wakeup.set()
-        y = await item.future
-        y = y[:, 0] if squeeze else y
-        return y[0] if single else y
+        return self.op.unbatch(await item.future, form)
 
     def close(self) -> None:
         if self._task is not None:
