@@ -41,7 +41,8 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     lines = []
     report = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
     cases = {c["name"]: c for c in report["cases"]}
-    assert set(cases) == {"darcy16-fno", "darcy16-unet", "antiderivative-deeponet", "heat16-fno-rollout"}
+    assert set(cases) == {"darcy16-fno", "darcy16-unet", "antiderivative-deeponet", "heat16-fno-rollout",
+                          "tube16-fno-cfdbench"}
     fno = cases["darcy16-fno"]
     assert set(fno["test"]) == {"16", "31"}  # its own test samples, and the zero-shot 31 set
     assert fno["curve"][-1]["train_loss"] < fno["curve"][0]["train_loss"]
@@ -51,7 +52,11 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     assert roll["task"] == "autoregressive" and len(roll["rollout"]["per_step"]) == 4
     assert roll["rollout"]["l2"] == pytest.approx(roll["test"]["16"]["l2"], rel=1e-6)
     assert roll["inference_seconds_per_sample"] > 0
+    cfd = cases["tube16-fno-cfdbench"]["cfdbench"]  # CFDBench's protocol on the test cases
+    assert cfd["cases"] == 2 and cfd["frames"] == 8 and len(cfd["rollout"]["nmse_per_step"]) == 4
+    assert all(np.isfinite(cfd[p][k]) for p in ("one_step", "rollout", "identity") for k in ("mse", "rmse", "mae", "nmse"))
     text = (out / "report.md").read_text()
+    assert "## CFDBench protocol" in text and "### tube / bc (2 test cases, 8 frames)" in text and "| identity |" in text
     assert "## darcy" in text and "## antiderivative" in text and "L2@31" in text
     assert "0.0108 (85)" in text  # the published figure beside ours
     # the two darcy16 cases are ranked, and the winner is the one with the lower error
@@ -61,7 +66,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     assert json.loads((out / "report.json").read_text())["suite"] == "smoke"
     # rerun: finished cases are not trained again
     again = bench.run_suite(bench.load_suite("smoke"), out, peers=None, log=lines.append)
-    assert sum("done before" in line for line in lines) == 4
+    assert sum("done before" in line for line in lines) == 5
     assert again["cases"][0]["test"] == report["cases"][0]["test"]
     # a case interrupted after its last checkpoint resumes instead of starting over
     (out / "cases/darcy16-fno/result.json").unlink()

@@ -24,16 +24,45 @@ from .rundir import RunDir
 
 
 class Bundle(torch.nn.Module):
-    """Model + input and output normalisers: ``bundle(x, coords)`` answers in physical units."""
+    """Model + input and output normalisers: ``bundle(x, coords)`` answers in physical units.
 
-    def __init__(self, model, in_channels: int, out_channels: int):
+    An autoregressive step over states of ``state_channels`` channels of which ``static`` (indices)
+    stay constant in time (a geometry mask, a case parameter: conditioning, as CFDBench feeds its
+    models the mask and the case parameters) predicts only the others: the model and ``out_norm``
+    have ``bundle * (state_channels - len(static))`` channels, and every output state takes its
+    static channels from the input's last state, so the bundle still answers whole states."""
+
+    def __init__(self, model, in_channels: int, out_channels: int, static=(), state_channels: int = 0):
         super().__init__()
         self.model = model
         self.in_norm = ChannelNormalizer(in_channels)
         self.out_norm = ChannelNormalizer(out_channels)
+        self.state_channels = int(state_channels)
+        self.static = tuple(int(i) for i in static)
+        self.dynamic = tuple(i for i in range(self.state_channels) if i not in self.static)
+        if self.static:  # the state's channel order from [dynamic..., static...]
+            order = torch.tensor([*self.dynamic, *self.static]).argsort()
+            self.register_buffer("_order", order, persistent=False)
 
     def forward(self, x, coords):
-        return self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
+        y = self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
+        if not self.static:
+            return y
+        c, d = self.state_channels, len(self.dynamic)
+        b = y.shape[1] // d
+        fixed = x[:, x.shape[1] - c:].index_select(1, self._order.new_tensor(self.static))
+        fixed = fixed.unsqueeze(1).expand(-1, b, *fixed.shape[1:])
+        states = torch.cat([y.unflatten(1, (b, d)), fixed], dim=2).index_select(2, self._order)
+        return states.flatten(1, 2)
+
+    def dynamic_part(self, y: torch.Tensor) -> torch.Tensor:
+        """The predicted (not carried) channels of whole states ``y [B, k * state_channels, *S]``
+        (all of ``y`` without static channels): what losses and errors compare."""
+        if not self.static:
+            return y
+        k = y.shape[1] // self.state_channels
+        idx = self._order.new_tensor(self.dynamic)
+        return y.unflatten(1, (k, self.state_channels)).index_select(2, idx).flatten(1, 2)
 
 
 class Predictor:
@@ -50,17 +79,20 @@ class Predictor:
         except OplabError as exc:  # a value the constructor refuses: name the file it came from
             raise DataFileError(f"{run.path / 'config.json'}: the model section does not build ({exc})") from None
         in_shape, out_shape = self.data["train_input_shape"], self.data["train_output_shape"]
-        self.bundle = Bundle(model, in_shape[0], out_shape[0])
+        train = self.config.get("train", {})
+        #: what the model learned (``train.task``): ``map``, ``autoregressive`` or ``spacetime``
+        self.task = train.get("task", "map")
+        self.steps = {"window": int(train.get("window", 1)), "bundle": int(train.get("bundle", 1))}
+        names = self.data.get("output_channels") or []
+        static = [names.index(c) for c in self.data.get("static_channels") or []] if self.task == "autoregressive" else []
+        out = out_shape[0] - self.steps["bundle"] * len(static)
+        self.bundle = Bundle(model, in_shape[0], out, static, len(names))
         self.checkpoint = run.load_into(self.bundle, checkpoint)
         self.device = torch.device(device)
         self.bundle.to(self.device).eval()
         self.kind = type(model).kind
         self.out_axes = [Axis(**a) for a in self.data["output_axes"]]
         self.in_axes = [Axis(**a) for a in self.data["input_axes"]]
-        train = self.config.get("train", {})
-        #: what the model learned (``train.task``): ``map``, ``autoregressive`` or ``spacetime``
-        self.task = train.get("task", "map")
-        self.steps = {"window": int(train.get("window", 1)), "bundle": int(train.get("bundle", 1))}
 
     def coords_for(self, in_spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         sizes = in_spatial if self.kind == "grid" else tuple(self.data["train_output_shape"][1:])

@@ -22,6 +22,8 @@ or any YAML file of the same shape::
         train: {epochs: 100, budget_minutes: 6, batch_size: 10}
         published: {l2: 0.0108, resolution: 85, source: "Li et al. 2021 (FNO), Table 4"}
         peer: {library: neuraloperator, model: {...}, train: {...}}   # optional
+        protocol: cfdbench         # optional (autoregressive cases): CFDBench's one-step and rollout
+                                   # MSE/RMSE/MAE/NMSE too, reported per problem and subset
 
 ``run_suite`` generates the data sets, runs every case in its own process
 (so peak memory is the case's own, and a crash loses one case), and writes
@@ -47,7 +49,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 
 _DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
 _CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "n_val", "resolution", "test_resolutions",
-              "test_datasets", "model", "train", "published", "peer", "note", "compare"}
+              "test_datasets", "model", "train", "published", "peer", "note", "compare", "protocol"}
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Case:
     peer: dict | None = None
     note: str = ""
     compare: str | None = None  # cases sharing this label are ranked against each other in the report
+    protocol: str | None = None  # "cfdbench": also CFDBench's one-step / rollout metrics (oplab.eval.cfdbench)
 
     @property
     def datasets(self) -> list[str]:
@@ -130,6 +133,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
         from ..train.config import TrainConfig, _section
 
         _section(TrainConfig, case.train, f"{label}: train")  # a typo fails now, not after hours of work
+        if case.protocol not in (None, "cfdbench"):
+            raise ParameterError(f"{label}: protocol must be cfdbench (or absent), got {case.protocol!r}")
+        if case.protocol == "cfdbench" and case.train.get("task") != "autoregressive":
+            raise ParameterError(f"{label}: protocol cfdbench scores an autoregressive step: set train.task: "
+                                 f"autoregressive")
         if case.peer is not None and case.peer.get("library") not in ("neuraloperator", "deepxde"):
             raise ParameterError(f"{label}: peer.library must be neuraloperator or deepxde")
         cases.append(case)

@@ -9,7 +9,8 @@ evaluation excluded) and total training time; the test errors of the final
 model (relative L2 and H1, mean over the test samples, per test set); the
 inference time per sample (the full predictor on a batch of the first test
 set, median of 5 timed calls after a warm-up; one step of an autoregressive
-model, whose rollout errors per step on the first test set are recorded too); the peak memory (the
+model, whose rollout errors per step on the first test set are recorded too; with ``protocol:
+cfdbench`` also CFDBench's one-step and rollout metrics there, :mod:`oplab.eval.cfdbench`); the peak memory (the
 process's maximum resident set on the CPU, which includes torch itself, or
 ``torch.cuda.max_memory_allocated`` on a GPU); how busy the rest of the
 machine was (``foreign_cores``: other programs' mean CPU use while training).
@@ -72,6 +73,17 @@ def main(case_dir: str) -> int:
 
             rollout = rollout_errors(bundle, first_test.load(), task_cfg.window, task_cfg.bundle,
                                      first=task_cfg.first_state)
+    cfdbench = None
+    if spec["case"].get("protocol") == "cfdbench":
+        from ..eval.cfdbench import cfdbench_scores
+
+        names = saved.data["output_channels"]
+        missing = [c for c in ("u", "v") if c not in names]
+        if missing:
+            raise SystemExit(f"[{name}] protocol cfdbench: the data has no channel(s) {missing} (channels {names})")
+        cfdbench = cfdbench_scores(bundle, first_test.load(), [names.index("u"), names.index("v")],
+                                   names.index("mask") if "mask" in names else None, task_cfg.window, task_cfg.bundle,
+                                   task_cfg.first_state)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
         peak_kind = "cuda max allocated"
@@ -87,7 +99,7 @@ def main(case_dir: str) -> int:
         "epochs": len(history), "epoch_seconds": statistics.median(epoch_s),
         "train_seconds": sum(epoch_s) + sum(r.get("eval_seconds", 0.0) for r in history),
         "test": final["test"], "best_val": result["best_val"], "test_label": first_label,
-        "inference_seconds_per_sample": infer, "task": task_cfg.task, "rollout": rollout, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
+        "inference_seconds_per_sample": infer, "task": task_cfg.task, "rollout": rollout, "cfdbench": cfdbench, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
         "foreign_cores": foreign.cores, "seed": cfg.train.seed, "run_dir": str(run_dir),
         "figures": {k: str(saved.figure(k)) for k in ("predictions", "loss", "rollout_error") if saved.figure(k).exists()},
         "curve": [{"epoch": r["epoch"], "train_loss": r["train_loss"],

@@ -64,6 +64,7 @@ def render(report: dict, out: Path) -> str:
                          f"{d.get('solver', '')} | {secs} |")
         lines.append("")
     lines += comparisons(report)
+    lines += cfdbench_tables(report)
     by_problem: dict[str, list] = {}
     for r in report["cases"]:
         problem = (r.get("dataset") or {}).get("problem") or r.get("case", {}).get("dataset", "?")
@@ -172,6 +173,46 @@ def comparisons(report: dict) -> list[str]:
             lines += ["", f"**Winner: {rows[0]['name']}** (L2@{first} {best:.4f}); the runner-up "
                       f"{rows[1]['name']} has {ratio(rows[1])} its error"
                       + (f", the last ({rows[-1]['name']}) {ratio(rows[-1])}" if len(rows) > 2 else "") + "."]
+        lines.append("")
+    return lines
+
+
+def cfdbench_tables(report: dict) -> list[str]:
+    """One table per problem and subset of the cases run with ``protocol: cfdbench``: CFDBench's
+    metrics (:mod:`oplab.eval.cfdbench`) of the one-step predictions and of the rollout, the
+    identity row (the previous true frame as the prediction) first, and the published figure the
+    case names (``published: {nmse, source}``)."""
+    groups: dict[tuple, list] = {}
+    for r in report["cases"]:
+        if "failed" not in r and r.get("cfdbench"):
+            d = r.get("dataset") or {}
+            groups.setdefault((d.get("problem", "?"), (d.get("params") or {}).get("subset", "bc")), []).append(r)
+    if not groups:
+        return []
+    lines = ["## CFDBench protocol", "",
+             "CFDBench's metrics (Luo, Chen & Zhang 2023, section 4.6) on the velocity (u, v) of each test frame, "
+             "prediction and label masked by the geometry, averaged over the test frames of the test cases "
+             "(the last cases of each set: a case-level split). One step: each frame from the true frame "
+             "before it; rollout: every frame from the first one, the model fed its own outputs. Identity: the "
+             "previous true frame as the prediction. Published: the figure the case names (CFDBench's data came "
+             "from ANSYS Fluent in physical units; these cases are oplab's own solver in scaled units, so the "
+             "published column is a scale for the difficulty, not the same test).", ""]
+    for (problem, subset), rows in groups.items():
+        first = rows[0]["cfdbench"]
+        lines += [f"### {problem} / {subset} ({first['cases']} test cases, {first['frames']} frames)", "",
+                  "| model | params | epochs | one-step NMSE | MSE | RMSE | MAE | rollout NMSE | NMSE last step "
+                  "| published NMSE |", "|" + "---|" * 10]
+        ident = first["identity"]
+        lines.append(f"| identity | | | {ident['nmse']:.3g} | {ident['mse']:.3g} | {ident['rmse']:.3g} | "
+                     f"{ident['mae']:.3g} | | | |")
+        for r in sorted(rows, key=lambda r: r["cfdbench"]["one_step"]["nmse"]):
+            one, roll = r["cfdbench"]["one_step"], r["cfdbench"]["rollout"]
+            pub = r["case"].get("published") or {}
+            lines.append(f"| {r['name']} | {_fmt(r.get('params'), ',')} | {_fmt(r.get('epochs'), 'd')} | "
+                         f"{one['nmse']:.3g} | {one['mse']:.3g} | {one['rmse']:.3g} | {one['mae']:.3g} | "
+                         f"{roll['nmse']:.3g} | {roll['nmse_per_step'][-1]:.3g} | "
+                         + (f"{pub['nmse']:.3g} ({pub.get('source', '')})" if pub.get("nmse") is not None else "")
+                         + " |")
         lines.append("")
     return lines
 

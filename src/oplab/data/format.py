@@ -10,6 +10,8 @@ Layout (format version 1)::
     attrs:  format = "oplab-dataset", format_version = 1, complete = True,
             problem, resolution, params (JSON), seed, n, chunk_size, solver,
             oplab_version, input_channels, output_channels (JSON lists),
+            static_channels (JSON list, optional: the output channels constant
+            in time, e.g. a geometry mask or a case parameter; absent = none),
             domain (JSON), input_axes / output_axes (JSON: name, n, lo, hi,
             periodic), reference
 
@@ -34,7 +36,8 @@ from ..problems.base import Axis, Problem
 
 FORMAT = "oplab-dataset"
 FORMAT_VERSION = 1
-_JSON_ATTRS = ("params", "input_channels", "output_channels", "domain", "input_axes", "output_axes")
+_JSON_ATTRS = ("params", "input_channels", "output_channels", "static_channels", "domain", "input_axes",
+               "output_axes")
 
 
 def _axes_json(axes: list[Axis]) -> str:
@@ -60,6 +63,7 @@ def create(path: Path, problem: Problem, n: int, seed: int) -> h5py.File:
         "oplab_version": __version__,
         "input_channels": json.dumps(desc["input_channels"]),
         "output_channels": json.dumps(desc["output_channels"]),
+        "static_channels": json.dumps(desc["static_channels"]),
         "domain": json.dumps(desc["domain"]),
         "input_axes": _axes_json(problem.input_axes()),
         "output_axes": _axes_json(problem.output_axes()),
@@ -143,6 +147,7 @@ def read_meta(path: str | Path) -> dict:
             raise DataFileError(f"{path}: dataset {key!r} has shape {list(shapes[key])}, expected [N, C, *S] "
                                 f"(at least one spatial axis)")
     meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    meta.setdefault("static_channels", "[]")  # optional (files of earlier versions have none)
     for key in _JSON_ATTRS:
         text = meta[key]
         try:
@@ -158,6 +163,10 @@ def read_meta(path: str | Path) -> dict:
         if not ok:
             raise DataFileError(f"{path}: attribute {key!r} is not a list of axes "
                                 f"{{name, n, lo, hi, periodic}}")
+    static = meta["static_channels"]
+    if not isinstance(static, list) or not set(static) <= set(meta["output_channels"]):
+        raise DataFileError(f"{path}: attribute 'static_channels' is {static!r}, expected a list of output channel "
+                            f"names ({meta['output_channels']})")
     if not isinstance(meta["params"], dict):
         raise DataFileError(f"{path}: attribute 'params' is {meta['params']!r}, expected a JSON mapping")
     n = meta["n"]

@@ -90,6 +90,9 @@ def rollout_errors(bundle, data, window: int, bundle_size: int = 1, steps: int |
             traj = states[start : start + batch_size].to(device)
             pred = rollout(bundle, traj[:, :window], steps, coords, window, bundle_size)[:, :horizon]
             truth = traj[:, window : window + horizon]
+            kept = (truth, pred)
+            if getattr(bundle, "static", ()):  # carried channels are the input's: score the predicted ones
+                pred, truth = (t[:, :, list(bundle.dynamic)] for t in (pred, truth))
             diff = pred - truth
             # per state: squared norms with the grid's quadrature, summed over channels  [B, H]
             err = (diff.square() * weights).flatten(3).sum(-1).sum(-1).double()
@@ -104,8 +107,8 @@ def rollout_errors(bundle, data, window: int, bundle_size: int = 1, steps: int |
             h1 += losses.relative_h1(pred.flatten(1, 2), truth.flatten(1, 2), coords, data.periodic,
                                      reduce=False).sum().item()
             if len(kept_truth) * batch_size < keep:
-                kept_truth.append(truth.cpu())
-                kept_pred.append(pred.cpu())
+                kept_truth.append(kept[0].cpu())
+                kept_pred.append(kept[1].cpu())
     bundle.train(was_training)
     n = states.shape[0]
     accumulated = (sums["err"] / n).tolist()

@@ -69,7 +69,7 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
         if s_in != s_out:
             raise ParameterError(
                 f"model {name!r} maps a grid to the same grid, but the data maps inputs on {list(s_in)} "
-                f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet)")
+                f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet, ffn)")
         defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic), given)}
     else:
         defaults = {"n_sensors": c_in * math.prod(s_in), "coord_dim": d, "out_channels": c_out,

@@ -163,6 +163,10 @@ class Problem:
     min_resolution: ClassVar[int] = 8
     input_channels: ClassVar[tuple[str, ...]] = ("a",)
     output_channels: ClassVar[tuple[str, ...]] = ("u",)
+    #: trajectories: the output channels that stay constant in time (a geometry mask, a case
+    #: parameter), conditioning rather than state; an autoregressive model reads them and carries
+    #: them forward instead of predicting them (:class:`oplab.predictor.Bundle`)
+    static_channels: ClassVar[tuple[str, ...]] = ()
     #: samples solved together; generation hands out aligned chunks of this size
     chunk_size: ClassVar[int] = 1
 
@@ -249,6 +253,7 @@ class Problem:
             "solver": self.solver_name,
             "input_channels": list(self.input_channels),
             "output_channels": list(self.output_channels),
+            "static_channels": list(self.static_channels),
             "domain": self.domain(),
             "reference": self.reference,
         }

@@ -115,6 +115,7 @@ class _Flow(Problem):
         cls.params_spec = cls._spec()
         cls.input_channels = ("u", "v", "mask", *cls.CASE_KEYS)
         cls.output_channels = cls.input_channels
+        cls.static_channels = ("mask", *cls.CASE_KEYS)
 
     # ------------------------------------------------------------ checks
     def _check(self) -> None:

@@ -32,7 +32,10 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callback
     train = data.train
     x_shape, y_shape = task_shapes(cfg.train, data)
     periodic = tuple(train.periodic) + ((False,) if cfg.train.task == "spacetime" else ())  # time last
-    model_cfg = derive(cfg.model, (len(train), *x_shape), (len(train), *y_shape), train.out_coords, periodic)
+    from . import tasks
+
+    model_y = tasks.predicted(cfg.train, y_shape, len(train.static))
+    model_cfg = derive(cfg.model, (len(train), *x_shape), (len(train), *model_y), train.out_coords, periodic)
     torch.manual_seed(cfg.train.seed)
     model = models.from_config(model_cfg)
     info = {"model": model_cfg, "data": {**dataclasses.asdict(cfg.data), **data.info(),

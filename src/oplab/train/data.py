@@ -60,6 +60,9 @@ class GridData:
     periodic: tuple  # per output axis
     n_times: int | None  # T of trajectories, None otherwise
     resolution: int | None
+    #: trajectories: indices of the state channels that stay constant in time (the file's
+    #: ``static_channels``), which an autoregressive model carries forward instead of predicting
+    static: tuple = ()
     in_memory = True
 
     def __len__(self) -> int:
@@ -161,6 +164,7 @@ class StreamData:
     workers: int = 2
     prefetch: int = 4
     in_memory = False
+    static = ()  # (autoregressive training, the one user of static channels, reads into memory)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -205,16 +209,18 @@ def load(ds: H5Dataset, indices=None, outputs: bool = True) -> GridData:
             idx = list(indices) if indices is not None else list(range(len(ds)))
             first = [idx[i] for i in np.flatnonzero(bad)[:5]]
             raise DataFileError(f"{ds.path}: NaN or Inf in {label} of sample(s) {first}")
-    n_times = None
+    n_times, static = None, ()
     if ds.times is not None:
         n_times = y.shape[1]
         y = y.reshape(y.shape[0], -1, *y.shape[3:])
+        names = ds.meta["output_channels"]
+        static = tuple(names.index(c) for c in ds.meta["static_channels"])
     coords = lambda grid: tuple(torch.tensor(c, dtype=torch.float32) for c in grid)  # noqa: E731
     return GridData(
         x=torch.from_numpy(x).float(), y=torch.from_numpy(y).float(),
         in_coords=coords(ds.input_grid), out_coords=coords(ds.output_grid),
         periodic=tuple(a.periodic for a in ds.meta["output_axes"]),
-        n_times=n_times, resolution=ds.resolution,
+        n_times=n_times, resolution=ds.resolution, static=static,
     )
 
 
@@ -435,6 +441,7 @@ class Prepared:
         return {
             "problem": meta["problem"], "params": meta["params"],
             "input_channels": meta["input_channels"], "output_channels": meta["output_channels"],
+            "static_channels": meta["static_channels"],
             "input_axes": [dataclasses.asdict(a) for a in meta["input_axes"]],
             "output_axes": [dataclasses.asdict(a) for a in meta["output_axes"]],
             "n_times": train.n_times,

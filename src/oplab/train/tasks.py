@@ -131,7 +131,10 @@ class Autoregressive(Task):
         check_horizon(s, w, b, k)
         self.starts = s - self.span + 1
         self.n_states, self.c = s, c
-        self.in_channels, self.out_channels = w * c, b * c
+        #: channels constant in time (the data's static channels): read, carried forward, not predicted
+        self.static = tuple(getattr(train, "static", ()))
+        self.dynamic = [i for i in range(c) if i not in self.static]
+        self.in_channels, self.out_channels = w * c, b * len(self.dynamic)
         if cfg.physics_weight > 0:
             raise ParameterError("train.physics_weight: the physics losses score one-shot trajectories "
                                  "(train.task: map); autoregressive training uses the data loss")
@@ -147,7 +150,7 @@ class Autoregressive(Task):
             stats.add(self.states[start : start + CHUNK].flatten(0, 1))
         mean, std = stats.mean, stats.std()
         bundle.in_norm.set(mean.repeat(self.cfg.window), std.repeat(self.cfg.window))
-        bundle.out_norm.set(mean.repeat(self.cfg.bundle), std.repeat(self.cfg.bundle))
+        bundle.out_norm.set(mean[self.dynamic].repeat(self.cfg.bundle), std[self.dynamic].repeat(self.cfg.bundle))
 
     def frames(self, positions: torch.Tensor) -> torch.Tensor:
         """``[B, span, C, *S]``: the states of training samples ``positions`` (trajectory, start)."""
@@ -171,15 +174,20 @@ class Autoregressive(Task):
                     x = advance(x, trainer.forward(net, x, coords).float(), w)
             pred = trainer.forward(net, x, coords).float()
             target = frames[:, w + free * b : w + (free + 1) * b].flatten(1, 2)
-            return trainer.loss_fn(pred, target, coords, self.periodic), len(positions)
+            return self._loss(trainer, pred, target, coords), len(positions)
         total = 0.0
         for j in range(k):
             pred = trainer.forward(net, x, coords).float()
             target = frames[:, w + j * b : w + (j + 1) * b].flatten(1, 2)
-            total = total + trainer.loss_fn(pred, target, coords, self.periodic)
+            total = total + self._loss(trainer, pred, target, coords)
             if j < k - 1:
                 x = advance(x, pred, w)
         return total / k, len(positions)
+
+    def _loss(self, trainer, pred, target, coords):
+        """The data loss on the predicted channels (the static ones are the input's, exactly)."""
+        part = trainer.bundle.dynamic_part
+        return trainer.loss_fn(part(pred), part(target), coords, self.periodic)
 
     def draw_free_steps(self, epoch: int) -> int:
         if getattr(self, "_draw_epoch", None) != epoch:
@@ -302,13 +310,21 @@ def make(train, cfg):
     return TASKS[cfg.task](train, cfg)
 
 
+def predicted(cfg, y_shape, n_static: int) -> tuple:
+    """The model's own output shape for a bundle answering ``y_shape``: an autoregressive step
+    predicts ``bundle`` states without their ``n_static`` static channels."""
+    if cfg.task != "autoregressive" or not n_static:
+        return tuple(y_shape)
+    return (y_shape[0] - cfg.bundle * n_static, *y_shape[1:])
+
+
 def shapes(cfg, x_shape, y_shape, n_times) -> tuple[tuple, tuple]:
     """The model's input and output shapes ``[C, *S]`` for ``cfg.task`` on data of ``x_shape``,
     ``y_shape`` (``n_times`` records)."""
     if cfg.task == "map":
         return tuple(x_shape), tuple(y_shape)
     c, sp = x_shape[0], tuple(x_shape[1:])
-    if cfg.task == "autoregressive":
+    if cfg.task == "autoregressive":  # (whole states: the model itself predicts the dynamic channels)
         return (cfg.window * c, *sp), (cfg.bundle * c, *sp)
     horizon = n_times + 1 - cfg.first_state - cfg.window
     return (cfg.window * c, *sp, horizon), (c, *sp, horizon)

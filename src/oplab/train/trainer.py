@@ -64,7 +64,8 @@ class Trainer:
         self.log = log if self.main else (lambda text: None)
 
         self.task = tasks.make(train, cfg)
-        self.bundle = Bundle(model, self.task.in_channels, self.task.out_channels).to(self.device)
+        self.bundle = Bundle(model, self.task.in_channels, self.task.out_channels, getattr(self.task, "static", ()),
+                             getattr(self.task, "c", 0)).to(self.device)
         if cfg.normalize:  # without solutions (physics only) the output normaliser stays the identity
             self.task.fit_normalizers(self.bundle, outputs=not cfg.physics_only)
         self.physics = _physics_problem(self.info, train) if cfg.physics_weight > 0 else None
