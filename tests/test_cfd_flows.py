@@ -10,6 +10,7 @@ import pytest
 from oplab import problems
 from oplab.cli import main
 from oplab.data import cfdbench
+from oplab.data.format import read_meta
 from oplab.errors import DataFileError, ParameterError
 from oplab.solvers.incompressible import box_mask, disk_mask
 
@@ -71,8 +72,8 @@ def test_generated_file_trains_autoregressively(tmp_path):
                  "--epochs", "1", "--n-train", "3", "--n-val", "1", "--n-test", "1", "--out", str(tmp_path / "run")]) == 0
 
 
-def _write_cfdbench(root, n_cases=5, frames=(4, 5, 4, 6, 4), hw=(16, 16)):
-    rng = np.random.default_rng(0)
+def _write_cfdbench(root, n_cases=5, frames=(4, 5, 4, 6, 4), hw=(16, 16), seed=0):
+    rng = np.random.default_rng(seed)
     for k in range(n_cases):
         case = root / f"case{k:04d}"
         case.mkdir(parents=True)
@@ -96,8 +97,18 @@ def test_cfdbench_reader_converts_and_trains(tmp_path):
         first = json.loads(f.attrs["cases"])[0]
     u0 = np.load(root / first / "u.npy")
     assert np.allclose(x[0, 0], u0[0]) and np.allclose(y[0, :, 0], u0[1:4])
+    assert read_meta(path)["static_channels"] == ["mask", "vel_top", "density", "viscosity", "height", "width"]
     assert main(["train", "--data", str(root), "--model", "fno", "--set", "train.task=autoregressive",
                  "--epochs", "1", "--n-val", "1", "--out", str(tmp_path / "run")]) == 0
+    # another CFDBench folder as the test set (--test FOLDER): converted too, and tested whole
+    other = tmp_path / "cfdbench" / "cavity" / "geo"
+    _write_cfdbench(other, n_cases=3, seed=1)
+    assert main(["train", "--data", str(root), "--test", str(other), "--model", "fno", "--set",
+                 "train.task=autoregressive", "--epochs", "1", "--out", str(tmp_path / "run2")]) == 0
+    run = json.loads((tmp_path / "run2" / "config.json").read_text())["data"]
+    test = run["split"]["tests"][0]  # every case of the other folder, converted
+    assert test["file"] == str((other / cfdbench.CACHE_NAME).resolve()) and test["ranges"] == [[0, 3]]
+    assert run["split"]["train"]["ranges"] == [[0, 5]]  # with a separate test set, the whole folder trains
 
 
 @pytest.mark.parametrize("breakage", ["no_u", "shape", "json", "empty"])

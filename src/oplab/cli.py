@@ -517,7 +517,7 @@ def quickstart_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    suite: str = typer.Option(..., "--suite", metavar="NAME|FILE", help="smoke | cpu | paper, or a suite YAML file."),
+    suite: str = typer.Option(..., "--suite", metavar="NAME|FILE", help="smoke | cpu | paper | cfdbench | cfdbench-cpu, or a suite YAML file."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for data, runs and report.md / report.json."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     budget: Optional[float] = typer.Option(None, "--budget", metavar="MINUTES", help="Training time budget per case in minutes (replaces the suite's)."),

@@ -203,16 +203,23 @@ def split_of(path) -> dict:
 
 
 def resolve(cfg):
-    """A :class:`~oplab.train.config.DataConfig` whose ``train`` is a CFDBench folder, with the
-    folder converted (cached) and unset ``n_train``/``n_val``/``n_test`` taken from CFDBench's
-    80/10/10 case split; any other config unchanged."""
+    """A :class:`~oplab.train.config.DataConfig` with its CFDBench folders converted (cached): a
+    ``train`` folder also gives unset ``n_train``/``n_val``/``n_test`` from CFDBench's 80/10/10
+    case split (with a separate ``test``, the whole folder trains); a ``test`` folder or
+    ``test_files`` folders are tested whole. Any other config unchanged."""
     import dataclasses
 
-    if not (cfg.train and Path(cfg.train).is_dir()):
-        return cfg
-    path = cached(cfg.train)
-    split = {k: v for k, v in split_of(path).items() if getattr(cfg, k, None) is None}
-    if cfg.test:  # a separate test file: the whole folder trains
-        split.pop("n_test", None)
-        split.pop("n_train", None)
-    return dataclasses.replace(cfg, train=str(path), **split)
+    folder = lambda p: bool(p) and Path(p).is_dir()  # noqa: E731
+    changes = {}
+    if folder(cfg.test):
+        changes["test"] = str(cached(cfg.test))
+    if any(folder(p) for p in cfg.test_files):
+        changes["test_files"] = [str(cached(p)) if folder(p) else p for p in cfg.test_files]
+    if folder(cfg.train):
+        path = cached(cfg.train)
+        split = {k: v for k, v in split_of(path).items() if getattr(cfg, k, None) is None}
+        if cfg.test:  # a separate test set: the whole folder trains
+            split.pop("n_test", None)
+            split.pop("n_train", None)
+        changes.update(train=str(path), **split)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
