@@ -115,11 +115,12 @@ def test_static_channels_in_files_and_an_autoregressive_run(tmp_path):
     generate(oplab.problems.create("tube", 16, t_end=0.4, refine=4), 8, path, seed=0, workers=1)
     meta = read_meta(path)
     assert meta["static_channels"] == ["mask", "speed", "density", "viscosity", "height", "width"]
+    torch.manual_seed(0)
     result = oplab.train.api.train(
         oplab.models.create("fno", in_channels=8, out_channels=2, modes=[4, 4], width=8), str(path),
-        out=tmp_path / "run", n_train=6, n_test=2, task="autoregressive", epochs=6, batch_size=6, lr=5e-3,
+        out=tmp_path / "run", n_train=6, n_test=2, task="autoregressive", epochs=10, batch_size=6, lr=5e-3,
         log=lambda *_: None)
-    assert result["history"][-1]["train_loss"] < 0.7 * result["history"][0]["train_loss"]
+    assert result["history"][-1]["train_loss"] < 0.6 * result["history"][0]["train_loss"]  # 0.41x seen
     op = oplab.load(tmp_path / "run")
     assert op.bundle.static == (2, 3, 4, 5, 6, 7) and op.bundle.model.config["out_channels"] == 2
     x, _ = oplab.data.open(path).arrays([7])
