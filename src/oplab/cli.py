@@ -388,6 +388,39 @@ def serve_cmd(
           checkpoint=checkpoint, log_level=log_level, announce=lambda s: print(s, flush=True))
 
 
+@app.command("invert")
+def invert_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder of a trained one-shot operator."),
+    obs: Path = typer.Option(..., "--obs", metavar="FILE", help="Observations (.npz or .h5): points [K, d], values [K] or [K, C], noise (std), optional channels."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for estimate.npy, spread.npy, result.json, inversion.png."),
+    prior: str = typer.Option("latent", "--prior", metavar="latent|tv|smooth", help="latent: two-phase fields from a Gaussian random field's latent coefficients (the darcy problem's prior); tv: total variation; smooth: |grad a|^2."),
+    weight: float = typer.Option(1.0, "--weight", metavar="W", help="Weight of the tv / smooth prior."),
+    bounds: Optional[str] = typer.Option(None, "--bounds", metavar="LO,HI", help="The input's range (default: the two phases of a darcy set for latent; the training inputs' range otherwise)."),
+    restarts: int = typer.Option(4, "--restarts", metavar="R", help="Random starts, optimised together; the spread over them is written too."),
+    steps: int = typer.Option(500, "--steps", metavar="N", help="Adam steps."),
+    lr: float = typer.Option(0.05, "--lr", metavar="LR"),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
+):
+    """Inverse problem: the input field that explains sensor observations of the output, by optimisation through the trained operator with a prior."""
+    from . import inverse
+
+    lim = None
+    if bounds is not None:
+        try:
+            lim = tuple(float(v) for v in bounds.split(","))
+        except ValueError:
+            lim = ()
+        if len(lim) != 2:
+            raise ParameterError(f"--bounds {bounds!r}: expected LO,HI, e.g. 3,12")
+    result = inverse.run(run_dir, obs, out, prior, weight, lim, restarts, steps, lr, checkpoint, overwrite, seed,
+                         log=lambda text: None)
+    console.print(f"wrote {out}: estimate from {result['sensors']} sensors with the {prior} prior; chi^2 per value "
+                  f"{result['misfit']:.3g} (about 1 when the data are explained to their noise); "
+                  f"{result['seconds']:.1f} s")
+
+
 @app.command("explain")
 def explain_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder."),
