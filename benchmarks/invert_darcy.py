@@ -1,0 +1,137 @@
+"""Darcy inversion through the surrogate against the classical route (issue 18, item 1).
+
+    OMP_NUM_THREADS=1 python benchmarks/invert_darcy.py [--run RUN] [--work DIR] [--samples 3]
+
+The problem: recover the two-phase permeability ``a`` (3 / 12) of the FNO Darcy benchmark at 64x64
+from ``K`` noisy point values of the pressure ``u`` (``noise = level * max|u|``, Gaussian), for
+(K, level) in (50, 1%), (100, 2%), (200, 5%), on held-out test samples of the run (never seen in
+training or checkpoint selection). Both routes minimise the same objective with the same optimiser
+(Adam, ``--steps``, ``--restarts`` random starts batched; :func:`oplab.inverse.invert`) and the same
+prior; only the forward map differs:
+
+* surrogate: the trained FNO (``--run``; without it an FNO is trained for ``--minutes`` on 1000
+  generated samples, best on 100 validation samples) with autograd;
+* classical: the finite-difference solver of the data (``oplab.inverse.adjoint.DarcySolve``, scipy
+  sparse LU) with its discrete adjoint (one forward and one adjoint solve per step and restart).
+
+Priors: ``latent`` (the data's GRF, thresholded smoothly; MAP in its KL coefficients) for every
+setting, ``tv`` (total variation, weight ``--tv-weight``) at (100, 2%). Reported per route: relative
+L2 error of the coefficient, the fraction of nodes in the right phase, chi^2 per observed value,
+wall time, and the surrogate's speed-up (classical time / surrogate time). Writes the table to
+stdout and ``benchmarks/invert_darcy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+SETTINGS = ((50, 0.01, "latent"), (100, 0.02, "latent"), (200, 0.05, "latent"), (100, 0.02, "tv"))
+
+
+def trained_run(args) -> Path:
+    if args.run:
+        return args.run
+    from oplab import problems
+    from oplab.data.generation import generate
+    from oplab.train import run_or_resume
+    from oplab.train.config import DataConfig, RunConfig, TrainConfig
+
+    data = args.work / "darcy64.h5"
+    generate(problems.create("darcy", resolution=64), 1200, data, seed=0, resume=True)
+    cfg = RunConfig(data=DataConfig(train=str(data), n_train=1100, n_val=100, n_test=100, in_memory=True),
+                    model={"name": "fno", "modes": [12, 12], "width": 32, "n_layers": 4},
+                    train=TrainConfig(epochs=500, budget_minutes=args.minutes, batch_size=10, lr=1e-3, eval_every=5,
+                                      device="cpu", plot_samples=0),
+                    out=str(args.work / "fno"))
+    run_or_resume(cfg, log=lambda s: print(s, flush=True))
+    return args.work / "fno"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None, help="a trained Darcy-64 operator (default: train one)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/oplab-invert"))
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--restarts", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--tv-weight", type=float, default=0.3)
+    parser.add_argument("--json", type=Path, default=ROOT / "invert_darcy.json")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    import oplab
+    from oplab.inverse import Observations, invert, make_prior, observe, surrogate
+    from oplab.inverse.adjoint import DarcySolve
+    from oplab.rundir import RunDir
+    from oplab.train.data import recorded_split
+
+    run = trained_run(args)
+    op = oplab.load(run)
+    test = recorded_split(RunDir.open(run)).tests[0]
+    data = test.load()
+    axes = op.in_axes
+    params = op.data.get("params") or {}
+    routes = {"surrogate": surrogate(op), "classical": DarcySolve(params.get("forcing", 1.0))}
+    rows = []
+    for k, level, prior_name in SETTINGS:
+        for i in range(args.samples):
+            a_true, u_true = data.x[i].double(), data.y[i].double()
+            rng = np.random.default_rng(1000 * k + i)
+            pts = rng.uniform(0.0, 1.0, (k, 2))
+            clean = observe(u_true[None], torch.from_numpy(pts), axes)[0].numpy()
+            sigma = level * float(u_true.abs().max())
+            obs = Observations(pts, clean + sigma * rng.standard_normal(clean.shape), np.full(clean.shape, sigma), [0])
+            for route, forward in routes.items():
+                prior = make_prior(prior_name, axes, 1, args.tv_weight, (3.0, 12.0) if prior_name == "tv" else None,
+                                   params)
+                torch.set_num_threads(1)
+                got = invert(forward, axes, obs, prior, restarts=args.restarts, steps=args.steps, lr=args.lr, seed=i,
+                             dtype=torch.float64 if route == "classical" else torch.float32)
+                est = got["estimate"].double()
+                rows.append({"sensors": k, "noise": level, "prior": prior_name, "sample": i, "route": route,
+                             "coef_l2": float((est - a_true).norm() / a_true.norm()),
+                             "phase_accuracy": float(((est > 7.5) == (a_true > 7.5)).double().mean()),
+                             "chi2": got["misfit"], "seconds": got["seconds"]})
+                r = rows[-1]
+                print(f"K={k:3d} noise {level:.0%} {prior_name:6s} sample {i} {route:9s}: coefficient L2 "
+                      f"{r['coef_l2']:.3f}, phase {r['phase_accuracy']:.3f}, chi2 {r['chi2']:.2f}, "
+                      f"{r['seconds']:.1f} s", flush=True)
+    table = []
+    for k, level, prior_name in SETTINGS:
+        line = {"sensors": k, "noise": level, "prior": prior_name}
+        for route in routes:
+            sel = [r for r in rows if (r["sensors"], r["noise"], r["prior"], r["route"]) == (k, level, prior_name, route)]
+            for key in ("coef_l2", "phase_accuracy", "chi2", "seconds"):
+                line[f"{route}_{key}"] = statistics.mean(r[key] for r in sel)
+        line["speedup"] = line["classical_seconds"] / line["surrogate_seconds"]
+        table.append(line)
+    print("\n| sensors | noise | prior | route | coefficient rel. L2 | phase accuracy | chi^2 per value | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for t in table:
+        for route in routes:
+            print(f"| {t['sensors']} | {t['noise']:.0%} | {t['prior']} | {route} | {t[route + '_coef_l2']:.3f} | "
+                  f"{t[route + '_phase_accuracy']:.3f} | {t[route + '_chi2']:.2f} | {t[route + '_seconds']:.1f} |")
+        print(f"| | | | speed-up | | | | {t['speedup']:.1f}x |")
+    metrics = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    test_l2 = next((m["test"] for m in reversed(metrics) if "test" in m), None)
+    out = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+           "torch_threads": 1, "run": str(run), "run_test_errors": test_l2, "args": {k: str(v) for k, v in vars(args).items()},
+           "rows": rows, "table": table}
+    args.json.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
