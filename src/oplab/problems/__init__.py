@@ -2,7 +2,7 @@
 
 >>> from oplab import problems
 >>> problems.available()
-['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'tube']
+['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'dam', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'tube']
 >>> p = problems.create("darcy", resolution=85, contrast_high=12.0)
 """
 
@@ -28,6 +28,7 @@ _REGISTRY = {
     "tube": "cfd_flows:Tube",
     "cylinder": "cfd_flows:Cylinder",
     "barrier": "cfd_flows:Barrier",
+    "dam": "dam:Dam",
 }
 
 

@@ -17,8 +17,8 @@ obstacles), in scaled units on a CPU-sized grid:
 * ``barrier``: SINGLE-PHASE flow over a rectangular barrier on the floor of a ``1.5 x 0.4``
   channel (the barrier at ``x = 0.5``; uniform inflow on the left, no-slip floor, free-slip top,
   outflow on the right). CFDBench's "dam" case is a two-phase (VOF water and air) flow over the
-  same barrier; that free-surface flow is NOT built here, and this problem is not it: it has one
-  fluid filling the channel.
+  same barrier; that free-surface flow is the ``dam`` problem (:mod:`oplab.problems.dam`), and
+  this problem is not it: it has one fluid filling the channel.
 
 Every case starts at ``t = 0`` from the solver's initial state (rest for the cavity; the
 potential flow that the first projection makes of the impulsively started inflow for the
@@ -202,16 +202,14 @@ class _Flow(Problem):
 
     def _frame(self, flow: IncompressibleFlow, u: np.ndarray, v: np.ndarray, case: dict) -> np.ndarray:
         """``[C, n, n]`` from cell fields ``[nx, ny]`` (solver layout)."""
+        return self._channels([u, v, (~flow.solid).astype(np.float64)], case)
+
+    def _channels(self, fields: list, case: dict) -> np.ndarray:
+        """``[C, n, n]``: cell fields ``[nx, ny]`` (solver layout) as ``[y, x]`` frames, block-averaged
+        when ``refine > 1``, then one constant channel per case parameter."""
         r, n = self.params["refine"], self.resolution
-        fluid = (~flow.solid).astype(np.float64)
-
-        def frame(a):
-            a = a.T  # [y, x]
-            return a.reshape(n, r, n, r).mean(axis=(1, 3)) if r > 1 else a
-
-        chans = [frame(u), frame(v), frame(fluid)]
-        chans += [np.full((n, n), case[k]) for k in self.CASE_KEYS]
-        return np.stack(chans)
+        frames = [a.T.reshape(n, r, n, r).mean(axis=(1, 3)) if r > 1 else a.T for a in fields]
+        return np.stack(frames + [np.full((n, n), case[k]) for k in self.CASE_KEYS])
 
     def sample_inputs(self, rng: np.random.Generator) -> np.ndarray:
         case = self.draw_case(rng)
@@ -300,10 +298,10 @@ class Cylinder(_Flow):
 
 class Barrier(_Flow):
     """Single-phase channel flow over a barrier on the floor (the geometry of CFDBench's two-phase
-    ``dam`` case, which is not built here)."""
+    ``dam`` case, which is the ``dam`` problem)."""
 
     name = "barrier"
-    summary = ("single-phase flow over a floor barrier (geometry of CFDBench's two-phase 'dam', which this is not; "
+    summary = ("single-phase flow over a floor barrier (geometry of CFDBench's two-phase 'dam', the dam problem; "
                "subset bc/prop/geo): first frame + case parameters -> frames u, v, mask")
     reference = REFERENCE
     BASE = {"speed": 1.0, "density": 100.0, "viscosity": 0.1, "barrier_height": 0.1, "barrier_width": 0.05}

@@ -192,6 +192,45 @@ def box_mask(nx: int, ny: int, lx: float, ly: float, x0: float, x1: float, y0: f
 
 
 # ------------------------------------------------------------------ result
+def record_schedule(t: float, t_end: float, record_times, owner: str) -> np.ndarray:
+    """The record times of a run from ``t`` to ``t_end`` (default ``[t_end]``), checked to increase
+    strictly within ``(t, t_end]``; a one-line ParameterError naming ``owner`` otherwise."""
+    times = np.array([t_end] if record_times is None else record_times, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) <= 0) or times[0] <= t \
+            or times[-1] > t_end * (1 + 1e-12) or not np.all(np.isfinite(times)):
+        raise ParameterError(f"{owner}: record_times must increase strictly within ({t:g}, {t_end:g}], "
+                             f"got {record_times!r}")
+    return times
+
+
+def advance_to(flow, target: float, callback=None) -> None:
+    """Step ``flow`` (``t``, ``max_dt()``, ``step(dt)``) to exactly ``target``: equal steps no longer
+    than the stable one, the last round-off absorbed; ``callback(flow)`` after every step."""
+    while flow.t < target - 1e-12 * max(1.0, abs(target)):
+        remaining = target - flow.t
+        flow.step(remaining / max(1, math.ceil(remaining / flow.max_dt() - 1e-9)))
+        if callback is not None:
+            callback(flow)
+    flow.t = float(target)
+
+
+def check_obstacle_mask(mask, shape: tuple, owner: str) -> np.ndarray:
+    """A solid-cell mask ``[nx, ny]`` (bool or 0/1; None: no obstacle) as a fresh bool array, or a
+    one-line ParameterError naming ``owner``."""
+    if mask is None:
+        return np.zeros(shape, dtype=bool)
+    m = np.asarray(mask)
+    if m.shape != shape:
+        raise ParameterError(f"{owner}: obstacle mask must have shape (nx, ny) = {shape}, got {m.shape}")
+    if m.dtype != bool:
+        if not np.issubdtype(m.dtype, np.number) or not np.all(np.isin(m, (0, 1))):
+            raise ParameterError(f"{owner}: obstacle mask must be boolean (or 0/1), got dtype {m.dtype}")
+        m = m.astype(bool)
+    if m.all():
+        raise ParameterError(f"{owner}: obstacle mask covers every cell; no fluid left")
+    return m.copy()
+
+
 @dataclass
 class FlowRecord:
     """Cell-centred snapshots: ``t [T]``, ``u, v, p [T, nx, ny]`` (zero in solid cells)."""
@@ -326,19 +365,7 @@ class IncompressibleFlow:
 
     # -------------------------------------------------------------- set-up
     def _check_mask(self, mask) -> np.ndarray:
-        shape = (self.nx, self.ny)
-        if mask is None:
-            return np.zeros(shape, dtype=bool)
-        m = np.asarray(mask)
-        if m.shape != shape:
-            raise ParameterError(f"incompressible: obstacle mask must have shape (nx, ny) = {shape}, got {m.shape}")
-        if m.dtype != bool:
-            if not np.issubdtype(m.dtype, np.number) or not np.all(np.isin(m, (0, 1))):
-                raise ParameterError(f"incompressible: obstacle mask must be boolean (or 0/1), got dtype {m.dtype}")
-            m = m.astype(bool)
-        if m.all():
-            raise ParameterError("incompressible: obstacle mask covers every cell; no fluid left")
-        return m.copy()
+        return check_obstacle_mask(mask, (self.nx, self.ny), "incompressible")
 
     def _faces(self) -> None:
         """Solid faces, free (pressure-corrected) faces and the mirror counts of the staircase walls."""
@@ -721,21 +748,11 @@ class IncompressibleFlow:
         if not (math.isfinite(t_end) and t_end > self.t):
             raise ParameterError(f"incompressible: t_end must be finite and > the current time {self.t:g}, "
                                  f"got {t_end!r}")
-        times = np.array([t_end] if record_times is None else record_times, dtype=np.float64)
-        if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) <= 0) or times[0] <= self.t \
-                or times[-1] > t_end * (1 + 1e-12) or not np.all(np.isfinite(times)):
-            raise ParameterError(f"incompressible: record_times must increase strictly within "
-                                 f"({self.t:g}, {t_end:g}], got {record_times!r}")
+        times = record_schedule(self.t, t_end, record_times, "incompressible")
         out_u, out_v, out_p = [], [], []
         start = self.steps
         for target in times:
-            while self.t < target - 1e-12 * max(1.0, abs(target)):
-                remaining = target - self.t
-                dt = self.max_dt()
-                self.step(remaining / max(1, math.ceil(remaining / dt - 1e-9)))
-                if callback is not None:
-                    callback(self)
-            self.t = float(target)  # absorb round-off
+            advance_to(self, target, callback)
             uc, vc = self.cell_velocity()
             out_u.append(uc)
             out_v.append(vc)
