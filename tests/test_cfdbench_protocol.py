@@ -142,7 +142,7 @@ def test_cfdbench_suites_validate_and_protocol_needs_an_autoregressive_case(tmp_
         suite = bench.load_suite(name)
         assert {c.protocol for c in suite.cases} == {"cfdbench"}
         keys = {(d["problem"], d["params"]["subset"]) for d in suite.datasets.values()}
-        assert keys == {(p, s) for p in ("cavity", "tube", "cylinder", "barrier") for s in ("bc", "prop", "geo")}
+        assert keys == {(p, s) for p in ("cavity", "tube", "dam", "cylinder", "barrier") for s in ("bc", "prop", "geo")}
         for c in suite.cases:  # an 80/10/10 split by case
             n = suite.datasets[c.dataset]["n"]
             assert (c.n_train - c.n_val, c.n_val, c.n_test) == (8 * n // 10, n // 10, n // 10)
