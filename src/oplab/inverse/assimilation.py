@@ -97,13 +97,14 @@ def train_observer(step, observer: Observer, trajectories: torch.Tensor, initial
                    epochs: int = 30, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=None) -> list:
     """Train ``observer`` on ``trajectories [N, T + 1, C, n]`` (state 0 is the true initial state,
     never shown): from the initial guess ``initial [C, n]``, assimilate fresh noisy observations of
-    states ``1..T`` and minimise the mean squared error of every estimate relative to the states'
-    mean square, back-propagated through the whole window (``step`` frozen). Returns the loss per epoch."""
+    states ``1..T`` and minimise the squared error of each estimate relative to its state's mean
+    square, averaged over the states (so late, decayed states count as much as early ones, as in the
+    relative error reported), back-propagated through the whole window (``step`` frozen). Returns the
+    loss per epoch."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(observer.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     truth = trajectories[:, 1:]
-    scale = truth.square().mean()
     history = []
     for _ in range(epochs):
         order = torch.randperm(len(truth), generator=gen)
@@ -112,7 +113,8 @@ def train_observer(step, observer: Observer, trajectories: torch.Tensor, initial
             b = order[start : start + batch_size]
             obs = simulate_observations(truth[b], observer.sensors, noise, gen)
             est = assimilate(step, initial.expand(len(b), *initial.shape), obs, observer.sensors, observer)
-            loss = (est - truth[b]).square().mean() / scale
+            ref = truth[b].square().flatten(2).mean(2).clamp_min(1e-12)  # [B, T]
+            loss = ((est - truth[b]).square().flatten(2).mean(2) / ref).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
