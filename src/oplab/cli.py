@@ -393,7 +393,9 @@ def invert_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder of a trained one-shot operator."),
     obs: Path = typer.Option(..., "--obs", metavar="FILE", help="Observations (.npz or .h5): points [K, d], values [K] or [K, C], noise (std), optional channels."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for estimate.npy, spread.npy, result.json, inversion.png."),
-    prior: str = typer.Option("latent", "--prior", metavar="latent|tv|smooth", help="latent: two-phase fields from a Gaussian random field's latent coefficients (the darcy problem's prior); tv: total variation; smooth: |grad a|^2."),
+    prior: str = typer.Option("latent", "--prior", metavar="latent|tv|smooth|lpn", help="latent: two-phase fields from a Gaussian random field's latent coefficients (the darcy problem's prior); tv: total variation; smooth: |grad a|^2; lpn: a learned proximal network (--lpn) in plug-and-play proximal gradient steps."),
+    lpn: Optional[Path] = typer.Option(None, "--lpn", metavar="DIR", help="The learned proximal network of --prior lpn (a folder saved by oplab.inverse.lpn.save_lpn)."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", metavar="ETA", help="--prior lpn: the gradient step (default: the network's training noise squared)."),
     weight: float = typer.Option(1.0, "--weight", metavar="W", help="Weight of the tv / smooth prior."),
     bounds: Optional[str] = typer.Option(None, "--bounds", metavar="LO,HI", help="The input's range (default: the two phases of a darcy set for latent; the training inputs' range otherwise)."),
     restarts: int = typer.Option(4, "--restarts", metavar="R", help="Random starts, optimised together; the spread over them is written too."),
@@ -414,8 +416,10 @@ def invert_cmd(
             lim = ()
         if len(lim) != 2:
             raise ParameterError(f"--bounds {bounds!r}: expected LO,HI, e.g. 3,12")
+    if prior not in ("latent", "tv", "smooth", "lpn"):
+        raise ParameterError(f"--prior must be latent, tv, smooth or lpn, got {prior!r}")
     result = inverse.run(run_dir, obs, out, prior, weight, lim, restarts, steps, lr, checkpoint, overwrite, seed,
-                         log=lambda text: None)
+                         lpn=lpn, step_size=step_size, log=lambda text: None)
     console.print(f"wrote {out}: estimate from {result['sensors']} sensors with the {prior} prior; chi^2 per value "
                   f"{result['misfit']:.3g} (about 1 when the data are explained to their noise); "
                   f"{result['seconds']:.1f} s")

@@ -231,10 +231,12 @@ def make_prior(name: str, axes: list[Axis], channels: int, weight: float = 1.0, 
 
 def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, bounds=None, restarts: int = 4,
         steps: int = 500, lr: float = 0.05, checkpoint: str = "best", overwrite: bool = False, seed: int = 0,
-        log=print) -> dict:
+        lpn=None, step_size: float | None = None, log=print) -> dict:
     """``oplab invert``: the input field of the operator in ``run_dir`` that explains the
     observations file, written to folder ``out`` (``estimate.npy``, ``spread.npy``,
-    ``result.json``, ``inversion.png``: estimate, spread and the sensors)."""
+    ``result.json``, ``inversion.png``: estimate, spread and the sensors). ``prior="lpn"``: a
+    learned proximal network saved in folder ``lpn`` as the proximal step of plug-and-play proximal
+    gradient descent (:func:`oplab.inverse.lpn.pnp`, ``steps`` steps of size ``step_size``)."""
     import json
 
     from ..predictor import load
@@ -253,18 +255,27 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
     obs = load_observations(observations)
     obs.check(op.out_axes, op.data["train_output_shape"][0], str(observations))
     c_in = op.data["train_input_shape"][0]
-    if bounds is None and prior != "latent":
-        bounds = _input_range(RunDir.open(run_dir).data.get("train"))
-    p = make_prior(prior, op.in_axes, c_in, weight, bounds, op.data.get("params"))
-    result = invert(surrogate(op), op.in_axes, obs, p, restarts=restarts, steps=steps, lr=lr, seed=seed,
-                    log=log)
+    if prior == "lpn":
+        from .lpn import load_lpn, pnp
+
+        if lpn is None:
+            raise ParameterError("the lpn prior needs a trained network: pass --lpn DIR (benchmarks/lpn_darcy.py --save DIR)")
+        result = pnp(surrogate(op), op.in_axes, obs, load_lpn(lpn), steps=steps, step_size=step_size, log=log)
+        restarts = 1
+    else:
+        if bounds is None and prior != "latent":
+            bounds = _input_range(RunDir.open(run_dir).data.get("train"))
+        p = make_prior(prior, op.in_axes, c_in, weight, bounds, op.data.get("params"))
+        result = invert(surrogate(op), op.in_axes, obs, p, restarts=restarts, steps=steps, lr=lr, seed=seed,
+                        log=log)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "estimate.npy", result["estimate"].numpy())
     np.save(out / "spread.npy", result["spread"].numpy())
     record = {"run": str(run_dir), "observations": str(observations), "prior": prior, "weight": weight,
+              "lpn": None if lpn is None else str(lpn), "step_size": result.get("step_size"),
               "bounds": list(bounds) if bounds is not None else None, "restarts": restarts, "steps": steps,
               "lr": lr, "sensors": int(obs.points.shape[0]), "misfit": result["misfit"],
-              "objective": result["objective"], "best": result["best"], "seconds": result["seconds"]}
+              "objective": result.get("objective"), "best": result.get("best", 0), "seconds": result["seconds"]}
     (out / "result.json").write_text(json.dumps(record, indent=1))
     _plot(out / "inversion.png", result, obs, op.in_axes)
     return {**record, "estimate": result["estimate"], "spread": result["spread"]}

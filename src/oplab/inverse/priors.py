@@ -121,6 +121,6 @@ class Latent:
         return 0.5 * z.square().flatten(1).sum(1)
 
 
-PRIORS = ("smooth", "tv", "latent")
+PRIORS = ("smooth", "tv", "latent")  # and "lpn" in oplab invert: a learned proximal network (oplab.inverse.lpn)
 
 __all__ = ["Latent", "PRIORS", "Smooth", "TotalVariation"]
