@@ -15,7 +15,9 @@ prior; only the forward map differs:
   sparse LU) with its discrete adjoint (one forward and one adjoint solve per step and restart).
 
 Priors: ``latent`` (the data's GRF, thresholded smoothly; MAP in its KL coefficients) for every
-setting, ``tv`` (total variation, weight ``--tv-weight``) at (100, 2%). Reported per route: relative
+setting, ``tv`` (total variation, weight ``--tv-weight``) at (100, 2%); with ``--lpn DIR`` a learned
+proximal network in plug-and-play proximal gradient steps at (100, 2%), its step size chosen on a
+validation sample (``--lpn-only``: only those rows). Reported per route: relative
 L2 error of the coefficient, the fraction of nodes in the right phase, chi^2 per observed value,
 wall time, and the surrogate's speed-up (classical time / surrogate time). Writes the table to
 stdout and ``benchmarks/invert_darcy.json``.
@@ -57,6 +59,49 @@ def trained_run(args) -> Path:
     return args.work / "fno"
 
 
+ETAS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
+
+
+def lpn_rows(args, run, routes, axes, observations, record) -> list:
+    """The LPN prior (plug-and-play proximal gradient, ``oplab.inverse.lpn.pnp``) at (100, 2%): its
+    step size chosen from ``ETAS`` on a VALIDATION sample of the run (the coefficient error of the
+    surrogate route), then every test sample on both routes with that step."""
+    from oplab.inverse.lpn import load_lpn, pnp
+    from oplab.rundir import RunDir
+    from oplab.train.data import recorded_split
+
+    lpn = load_lpn(args.lpn)
+    split = recorded_split(RunDir.open(run))
+    if split.val is None:
+        raise SystemExit(f"{run}: no validation samples to choose the PnP step size on")
+    val, test = split.val.load(), split.tests[0].load()
+    k, level = 100, 0.02
+    a_val = val.x[0].double()
+    obs = observations(val.y[0].double(), k, level, 7)
+
+    def error(eta):
+        try:
+            got = pnp(routes["surrogate"], axes, obs, lpn, steps=args.steps, step_size=eta)
+        except Exception as exc:  # noqa: BLE001 -- a diverging step size ranks last
+            print(f"  eta {eta:g}: {exc}", flush=True)
+            return float("inf")
+        err = float((got["estimate"].double() - a_val).norm() / a_val.norm())
+        print(f"  eta {eta:g}: validation coefficient L2 {err:.3f}", flush=True)
+        return err
+
+    eta = min(ETAS, key=error)
+    print(f"LPN step size {eta:g} (chosen on validation sample 0)", flush=True)
+    name = f"lpn (eta {eta:g})"
+    for i in range(args.samples):
+        a_true, u_true = test.x[i].double(), test.y[i].double()
+        obs = observations(u_true, k, level, 1000 * k + i)
+        for route, forward in routes.items():
+            got = pnp(forward, axes, obs, lpn, steps=args.steps, step_size=eta,
+                      dtype=torch.float64 if route == "classical" else torch.float32)
+            record(k, level, name, i, route, a_true, got["estimate"], got)
+    return [(k, level, name)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="a trained Darcy-64 operator (default: train one)")
@@ -67,6 +112,9 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--tv-weight", type=float, default=0.3)
+    parser.add_argument("--lpn", type=Path, default=None,
+                        help="a learned proximal network (benchmarks/lpn_darcy.py --save DIR): adds PnP rows at (100, 2%%)")
+    parser.add_argument("--lpn-only", action="store_true", help="with --lpn: only the PnP rows")
     parser.add_argument("--json", type=Path, default=ROOT / "invert_darcy.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -85,31 +133,41 @@ def main() -> None:
     params = op.data.get("params") or {}
     routes = {"surrogate": surrogate(op), "classical": DarcySolve(params.get("forcing", 1.0))}
     rows = []
-    for k, level, prior_name in SETTINGS:
+
+    def observations(u_true, k, level, seed):
+        rng = np.random.default_rng(seed)
+        pts = rng.uniform(0.0, 1.0, (k, 2))
+        clean = observe(u_true[None], torch.from_numpy(pts), axes)[0].numpy()
+        sigma = level * float(u_true.abs().max())
+        return Observations(pts, clean + sigma * rng.standard_normal(clean.shape), np.full(clean.shape, sigma), [0])
+
+    def record(k, level, prior_name, i, route, a_true, est, got):
+        est = est.double()
+        rows.append({"sensors": k, "noise": level, "prior": prior_name, "sample": i, "route": route,
+                     "coef_l2": float((est - a_true).norm() / a_true.norm()),
+                     "phase_accuracy": float(((est > 7.5) == (a_true > 7.5)).double().mean()),
+                     "chi2": got["misfit"], "seconds": got["seconds"]})
+        r = rows[-1]
+        print(f"K={k:3d} noise {level:.0%} {prior_name:6s} sample {i} {route:9s}: coefficient L2 "
+              f"{r['coef_l2']:.3f}, phase {r['phase_accuracy']:.3f}, chi2 {r['chi2']:.2f}, {r['seconds']:.1f} s",
+              flush=True)
+
+    settings = list(SETTINGS) if not (args.lpn and args.lpn_only) else []
+    if args.lpn:
+        settings += lpn_rows(args, run, routes, axes, observations, record)
+    for k, level, prior_name in SETTINGS if not (args.lpn and args.lpn_only) else ():
         for i in range(args.samples):
             a_true, u_true = data.x[i].double(), data.y[i].double()
-            rng = np.random.default_rng(1000 * k + i)
-            pts = rng.uniform(0.0, 1.0, (k, 2))
-            clean = observe(u_true[None], torch.from_numpy(pts), axes)[0].numpy()
-            sigma = level * float(u_true.abs().max())
-            obs = Observations(pts, clean + sigma * rng.standard_normal(clean.shape), np.full(clean.shape, sigma), [0])
+            obs = observations(u_true, k, level, 1000 * k + i)
             for route, forward in routes.items():
                 prior = make_prior(prior_name, axes, 1, args.tv_weight, (3.0, 12.0) if prior_name == "tv" else None,
                                    params)
                 torch.set_num_threads(1)
                 got = invert(forward, axes, obs, prior, restarts=args.restarts, steps=args.steps, lr=args.lr, seed=i,
                              dtype=torch.float64 if route == "classical" else torch.float32)
-                est = got["estimate"].double()
-                rows.append({"sensors": k, "noise": level, "prior": prior_name, "sample": i, "route": route,
-                             "coef_l2": float((est - a_true).norm() / a_true.norm()),
-                             "phase_accuracy": float(((est > 7.5) == (a_true > 7.5)).double().mean()),
-                             "chi2": got["misfit"], "seconds": got["seconds"]})
-                r = rows[-1]
-                print(f"K={k:3d} noise {level:.0%} {prior_name:6s} sample {i} {route:9s}: coefficient L2 "
-                      f"{r['coef_l2']:.3f}, phase {r['phase_accuracy']:.3f}, chi2 {r['chi2']:.2f}, "
-                      f"{r['seconds']:.1f} s", flush=True)
+                record(k, level, prior_name, i, route, a_true, got["estimate"], got)
     table = []
-    for k, level, prior_name in SETTINGS:
+    for k, level, prior_name in settings:
         line = {"sensors": k, "noise": level, "prior": prior_name}
         for route in routes:
             sel = [r for r in rows if (r["sensors"], r["noise"], r["prior"], r["route"]) == (k, level, prior_name, route)]

@@ -133,6 +133,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
         from ..train.config import TrainConfig, _section
 
         _section(TrainConfig, case.train, f"{label}: train")  # a typo fails now, not after hours of work
+        for key, value in (case.published or {}).items():
+            if key in ("l2", "nmse") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ParameterError(f"{label}: published.{key} must be a number, got {value!r} (YAML reads 5e-3 "
+                                     f"as text: write 5.0e-3)")
         if case.protocol not in (None, "cfdbench"):
             raise ParameterError(f"{label}: protocol must be cfdbench (or absent), got {case.protocol!r}")
         if case.protocol == "cfdbench" and case.train.get("task") != "autoregressive":

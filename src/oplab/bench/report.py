@@ -211,7 +211,7 @@ def cfdbench_tables(report: dict) -> list[str]:
             lines.append(f"| {r['name']} | {_fmt(r.get('params'), ',')} | {_fmt(r.get('epochs'), 'd')} | "
                          f"{one['nmse']:.3g} | {one['mse']:.3g} | {one['rmse']:.3g} | {one['mae']:.3g} | "
                          f"{roll['nmse']:.3g} | {roll['nmse_per_step'][-1]:.3g} | "
-                         + (f"{pub['nmse']:.3g} ({pub.get('source', '')})" if pub.get("nmse") is not None else "")
+                         + (f"{float(pub['nmse']):.3g} ({pub.get('source', '')})" if pub.get("nmse") is not None else "")
                          + " |")
         lines.append("")
     return lines
