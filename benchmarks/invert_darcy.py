@@ -59,7 +59,7 @@ def trained_run(args) -> Path:
     return args.work / "fno"
 
 
-ETAS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)
+ETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def lpn_rows(args, run, routes, axes, observations, record) -> list:
