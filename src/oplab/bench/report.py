@@ -205,15 +205,18 @@ def cfdbench_tables(report: dict) -> list[str]:
         ident = first["identity"]
         lines.append(f"| identity | | | {ident['nmse']:.3g} | {ident['mse']:.3g} | {ident['rmse']:.3g} | "
                      f"{ident['mae']:.3g} | | | |")
+        sources = []
         for r in sorted(rows, key=lambda r: r["cfdbench"]["one_step"]["nmse"]):
             one, roll = r["cfdbench"]["one_step"], r["cfdbench"]["rollout"]
             pub = r["case"].get("published") or {}
+            if pub.get("nmse") is not None and pub.get("source") and pub["source"] not in sources:
+                sources.append(pub["source"])
             lines.append(f"| {r['name']} | {_fmt(r.get('params'), ',')} | {_fmt(r.get('epochs'), 'd')} | "
                          f"{one['nmse']:.3g} | {one['mse']:.3g} | {one['rmse']:.3g} | {one['mae']:.3g} | "
                          f"{roll['nmse']:.3g} | {roll['nmse_per_step'][-1]:.3g} | "
-                         + (f"{float(pub['nmse']):.3g} ({pub.get('source', '')})" if pub.get("nmse") is not None else "")
-                         + " |")
-        lines.append("")
+                         + (f"{float(pub['nmse']):.3g}" + (f" [{sources.index(pub['source']) + 1}]" if pub.get("source")
+                                                            else "") if pub.get("nmse") is not None else "") + " |")
+        lines += [""] + [f"[{i}] {src}" for i, src in enumerate(sources, 1)] + ([""] if sources else [])
     return lines
 
 
