@@ -1,6 +1,6 @@
 """Solver against operator for CFDBench's flows: time per frame of a 100-frame trajectory.
 
-    OMP_NUM_THREADS=1 python benchmarks/cfd_speedup.py [--frames 100] [--problems cavity tube cylinder barrier]
+    OMP_NUM_THREADS=1 python benchmarks/cfd_speedup.py [--frames 100] [--problems cavity tube cylinder barrier dam]
 
 For each problem (subset ``bc``, defaults otherwise, 64x64 frames 0.1 apart): the reference solver
 (``oplab.solvers.incompressible``) makes one ``frames``-frame trajectory (``t_end = frames * 0.1``) and
