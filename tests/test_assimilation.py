@@ -58,6 +58,23 @@ def test_innovation_interpolation_is_periodic_linear():
     assert torch.allclose(interpolate(torch.tensor([[5.0]]), torch.tensor([3]), 8), torch.full((1, 8), 5.0))
 
 
+def test_observer_places_each_innovation_at_its_own_sensor():
+    """Sensors given out of order: the innovation's columns follow the given order and land on their
+    own nodes (a correction net that returns the interpolated innovation channel)."""
+
+    class Pass(torch.nn.Module):
+        def forward(self, x, coords):
+            return x[:, 1:2]
+
+    obs = Observer(Pass(), [12, 2, 7], 16)
+    forecast = torch.zeros(1, 1, 16)
+    innovation = torch.tensor([[12.0, 2.0, 7.0]])  # one value per sensor, in the given order
+    corr = obs(forecast, innovation)[0, 0]
+    assert corr[12] == 12.0 and corr[2] == 2.0 and corr[7] == 7.0
+    est = assimilate(lambda u: u, forecast, innovation[:, None], [12, 2, 7], obs)  # y - H f with H in that order
+    assert torch.equal(est[0, 0, 0, [12, 2, 7]], innovation[0])
+
+
 def test_learned_observer_beats_the_open_loop_forecast(one_thread):
     """Heat equation with an exact step, unknown initial states (the guess is zero), 8 noisy sensors
     of 32 nodes: after training on 64 trajectories the observer's error on new ones is well below

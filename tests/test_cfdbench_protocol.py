@@ -127,14 +127,22 @@ def test_static_channels_in_files_and_an_autoregressive_run(tmp_path):
     roll = op.rollout(x[:, None], 3)
     assert roll.shape == (1, 3, 8, 16, 16)
     assert all(np.array_equal(roll[0, k, 2:], x[0, 2:]) for k in range(3))
+    # a model sized for whole states, or a ResNet skip over two states: one line, nothing written
+    for model, extra in ((oplab.models.create("fno", in_channels=8, out_channels=8, modes=[4, 4], width=8), {}),
+                         (oplab.models.create("resnet", in_channels=16, out_channels=2, input_skip=True), {"window": 2})):
+        with pytest.raises(ParameterError, match="out_channels must be 2|input_skip") as err:
+            oplab.train.api.train(model, str(path), out=tmp_path / "bad", n_train=6, n_test=2, task="autoregressive",
+                                  epochs=1, log=lambda *_: None, **extra)
+        assert "\n" not in str(err.value) and not (tmp_path / "bad").exists()
     # a file of an earlier version, without the attribute, has no static channels
     with h5py.File(path, "a") as f:
         del f.attrs["static_channels"]
     assert read_meta(path)["static_channels"] == []
-    with h5py.File(path, "a") as f:
-        f.attrs["static_channels"] = '["pressure"]'
-    with pytest.raises(DataFileError, match="static_channels"):
-        read_meta(path)
+    for bad in ('["pressure"]', '["mask", "mask"]', '["u", "v", "mask", "speed", "density", "viscosity", "height", "width"]'):
+        with h5py.File(path, "a") as f:
+            f.attrs["static_channels"] = bad
+        with pytest.raises(DataFileError, match="static_channels"):
+            read_meta(path)
 
 
 def test_cfdbench_suites_validate_and_protocol_needs_an_autoregressive_case(tmp_path):

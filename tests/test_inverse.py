@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from oplab.errors import ParameterError
+from oplab.errors import DataFileError, ParameterError
 from oplab.inverse import Observations, invert, load_observations, observe, save_observations
 from oplab.inverse.adjoint import DarcySolve
 from oplab.inverse.priors import Latent, Smooth, TotalVariation
@@ -94,6 +94,11 @@ def test_observation_files_and_bad_input(tmp_path):
         Observations(obs.points, obs.values, np.zeros((9, 1)), [0]).check(AXES, 1)
     with pytest.raises(ParameterError, match=r"channels \[2\] do not exist"):
         Observations(obs.points, obs.values, obs.noise, [2]).check(AXES, 1)
+    with pytest.raises(ParameterError, match=r"points have shape \[\], expected \[K, 2\]"):
+        Observations(np.array(0.5), obs.values, obs.noise, [0]).check(AXES, 1)
+    np.savez(tmp_path / "text.npz", points=obs.points, values=np.array(["a"] * 9), noise=0.1)
+    with pytest.raises(DataFileError, match="array 'values' holds <U1 values, expected numbers"):
+        load_observations(tmp_path / "text.npz")
 
 
 def test_invert_command_on_a_trained_darcy_operator(darcy17, tmp_path, capsys):
@@ -133,6 +138,7 @@ def test_invert_command_on_a_trained_darcy_operator(darcy17, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "outside the domain" in err and len(err.strip().splitlines()) == 1
     assert main(["invert", str(run), "--obs", str(tmp_path / "obs.npz"), "--out", str(out)]) == 2  # no overwrite
+    assert main(["invert", str(run), "--obs", str(tmp_path / "obs.npz"), "--out", str(out / "result.json")]) == 2
     # a learned proximal network as the prior (plug-and-play proximal gradient)
     from oplab.inverse.lpn import save_lpn, train_lpn
 

@@ -177,7 +177,8 @@ def convert(folder, out=None, frames: int | None = None, seed: int = 0) -> Path:
 
 def cached(folder) -> Path:
     """``FOLDER/_oplab.h5`` (or, for a read-only folder, a file under ``~/.cache/oplab/cfdbench``),
-    converted again unless it is newer than every case file."""
+    converted again unless it is newer than every case file and made by this converter (it records
+    ``static_channels``; earlier conversions did not)."""
     import hashlib
 
     folder = Path(folder).resolve()
@@ -188,12 +189,20 @@ def cached(folder) -> Path:
         if out.is_file():
             if newest is None:
                 newest = max((p.stat().st_mtime for c in _cases(folder) for p in c.iterdir()), default=0.0)
-            if newest <= out.stat().st_mtime:
+            if newest <= out.stat().st_mtime and _current(out):
                 return out
     if os.access(folder, os.W_OK):
         return convert(folder, folder / CACHE_NAME)
     spare.parent.mkdir(parents=True, exist_ok=True)
     return convert(folder, spare)
+
+
+def _current(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return "static_channels" in f.attrs
+    except OSError:
+        return False
 
 
 def split_of(path) -> dict:

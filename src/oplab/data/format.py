@@ -164,9 +164,10 @@ def read_meta(path: str | Path) -> dict:
             raise DataFileError(f"{path}: attribute {key!r} is not a list of axes "
                                 f"{{name, n, lo, hi, periodic}}")
     static = meta["static_channels"]
-    if not isinstance(static, list) or not set(static) <= set(meta["output_channels"]):
-        raise DataFileError(f"{path}: attribute 'static_channels' is {static!r}, expected a list of output channel "
-                            f"names ({meta['output_channels']})")
+    if not isinstance(static, list) or not set(static) <= set(meta["output_channels"]) \
+            or len(set(static)) != len(static) or len(static) >= len(meta["output_channels"]):
+        raise DataFileError(f"{path}: attribute 'static_channels' is {static!r}, expected distinct output channel "
+                            f"names ({meta['output_channels']}) leaving at least one to predict")
     if not isinstance(meta["params"], dict):
         raise DataFileError(f"{path}: attribute 'params' is {meta['params']!r}, expected a JSON mapping")
     n = meta["n"]

@@ -74,9 +74,8 @@ def cfdbench_scores(bundle, data, velocity: list[int], mask: int | None, window:
             masks = traj[:, :, mask : mask + 1] if mask is not None else None
             truth = masked(traj[:, window:], masks[:, window:] if masks is not None else None)  # [B, T', V, *S]
             # one step: every window of true states -> the next state
-            x = torch.cat([traj[:, s : s + window].flatten(1, 2) for s in range(t1 - window)])  # [T' B, w C, *S]
-            pred = bundle(x, coords)[:, : traj.shape[2]]  # the first state of each bundle
-            pred = pred.unflatten(0, (t1 - window, b)).transpose(0, 1)  # [B, T', C, *S]
+            pred = torch.stack([bundle(traj[:, s : s + window].flatten(1, 2), coords)[:, : traj.shape[2]]
+                                for s in range(t1 - window)], 1)  # [B, T', C, *S]: the first state of each bundle
             pred = masked(pred, masks[:, window:] if masks is not None else None)
             add("one_step", pred.flatten(0, 1), truth.flatten(0, 1))
             prev = masked(traj[:, window - 1 : -1], masks[:, window - 1 : -1] if masks is not None else None)

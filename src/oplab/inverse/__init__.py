@@ -45,10 +45,10 @@ class Observations:
 
     def check(self, axes: list[Axis], n_channels: int, where: str = "observations") -> None:
         """One-line errors for points outside the domain, noise <= 0, channels the operator lacks."""
-        k = self.points.shape[0]
         if self.points.ndim != 2 or self.points.shape[1] != len(axes):
             raise ParameterError(f"{where}: points have shape {list(self.points.shape)}, expected [K, {len(axes)}] "
                                  f"(coordinates {', '.join(a.name for a in axes)})")
+        k = self.points.shape[0]
         if self.values.shape != (k, len(self.channels)) or self.noise.shape != self.values.shape:
             raise ParameterError(f"{where}: values {list(self.values.shape)} and noise {list(self.noise.shape)} must "
                                  f"both be [K={k}, {len(self.channels)}] (one column per observed channel)")
@@ -92,11 +92,17 @@ def load_observations(path: str | Path) -> Observations:
     missing = [k for k in ("points", "values", "noise") if k not in raw]
     if missing:
         raise DataFileError(f"{path}: missing array(s) {missing}; expected points [K, d], values [K, C], noise")
-    values = np.asarray(raw["values"], dtype=np.float64)
+    for key in ("points", "values", "noise", "channels"):
+        if key in raw:
+            try:
+                raw[key] = np.asarray(raw[key], dtype=np.int64 if key == "channels" else np.float64)
+            except (TypeError, ValueError):
+                raise DataFileError(f"{path}: array {key!r} holds {raw[key].dtype} values, expected numbers") from None
+    values = raw["values"]
     values = values[:, None] if values.ndim == 1 else values
     if values.ndim != 2:
         raise DataFileError(f"{path}: 'values' has shape {list(raw['values'].shape)}, expected [K] or [K, C]")
-    noise = np.asarray(raw["noise"], dtype=np.float64)
+    noise = raw["noise"]
     noise = noise[:, None] if noise.ndim == 1 else noise
     try:
         noise = np.broadcast_to(noise, values.shape).copy()
@@ -104,7 +110,7 @@ def load_observations(path: str | Path) -> Observations:
         raise DataFileError(f"{path}: 'noise' of shape {list(raw['noise'].shape)} does not fit values "
                             f"{list(values.shape)}") from None
     channels = [int(c) for c in np.atleast_1d(raw["channels"])] if "channels" in raw else list(range(values.shape[1]))
-    return Observations(np.asarray(raw["points"], dtype=np.float64), values, noise, channels)
+    return Observations(raw["points"], values, noise, channels)
 
 
 def save_observations(path: str | Path, obs: Observations) -> Path:
@@ -130,6 +136,13 @@ def observe(u: torch.Tensor, points: torch.Tensor, axes: list[Axis]) -> torch.Te
     return out.flatten(2).transpose(1, 2)  # [B, K, C]
 
 
+def misfit(forward, a: torch.Tensor, points: torch.Tensor, obs: Observations, axes: list[Axis]) -> torch.Tensor:
+    """``1/2 sum ((O(forward(a)) - d) / sigma)^2`` per field of ``a [R, C_in, *S]`` -> ``[R]``."""
+    pred = observe(forward(a), points, axes)[:, :, list(obs.channels)]
+    values, noise = (torch.as_tensor(v, dtype=pred.dtype) for v in (obs.values, obs.noise))
+    return 0.5 * ((pred - values) / noise).square().flatten(1).sum(1)
+
+
 def surrogate(op):
     """A trained operator (``oplab.load(RUN)``) as a differentiable forward map on its input grid."""
     coords = tuple(c.to(op.device) for c in op.coords_for(tuple(a.n for a in op.in_axes)))
@@ -152,17 +165,12 @@ def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 
     if optimizer not in ("adam", "lbfgs"):
         raise ParameterError(f"invert: optimizer must be adam or lbfgs, got {optimizer!r}")
     points = torch.as_tensor(obs.points, dtype=dtype)
-    values = torch.as_tensor(obs.values, dtype=dtype)
-    noise = torch.as_tensor(obs.noise, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     params = prior.init(restarts, gen).to(dtype).requires_grad_(True)
-    channels = list(obs.channels)
 
     def objective(p):  # [R]
-        a = prior.field(p)
-        pred = observe(forward(a), points, axes)[:, :, channels]
-        misfit = 0.5 * ((pred - values) / noise).square().flatten(1).sum(1)
-        return misfit + prior.penalty(p), misfit
+        m = misfit(forward, prior.field(p), points, obs, axes)
+        return m + prior.penalty(p), m
 
     history = []
     tic = time.perf_counter()
@@ -191,12 +199,12 @@ def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 
         opt.step(closure)
     seconds = time.perf_counter() - tic
     with torch.no_grad():
-        total, misfit = objective(params)
+        total, chi2 = objective(params)
         fields = prior.field(params)
     best = int(torch.argmin(total))
     return {"estimate": fields[best].detach(), "spread": fields.std(0, unbiased=False).detach() if restarts > 1
             else torch.zeros_like(fields[0]), "samples": fields.detach(),
-            "misfit": float(misfit[best]) * 2.0 / values.numel(), "objective": total.tolist(),
+            "misfit": float(chi2[best]) * 2.0 / obs.values.size, "objective": total.tolist(),
             "history": history, "seconds": seconds, "best": best}
 
 
@@ -243,6 +251,8 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
     from ..rundir import RunDir
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"{out}: is a file; --out is the folder the results go to")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ParameterError(f"{out}: exists and is not empty; pass --overwrite to replace its files")
     op = load(run_dir, checkpoint)
@@ -260,9 +270,15 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
 
         if lpn is None:
             raise ParameterError("the lpn prior needs a trained network: pass --lpn DIR (benchmarks/lpn_darcy.py --save DIR)")
-        result = pnp(surrogate(op), op.in_axes, obs, load_lpn(lpn), steps=steps, step_size=step_size, log=log)
-        restarts = 1
+        net = load_lpn(lpn)
+        if (net.config["in_channels"], net.config["dim"]) != (c_in, len(op.in_axes)):
+            raise ParameterError(f"--lpn {lpn}: a network for {net.config['in_channels']}-channel {net.config['dim']}D "
+                                 f"fields; this operator's inputs have {c_in} channel(s) on {len(op.in_axes)} axes")
+        result = pnp(surrogate(op), op.in_axes, obs, net, steps=steps, step_size=step_size, log=log)
+        restarts, lr, weight = 1, None, None  # (recorded as unused)
     else:
+        if step_size is not None:
+            raise ParameterError("--step-size is the lpn prior's (plug-and-play step); the other priors take --lr")
         if bounds is None and prior != "latent":
             bounds = _input_range(RunDir.open(run_dir).data.get("train"))
         p = make_prior(prior, op.in_axes, c_in, weight, bounds, op.data.get("params"))

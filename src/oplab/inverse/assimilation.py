@@ -31,10 +31,11 @@ from ..errors import ParameterError
 
 
 def check_sensors(sensors, n: int) -> torch.Tensor:
+    """Sensor node indices as given (their order is the observations' column order), checked."""
     idx = torch.as_tensor(sensors, dtype=torch.long)
     if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= n or len(set(idx.tolist())) != len(idx):
         raise ParameterError(f"sensors must be distinct node indices in [0, {n}), got {list(np.atleast_1d(sensors))[:8]}")
-    return idx.sort().values
+    return idx
 
 
 def interpolate(values: torch.Tensor, sensors: torch.Tensor, n: int) -> torch.Tensor:
@@ -57,7 +58,8 @@ class Observer(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, sensors, n: int, scale: float = 1.0):
         super().__init__()
         self.net, self.n = net, n
-        self.register_buffer("sensors", check_sensors(sensors, n))
+        self.register_buffer("sensors", check_sensors(sensors, n))  # the observations' column order
+        self.register_buffer("order", self.sensors.argsort())  # columns sorted along the periodic grid
         mask = torch.zeros(n)
         mask[self.sensors] = 1.0
         self.register_buffer("mask", mask)
@@ -66,7 +68,7 @@ class Observer(torch.nn.Module):
 
     def forward(self, forecast: torch.Tensor, innovation: torch.Tensor) -> torch.Tensor:
         b = forecast.shape[0]
-        field = interpolate(innovation, self.sensors, self.n).unsqueeze(1)
+        field = interpolate(innovation[:, self.order], self.sensors[self.order], self.n).unsqueeze(1)
         x = torch.cat([forecast / self.scale, field / self.scale, self.mask.expand(b, 1, -1)], dim=1)
         return self.scale * self.net(x, self.coords)
 
@@ -75,7 +77,7 @@ def assimilate(step, u0: torch.Tensor, observations: torch.Tensor, sensors, obse
     """Run the filter: ``u0 [B, C, n]`` the initial guess, ``observations [B, T, K]`` of channel 0 at
     ``sensors`` at steps ``1..T``; ``step`` the forecast ``[B, C, n] -> [B, C, n]``. Without
     ``observer`` this is the open-loop forecast. Returns the estimates ``[B, T, C, n]``."""
-    idx = torch.as_tensor(sensors, dtype=torch.long)
+    idx = check_sensors(sensors, u0.shape[-1])
     u, out = u0, []
     for k in range(observations.shape[1]):
         f = step(u)
@@ -135,8 +137,8 @@ def enkf(forecast, ensemble: np.ndarray, observations: np.ndarray, sensors, nois
     if not noise > 0:
         raise ParameterError(f"enkf: noise must be > 0, got {noise!r}")
     rng = np.random.default_rng(seed)
-    idx = np.asarray(sensors)
     x = np.array(ensemble, dtype=np.float64)
+    idx = check_sensors(sensors, x.shape[-1]).numpy()
     m, k = x.shape[0], len(idx)
     means, spreads = [], []
     tic = time.perf_counter()

@@ -256,7 +256,10 @@ def load_lpn(folder: str | Path) -> LPN:
         raise DataFileError(f"{folder}: no readable {CONFIG} ({exc.__class__.__name__})") from None
     if config.pop("kind", None) != "lpn":
         raise DataFileError(f"{folder}: {CONFIG} does not describe an LPN")
-    model = LPN(**config)
+    try:
+        model = LPN(**config)
+    except (TypeError, ParameterError) as exc:
+        raise DataFileError(f"{folder / CONFIG}: does not build an LPN ({str(exc).splitlines()[0]})") from None
     try:
         model.load_state_dict(load_weights(folder), strict=True)
     except RuntimeError as exc:
@@ -388,7 +391,7 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
     Returns ``estimate [C, *S]``, ``spread`` (zeros: one run), ``samples [1, C, *S]``, ``misfit``
     (chi^2 per observed value of the estimate), ``history`` (1/2 chi^2 every 10 steps),
     ``change`` (the relative size of the update every 10 steps), ``step_size``, ``seconds``."""
-    from . import observe
+    from . import misfit as data_misfit
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"pnp: steps must be a positive int, got {steps!r}")
@@ -400,9 +403,6 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
         raise ParameterError(f"pnp: step_size must be > 0, got {step_size!r}")
     shape_note = f"[{lpn.config['in_channels']}, {', '.join('S' * lpn.config['dim'])}]"
     points = torch.as_tensor(obs.points, dtype=dtype)
-    values = torch.as_tensor(obs.values, dtype=dtype)
-    noise = torch.as_tensor(obs.noise, dtype=dtype)
-    channels = list(obs.channels)
     net_dtype = next(lpn.parameters()).dtype
     if init is None:  # the mean field on the output grid (forward's input grid is its output grid, as in invert)
         x = torch.zeros(1, lpn.config["in_channels"], *(a.n for a in axes), dtype=dtype)
@@ -416,9 +416,7 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
         raise ParameterError(f"pnp: the LPN works on {lpn.config['dim']} spatial axis/axes; pass init {shape_note}")
 
     def misfit(x_):
-        a = lpn.denormalise(x_)
-        pred = observe(forward(a.to(dtype)), points, axes)[:, :, channels]
-        return 0.5 * ((pred - values) / noise).square().sum()
+        return data_misfit(forward, lpn.denormalise(x_).to(dtype), points, obs, axes).sum()
 
     was_training = lpn.training
     lpn.eval()
@@ -449,7 +447,7 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
         lpn.train(was_training)
     estimate = lpn.denormalise(x)[0].detach()
     return {"estimate": estimate, "spread": torch.zeros_like(estimate), "samples": estimate[None],
-            "misfit": final * 2.0 / values.numel(), "history": history, "change": change,
+            "misfit": final * 2.0 / obs.values.size, "history": history, "change": change,
             "step_size": float(step_size), "seconds": time.perf_counter() - tic}
 
 

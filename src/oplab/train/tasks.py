@@ -310,6 +310,27 @@ def make(train, cfg):
     return TASKS[cfg.task](train, cfg)
 
 
+def check_model(model, cfg, train) -> None:
+    """A one-line ParameterError, before anything is written, when ``model`` (its recorded
+    constructor arguments) cannot do the autoregressive step of ``cfg`` on ``train``: its outputs
+    must be the ``bundle`` predicted states without their static channels, and a ResNet's
+    ``input_skip`` (which adds the first ``out_channels`` input channels) needs one state in, one
+    out, and the static channels after the predicted ones."""
+    if cfg.task != "autoregressive":
+        return
+    conf = getattr(model, "config", None) or {}
+    c, static = train.x_shape[0], tuple(getattr(train, "static", ()))
+    want = cfg.bundle * (c - len(static))
+    got = conf.get("out_channels")
+    if got is not None and got != want:
+        raise ParameterError(f"model out_channels {got}: train.task autoregressive predicts train.bundle {cfg.bundle} "
+                             f"state(s) of {c - len(static)} channel(s) ({c} per state, {len(static)} static ones "
+                             f"carried, not predicted): out_channels must be {want}")
+    if conf.get("input_skip") and (cfg.window != 1 or cfg.bundle != 1 or any(i < c - len(static) for i in static)):
+        raise ParameterError("model.input_skip adds the first out_channels input channels to the output: it needs "
+                             "train.window 1, train.bundle 1 and the static channels after the predicted ones")
+
+
 def predicted(cfg, y_shape, n_static: int) -> tuple:
     """The model's own output shape for a bundle answering ``y_shape``: an autoregressive step
     predicts ``bundle`` states without their ``n_static`` static channels."""

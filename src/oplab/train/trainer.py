@@ -247,6 +247,7 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: d
         resume: bool = False, log=print, progress=None, val: GridData | None = None, callbacks=()) -> dict:
     """Train with a :class:`Trainer`; ``out``: the run folder, created (or, with ``resume``,
     continued) there. ``info`` is recorded in its ``config.json`` with ``cfg``."""
+    tasks.check_model(model, cfg, train)
     run = None
     if out is not None:
         if resume:
