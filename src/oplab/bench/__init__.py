@@ -142,6 +142,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
         if case.protocol == "cfdbench" and case.train.get("task") != "autoregressive":
             raise ParameterError(f"{label}: protocol cfdbench scores an autoregressive step: set train.task: "
                                  f"autoregressive")
+        if case.protocol == "cfdbench":
+            channels = problems.get(datasets[case.dataset]["problem"]).output_channels
+            if not {"u", "v"} <= set(channels):
+                raise ParameterError(f"{label}: protocol cfdbench scores the velocity u, v; data set "
+                                     f"{case.dataset!r} has channels {list(channels)}")
         if case.peer is not None and case.peer.get("library") not in ("neuraloperator", "deepxde"):
             raise ParameterError(f"{label}: peer.library must be neuraloperator or deepxde")
         cases.append(case)
