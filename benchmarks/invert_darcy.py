@@ -102,6 +102,36 @@ def lpn_rows(args, run, routes, axes, observations, record) -> list:
     return [(k, level, name)]
 
 
+def draw(args, data, axes, routes, params, observations) -> None:
+    """The figure of ``--figure``: truth, each route's estimate and its error, sensors marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from oplab.inverse import invert, make_prior
+
+    a_true, u_true = data.x[0].double(), data.y[0].double()
+    obs = observations(u_true, 100, 0.02, 1000 * 100)
+    panels = [("truth", a_true[0])]
+    for route, forward in routes.items():
+        got = invert(forward, axes, obs, make_prior("latent", axes, 1, params=params), restarts=args.restarts,
+                     steps=args.steps, lr=args.lr, dtype=torch.float64 if route == "classical" else torch.float32)
+        est = got["estimate"][0].double()
+        err = float((est - a_true[0]).norm() / a_true[0].norm())
+        panels += [(f"{route} estimate (rel. L2 {err:.2f})", est), (f"{route} |error|", (est - a_true[0]).abs())]
+    fig, ax = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
+    for a, (title, field) in zip(ax, panels):
+        a.imshow(field.numpy(), extent=(0, 1, 1, 0), vmin=0 if "error" in title else 3, vmax=9 if "error" in title else 12)
+        a.scatter(obs.points[:, 1], obs.points[:, 0], s=3, c="w", edgecolors="k", linewidths=0.3)
+        a.set_title(title, fontsize=8)
+        a.set_xticks([]), a.set_yticks([])
+    fig.tight_layout()
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figure, dpi=100)
+    print(f"wrote {args.figure}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="a trained Darcy-64 operator (default: train one)")
@@ -115,6 +145,9 @@ def main() -> None:
     parser.add_argument("--lpn", type=Path, default=None,
                         help="a learned proximal network (benchmarks/lpn_darcy.py --save DIR): adds PnP rows at (100, 2%%)")
     parser.add_argument("--lpn-only", action="store_true", help="with --lpn: only the PnP rows")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="only draw truth, both routes' estimates and errors, and the sensors for test sample 0 "
+                             "at (100 sensors, 2%%, latent prior) into this PNG")
     parser.add_argument("--json", type=Path, default=ROOT / "invert_darcy.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -152,6 +185,9 @@ def main() -> None:
               f"{r['coef_l2']:.3f}, phase {r['phase_accuracy']:.3f}, chi2 {r['chi2']:.2f}, {r['seconds']:.1f} s",
               flush=True)
 
+    if args.figure:
+        draw(args, data, axes, routes, params, observations)
+        return
     settings = list(SETTINGS) if not (args.lpn and args.lpn_only) else []
     if args.lpn:
         settings += lpn_rows(args, run, routes, axes, observations, record)
