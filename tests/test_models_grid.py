@@ -100,6 +100,7 @@ def _relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ("fno", dict(modes=[16], width=16, n_layers=2, lifting_channels=32, projection_channels=32), 1e-2),
         ("tfno", dict(modes=[16], width=16, n_layers=2, lifting_channels=32, projection_channels=32), 1e-2),
         ("unet", dict(dim=1, width=8, depth=3), 3e-3),
+        ("anie", dict(dim=1, width=16, n_heads=2, iterations=4), 1e-2),
     ],
 )
 def test_short_training_run_learns_a_smoothing_operator(name, kwargs, lr):

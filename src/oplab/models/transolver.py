@@ -73,8 +73,58 @@ from . import register
 from .base import Operator
 
 
+def _autocast_on() -> bool:
+    return any(torch.is_autocast_enabled(kind) for kind in ("cpu", "cuda"))
+
+
+def _attend(s: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor) -> torch.Tensor:
+    """Attention among the slice tokens: ``s [BH, M, d_h + 1]`` holds the weighted sums of ``f`` and,
+    last, the total weight of each slice; returns ``z' [BH, M, d_h]``."""
+    z = s[..., :-1] / (s[..., -1:] + 1e-5)  # the weighted means
+    q, k, v = z @ w_q.T, z @ w_k.T, z @ w_v.T
+    attention = (q @ k.transpose(-1, -2) / math.sqrt(z.shape[-1])).softmax(dim=-1)  # [BH, M, M]
+    return attention @ v
+
+
+class _SliceAttendDeslice(torch.autograd.Function):
+    """``softmax(logits) -> tokens -> attention -> deslice`` with a hand-written backward.
+
+    The ``[BH, N, M]`` slice weights are the only large tensors of Physics-Attention; autograd would
+    make a gradient for each of their two uses (tokens, deslice), add them and then run the softmax
+    backward. Here both gradients come from one matrix product, ``[f, 1 | dout] @ [ds | z']^T``,
+    straight into the softmax backward; the small ``M x M`` part is recomputed under autograd."""
+
+    @staticmethod
+    def forward(ctx, logits, f, w_q, w_k, w_v):
+        weights = logits.softmax(dim=-1)  # [BH, N, M]
+        s = weights.transpose(-1, -2) @ f  # [BH, M, d_h + 1]
+        z_out = _attend(s, w_q, w_k, w_v)  # [BH, M, d_h]
+        ctx.save_for_backward(weights, f, s, z_out, w_q, w_k, w_v)
+        return weights @ z_out  # [BH, N, d_h]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        weights, f, s, z_out, w_q, w_k, w_v = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_z_out = weights.transpose(-1, -2) @ grad_out  # [BH, M, d_h]
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (s, w_q, w_k, w_v)]
+            grad_s, grad_q, grad_k, grad_v = torch.autograd.grad(_attend(*inputs), inputs, grad_z_out)
+        grad_weights = torch.cat([f, grad_out], dim=-1) @ torch.cat([grad_s, z_out], dim=-1).transpose(-1, -2)
+        grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+        grad_f = weights @ grad_s if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_f, grad_q, grad_k, grad_v
+
+
 class PhysicsAttention(nn.Module):
-    """Physics-Attention (Transolver, sec. 3) on point features ``[B, N, C] -> [B, N, C]``."""
+    """Physics-Attention (Transolver, sec. 3) on point features ``[B, N, C] -> [B, N, C]``.
+
+    Implementation: the large tensors are the slice weights ``[B * heads, N, M]``; they are made in
+    that layout by one batched product (``x'`` per head with ``W_s / tau``, no transposed copy), the
+    slice totals come out of the token product (``f`` gets a column of ones), and in training the
+    backward is hand-written (:class:`_SliceAttendDeslice`) so that the weights are traversed as few
+    times as possible."""
 
     def __init__(self, width: int, n_heads: int, n_slices: int):
         super().__init__()
@@ -92,37 +142,51 @@ class PhysicsAttention(nn.Module):
         self.to_v = nn.Linear(self.head_dim, self.head_dim, bias=False)
         self.to_out = nn.Linear(width, width)
 
+    def _heads(self, y: torch.Tensor) -> torch.Tensor:
+        """``[B, N, C] -> [B * heads, N, d_h]`` (contiguous)."""
+        batch, n, _ = y.shape
+        return y.view(batch, n, self.n_heads, self.head_dim).transpose(1, 2).reshape(batch * self.n_heads, n, -1)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Slice logits ``[B * heads, N, M]``: ``(W_s x'_h + b_s) / tau_h``, ``x' = W_x x + b_x``."""
+        batch = x.shape[0]
+        scale = (1.0 / self.temperature.clamp(0.1, 5.0))[:, None, None]  # [h, 1, 1]
+        weight = (self.to_slices.weight.T * scale).repeat(batch, 1, 1)  # [B * h, d_h, M]
+        bias = (self.to_slices.bias * scale).repeat(batch, 1, 1)  # [B * h, 1, M]
+        return torch.baddbmm(bias, self._heads(self.to_x(x)), weight)
+
     def slice_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``w [B, heads, N, M]``: each point's soft assignment to the slices (sums to 1 over ``M``),
-        ``softmax((W_s x'_h + b_s) / tau_h)`` with ``x' = W_x x + b_x`` split into heads.
-
-        ``W_x``, the per-head ``W_s`` and ``1 / tau`` are composed into one ``C x (heads * M)``
-        matrix first, so the points meet a single matrix product (no ``N x C`` intermediate,
-        no division of the ``N x M`` logits)."""
+        ``softmax((W_s x'_h + b_s) / tau_h)`` with ``x' = W_x x + b_x`` split into heads."""
         batch, n, _ = x.shape
-        h, d = self.n_heads, self.head_dim
-        scale = 1.0 / self.temperature.clamp(0.1, 5.0)  # [h]
-        w_s, b_s = self.to_slices.weight, self.to_slices.bias  # [M, d_h], [M]
-        weight = torch.einsum("hdc,md->chm", self.to_x.weight.view(h, d, -1), w_s) * scale[:, None]  # [C, h, M]
-        bias = (self.to_x.bias.view(h, d) @ w_s.T + b_s) * scale[:, None]  # [h, M]
-        logits = torch.addmm(bias.reshape(-1), x.reshape(batch * n, -1), weight.reshape(weight.shape[0], -1))
-        logits = logits.view(batch, n, h, self.n_slices).transpose(1, 2).contiguous()  # [B, h, N, M]
-        return logits.softmax(dim=-1)
+        return self._logits(x).softmax(dim=-1).view(batch, self.n_heads, n, self.n_slices)
+
+    def _f_and_ones(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B * heads, N, d_h + 1]``: ``f = W_f x + b_f`` per head and a column of ones (for the totals)."""
+        batch, n, _ = x.shape
+        f = self.to_f(x).view(batch, n, self.n_heads, self.head_dim).transpose(1, 2)  # [B, h, N, d_h]
+        ones = torch.ones(1, 1, 1, 1, dtype=f.dtype, device=f.device).expand(batch, self.n_heads, n, 1)
+        return torch.cat([f, ones], dim=-1).view(batch * self.n_heads, n, self.head_dim + 1)
 
     def tokens(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Slice tokens ``[B, heads, M, d_h]``: the ``w``-weighted means of the projected point features
         ``f = W_f x + b_f`` (``weights [B, heads, N, M]``)."""
-        f = self.to_f(x).view(*x.shape[:2], self.n_heads, self.head_dim).transpose(1, 2)  # [B, h, N, d_h]
-        total = weights.sum(dim=2)  # [B, h, M]
-        return (weights.transpose(-1, -2) @ f) / (total[..., None] + 1e-5)
+        batch, n, _ = x.shape
+        s = weights.reshape(-1, n, self.n_slices).transpose(-1, -2) @ self._f_and_ones(x)  # [B * h, M, d_h + 1]
+        z = s[..., :-1] / (s[..., -1:] + 1e-5)
+        return z.view(batch, self.n_heads, self.n_slices, self.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.slice_weights(x)  # [B, h, N, M]
-        z = self.tokens(x, weights)  # [B, h, M, d_h]
-        q, k, v = self.to_q(z), self.to_k(z), self.to_v(z)
-        attention = (q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)).softmax(dim=-1)  # [B, h, M, M]
-        out = weights @ (attention @ v)  # deslice: [B, h, N, d_h]
-        return self.to_out(out.transpose(1, 2).reshape(x.shape))
+        batch, n, _ = x.shape
+        logits, f = self._logits(x), self._f_and_ones(x)  # [B * h, N, M], [B * h, N, d_h + 1]
+        w_q, w_k, w_v = self.to_q.weight, self.to_k.weight, self.to_v.weight
+        if torch.is_grad_enabled() and not _autocast_on() and (logits.requires_grad or f.requires_grad):
+            out = _SliceAttendDeslice.apply(logits, f, w_q, w_k, w_v)
+        else:
+            weights = logits.softmax(dim=-1)
+            out = weights @ _attend(weights.transpose(-1, -2) @ f, w_q, w_k, w_v)  # [B * h, N, d_h]
+        out = out.view(batch, self.n_heads, n, self.head_dim).transpose(1, 2).reshape(x.shape)
+        return self.to_out(out)
 
     def extra_repr(self) -> str:
         return f"width={self.width}, n_heads={self.n_heads}, n_slices={self.n_slices}"
