@@ -102,6 +102,7 @@ def test_learned_observer_beats_the_open_loop_forecast(one_thread):
     obs = Observer(net, sensors, n, scale=float(train.std()))
     history = train_observer(step, obs, train, torch.zeros(1, n), noise, epochs=25, batch_size=16, lr=3e-3)
     assert history[-1] < 0.5 * history[0]
+    assert len(train_observer(step, obs, train[:16], torch.zeros(1, n), noise, epochs=9, budget_seconds=1e-9)) == 1
     y = simulate_observations(test[:, 1:], sensors, noise, torch.Generator().manual_seed(3))
     with torch.no_grad():
         open_loop = assimilate(step, torch.zeros(16, 1, n), y, sensors)

@@ -96,19 +96,23 @@ def simulate_observations(states: torch.Tensor, sensors, noise: float, generator
 
 
 def train_observer(step, observer: Observer, trajectories: torch.Tensor, initial: torch.Tensor, noise: float,
-                   epochs: int = 30, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=None) -> list:
+                   epochs: int = 30, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log=None,
+                   budget_seconds: float | None = None) -> list:
     """Train ``observer`` on ``trajectories [N, T + 1, C, n]`` (state 0 is the true initial state,
     never shown): from the initial guess ``initial [C, n]``, assimilate fresh noisy observations of
     states ``1..T`` and minimise the squared error of each estimate relative to its state's mean
     square, averaged over the states (so late, decayed states count as much as early ones, as in the
-    relative error reported), back-propagated through the whole window (``step`` frozen). Returns the
-    loss per epoch."""
+    relative error reported), back-propagated through the whole window (``step`` frozen); Adam with
+    a cosine schedule over the epochs. With ``budget_seconds`` the number of epochs is planned from
+    the first one's time (at most ``epochs``) and the schedule follows that plan. Returns the loss
+    per epoch."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(observer.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     truth = trajectories[:, 1:]
     history = []
-    for _ in range(epochs):
+    tic = time.perf_counter()
+    while len(history) < epochs:
         order = torch.randperm(len(truth), generator=gen)
         total = 0.0
         for start in range(0, len(order), batch_size):
@@ -121,8 +125,11 @@ def train_observer(step, observer: Observer, trajectories: torch.Tensor, initial
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
-        sched.step()
         history.append(total / len(truth))
+        if budget_seconds is not None and len(history) == 1:  # plan the epochs the budget buys
+            epochs = max(1, min(epochs, int(budget_seconds // max(time.perf_counter() - tic, 1e-9))))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, last_epoch=-1)
+        sched.step()
         if log:
             log(f"observer epoch {len(history) - 1}: loss {history[-1]:.4g}")
     return history
