@@ -40,9 +40,10 @@ class Bundle(torch.nn.Module):
         self.state_channels = int(state_channels)
         self.static = tuple(int(i) for i in static)
         self.dynamic = tuple(i for i in range(self.state_channels) if i not in self.static)
-        if self.static:  # the state's channel order from [dynamic..., static...]
-            order = torch.tensor([*self.dynamic, *self.static]).argsort()
-            self.register_buffer("_order", order, persistent=False)
+        if self.static:  # the state's channel order from [dynamic..., static...], and the two index sets
+            self.register_buffer("_order", torch.tensor([*self.dynamic, *self.static]).argsort(), persistent=False)
+            self.register_buffer("_static_idx", torch.tensor(self.static), persistent=False)
+            self.register_buffer("_dynamic_idx", torch.tensor(self.dynamic), persistent=False)
 
     def forward(self, x, coords):
         y = self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
@@ -50,7 +51,7 @@ class Bundle(torch.nn.Module):
             return y
         c, d = self.state_channels, len(self.dynamic)
         b = y.shape[1] // d
-        fixed = x[:, x.shape[1] - c:].index_select(1, self._order.new_tensor(self.static))
+        fixed = x[:, x.shape[1] - c:].index_select(1, self._static_idx)
         fixed = fixed.unsqueeze(1).expand(-1, b, *fixed.shape[1:])
         states = torch.cat([y.unflatten(1, (b, d)), fixed], dim=2).index_select(2, self._order)
         return states.flatten(1, 2)
@@ -61,8 +62,7 @@ class Bundle(torch.nn.Module):
         if not self.static:
             return y
         k = y.shape[1] // self.state_channels
-        idx = self._order.new_tensor(self.dynamic)
-        return y.unflatten(1, (k, self.state_channels)).index_select(2, idx).flatten(1, 2)
+        return y.unflatten(1, (k, self.state_channels)).index_select(2, self._dynamic_idx).flatten(1, 2)
 
 
 class Predictor:

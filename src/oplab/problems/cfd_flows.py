@@ -157,7 +157,8 @@ class _Flow(Problem):
 
     # ------------------------------------------------------------ geometry
     def _box(self, case: dict) -> tuple[float, float]:
-        raise NotImplementedError
+        """The domain ``(lx, ly)``: the case's ``width, height`` (fixed-channel flows override it)."""
+        return case["width"], case["height"]
 
     def _solid(self, case: dict, n: int) -> np.ndarray | None:
         """Solid cells ``[nx, ny]`` (solver layout) or None."""
@@ -247,9 +248,6 @@ class Cavity(_Flow):
             "prop": {"density": (1.0, 10.0), "nu": (0.01, 0.1)},
             "geo": {"width": (0.5, 1.5), "height": (0.5, 1.5)}}
 
-    def _box(self, case):
-        return case["width"], case["height"]
-
     def _bcs(self, case):
         return {"left": BC.wall(), "right": BC.wall(), "bottom": BC.wall(), "top": BC.wall(case["speed"])}
 
@@ -265,9 +263,6 @@ class Tube(_Flow):
     VARY = {"bc": {"speed": (0.1, 1.5)},
             "prop": {"density": (10.0, 1000.0), "nu": (1e-3, 1e-2)},
             "geo": {"width": (0.5, 1.5), "height": (0.1, 0.3)}}
-
-    def _box(self, case):
-        return case["width"], case["height"]
 
     def _bcs(self, case):
         return {"left": BC.inflow(case["speed"]), "right": BC.outflow(), "bottom": BC.wall(), "top": BC.wall()}

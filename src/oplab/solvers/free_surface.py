@@ -108,7 +108,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import ParameterError, check_int
-from .incompressible import BC, SIDES, advance_to, check_obstacle_mask, record_schedule
+from .incompressible import BC, SIDES, advance_to, check_obstacle_mask, record_schedule, staggered_velocity
 
 KINDS = ("wall", "slip", "outflow")
 WALL, SLIP, OPEN, INLET = 0, 1, 2, 3
@@ -144,14 +144,15 @@ def _number(name: str, value, lo: float | None = None, lo_open: bool = False, hi
     return float(value)
 
 
-def _pair(name: str, value, what: str) -> tuple[float, float]:
+def _pair(name: str, value, what: str, positive: bool = True) -> tuple[float, float]:
     try:
         ok = len(value) == 2
     except TypeError:
         ok = False
     if not ok:
         raise ParameterError(f"{_OWNER}: {name} must be a pair ({what}), got {value!r}")
-    return _number(f"{name}[0]", value[0], 0.0, True), _number(f"{name}[1]", value[1], 0.0, True)
+    lo = 0.0 if positive else None
+    return _number(f"{name}[0]", value[0], lo, positive), _number(f"{name}[1]", value[1], lo, positive)
 
 
 def _side_kind(side: str, value) -> BC:
@@ -272,13 +273,7 @@ class FreeSurfaceFlow:
         self.dx, self.dy = self.lx / self.nx, self.ly / self.ny
         self.rho_w, self.rho_a = _pair("rho", rho, "water and air densities, > 0")
         self.mu_w, self.mu_a = _pair("mu", mu, "water and air dynamic viscosities, > 0")
-        try:
-            ok = len(gravity) == 2
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ParameterError(f"{_OWNER}: gravity must be a pair (gx, gy), got {gravity!r}")
-        self.gx, self.gy = _number("gravity[0]", gravity[0]), _number("gravity[1]", gravity[1])
+        self.gx, self.gy = _pair("gravity", gravity, "gx, gy", positive=False)
         self.rho_ref = self.rho_a if reference_density is None else _number("reference_density", reference_density, 0.0)
         self.cfl = _number("cfl", cfl, 0.0, True, CFL_MAX)
         self.dt_max = math.inf if dt_max == math.inf else _number("dt_max", dt_max, 0.0, True)
@@ -802,19 +797,7 @@ class FreeSurfaceFlow:
         """Set the velocity from staggered arrays or callables ``f(x, y)`` at the face centres (None:
         zero); boundary values and solid faces are imposed, and the field projected with the
         densities of the current ``alpha``."""
-        xu, yu = np.meshgrid(np.arange(self.nx + 1) * self.dx, (np.arange(self.ny) + 0.5) * self.dy, indexing="ij")
-        xv, yv = np.meshgrid((np.arange(self.nx) + 0.5) * self.dx, np.arange(self.ny + 1) * self.dy, indexing="ij")
-        new = []
-        for name, f, shape, (X, Y) in (("u", u, (self.nx + 1, self.ny), (xu, yu)),
-                                        ("v", v, (self.nx, self.ny + 1), (xv, yv))):
-            arr = np.zeros(shape) if f is None else (np.asarray(f(X, Y), dtype=np.float64) * np.ones(shape)
-                                                      if callable(f) else np.array(f, dtype=np.float64))
-            if arr.shape != shape:
-                raise ParameterError(f"{_OWNER}: initial {name} must have the staggered shape {shape}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ParameterError(f"{_OWNER}: initial {name} has non-finite values")
-            new.append(arr)
-        self.u, self.v = new
+        self.u, self.v = staggered_velocity(self, u, v, _OWNER)
         self._speed_ref = max(self._speed_ref, float(np.abs(self.u).max()), float(np.abs(self.v).max()))
         self._apply_fixed(self.u, self.v)
         if project:

@@ -214,6 +214,24 @@ def advance_to(flow, target: float, callback=None) -> None:
     flow.t = float(target)
 
 
+def staggered_velocity(flow, u, v, owner: str) -> list[np.ndarray]:
+    """``u [nx+1, ny]``, ``v [nx, ny+1]`` on the MAC faces of ``flow`` (``nx, ny, dx, dy``) from arrays
+    or callables ``f(x, y)`` at the face centres (None: zero), checked (one-line errors naming ``owner``)."""
+    nx, ny, dx, dy = flow.nx, flow.ny, flow.dx, flow.dy
+    xu, yu = np.meshgrid(np.arange(nx + 1) * dx, (np.arange(ny) + 0.5) * dy, indexing="ij")
+    xv, yv = np.meshgrid((np.arange(nx) + 0.5) * dx, np.arange(ny + 1) * dy, indexing="ij")
+    out = []
+    for name, f, shape, (X, Y) in (("u", u, (nx + 1, ny), (xu, yu)), ("v", v, (nx, ny + 1), (xv, yv))):
+        arr = np.zeros(shape) if f is None else (np.asarray(f(X, Y), dtype=np.float64) * np.ones(shape)
+                                                  if callable(f) else np.array(f, dtype=np.float64))
+        if arr.shape != shape:
+            raise ParameterError(f"{owner}: initial {name} must have the staggered shape {shape}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ParameterError(f"{owner}: initial {name} has non-finite values")
+        out.append(arr)
+    return out
+
+
 def check_obstacle_mask(mask, shape: tuple, owner: str) -> np.ndarray:
     """A solid-cell mask ``[nx, ny]`` (bool or 0/1; None: no obstacle) as a fresh bool array, or a
     one-line ParameterError naming ``owner``."""
@@ -780,20 +798,7 @@ class IncompressibleFlow:
         """Set the velocity from staggered arrays (``[nx+1, ny]``, ``[nx, ny+1]``) or callables
         ``f(x, y)`` evaluated at the face centres (None: zero); the boundary values and
         solid faces are then imposed and the field projected to be divergence-free."""
-        xu, yu = np.meshgrid(np.arange(self.nx + 1) * self.dx, (np.arange(self.ny) + 0.5) * self.dy, indexing="ij")
-        xv, yv = np.meshgrid((np.arange(self.nx) + 0.5) * self.dx, np.arange(self.ny + 1) * self.dy, indexing="ij")
-        new = []
-        for name, f, shape, (X, Y) in (("u", u, (self.nx + 1, self.ny), (xu, yu)),
-                                        ("v", v, (self.nx, self.ny + 1), (xv, yv))):
-            arr = np.zeros(shape) if f is None else (np.asarray(f(X, Y), dtype=np.float64) * np.ones(shape)
-                                                      if callable(f) else np.array(f, dtype=np.float64))
-            if arr.shape != shape:
-                raise ParameterError(f"incompressible: initial {name} must have the staggered shape {shape}, "
-                                     f"got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ParameterError(f"incompressible: initial {name} has non-finite values")
-            new.append(arr)
-        self.u, self.v = new
+        self.u, self.v = staggered_velocity(self, u, v, "incompressible")
         self._speed_ref = max(self._speed_ref, float(np.abs(self.u).max()), float(np.abs(self.v).max()))
         self._apply_fixed(self.u, self.v)
         if project:
