@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from oplab import models
 from oplab.errors import ParameterError
 from oplab.layers.grid import grid_points
-from oplab.models.deeponet import DeepONet, MultiONet, PODDeepONet, fit_data
+from oplab.models.deeponet import DeepONet, MultiONet, PODDeepONet, SeqDeepONet, fit_data
 from oplab.problems import create as create_problem
 
 
@@ -384,14 +384,63 @@ def _relative_l2(pred, true):
     return ((pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)).mean()
 
 
+# ----------------------------------------------------------------------------- trunk features, sequence branch
+
+
+def test_coord_scale_is_a_change_of_units():
+    """A DeepONet with ``coord_scale`` on points in seconds is the same network on points in scaled units."""
+    torch.manual_seed(0)
+    scaled = DeepONet(3, 2, branch_layers=[8], trunk_layers=[8], latent=4, coord_scale=[1000.0, 2.0])
+    plain = DeepONet(3, 2, branch_layers=[8], trunk_layers=[8], latent=4)
+    plain.load_state_dict(scaled.state_dict())
+    x = torch.randn(5, 1, 3)
+    t, s = torch.linspace(0, 0.01, 7), torch.linspace(0, 1, 4)
+    assert torch.allclose(scaled(x, (t, s)), plain(x, (1000 * t, 2 * s)), atol=1e-6)
+
+
+def test_fourier_features_expand_each_coordinate():
+    """The trunk reads ``[y, cos(2 pi f y), sin(2 pi f y)]`` (Borrel-Jensen et al. 2024's expansion)."""
+    m = DeepONet(2, 2, branch_layers=[4], trunk_layers=[4], latent=3, fourier_features=[0.5, 2.0])
+    assert m.trunk[0].in_features == 2 * (1 + 2 * 2)
+    y = torch.tensor([[0.25, 1.0]])
+    z = torch.tensor([[0.5 * 0.25, 0.5 * 1.0, 2.0 * 0.25, 2.0 * 1.0]]) * 2 * math.pi
+    assert torch.allclose(m._embed(y), torch.cat([y, torch.cos(z), torch.sin(z)], dim=-1), atol=1e-6)
+    with pytest.raises(ParameterError, match="coord_scale must be a list of 2 finite numbers"):
+        DeepONet(2, 2, coord_scale=[1.0])
+    with pytest.raises(ParameterError, match="fourier_features"):
+        DeepONet(2, 2, fourier_features=[float("nan")])
+
+
+@pytest.mark.parametrize("branch", ["gru", "tcn"])
+def test_sequence_branch_reads_channels_over_time(branch):
+    """The branch sees ``[B, C_in, T]`` as ``C_in`` signals of length ``T``: permuting the time steps
+    of one channel changes the answer (a flat MLP would too, but a GRU/TCN answer depends on the
+    order), and the grid and point forms agree."""
+    torch.manual_seed(0)
+    m = SeqDeepONet(n_sensors=3 * 20, in_channels=3, out_channels=2, branch=branch, hidden=8, branch_depth=2,
+                    trunk_layers=[8], latent=4)
+    x = torch.randn(4, 3, 20)
+    t = torch.linspace(0, 1, 11)
+    y = m(x, (t,))
+    assert y.shape == (4, 2, 11)
+    assert torch.allclose(m.forward_points(x, t[:, None]), y, atol=1e-5)
+    flipped = x.clone()
+    flipped[:, 0] = flipped[:, 0].flip(-1)
+    assert (m(flipped, (t,)) - y).abs().max() > 1e-3 * y.abs().max()
+    with pytest.raises(ParameterError, match="not in_channels=3 x a sequence length"):
+        SeqDeepONet(n_sensors=61, in_channels=3)
+
+
 @pytest.mark.parametrize(
     "make, steps",
     [
         # DeepXDE's antiderivative net at m = 50 sensors (ReLU, p = 40)
         (lambda: DeepONet(50, 1, branch_layers=[40], trunk_layers=[40], latent=40, activation="relu"), 300),
         (lambda: MultiONet(50, 1, width=64, depth=3, activation="tanh"), 500),
+        # the running integral is a causal sequence map: a GRU branch reads it in order
+        (lambda: SeqDeepONet(50, 1, branch="gru", hidden=64, branch_depth=1, trunk_layers=[40], latent=40), 300),
     ],
-    ids=["deeponet", "multionet"],
+    ids=["deeponet", "multionet", "seq_deeponet"],
 )
 def test_short_training_on_antiderivative(make, steps, one_thread):
     x, y = create_problem("antiderivative", resolution=50).generate(range(200), seed=0)

@@ -184,6 +184,7 @@ def train_cmd(
     physics_weight: Optional[float] = typer.Option(None, "--physics-weight", metavar="W", help="Add the physics residual loss with this weight (PINO-style with data)."),
     logger: List[str] = typer.Option([], "--logger", metavar="tensorboard|mlflow", help="Also log to TensorBoard (RUN/tensorboard) or MLflow (RUN/mlflow.db); repeatable."),
     set_: List[str] = typer.Option([], "--set", metavar="SECTION.KEY=VALUE", help="Override a setting: section.key=value (e.g. model.width=64)."),
+    members: Optional[int] = typer.Option(None, "--members", metavar="N", help="A deep ensemble: N runs with seeds SEED..SEED+N-1 in OUT/member-i (rerun to continue); `oplab evaluate OUT` gives its calibration."),
 ):
     """Train an operator; writes config, metrics, checkpoints and figures to the run folder."""
     from .train import config as tc
@@ -197,6 +198,8 @@ def train_cmd(
                                            ("--lr", lr), ("--seed", seed), ("--device", device),
                                            ("--physics-only", physics_only), ("--physics-weight", physics_weight),
                                            ("--logger", logger), ("--set", set_)) if value]
+        if members is not None:
+            others.append("--members")
         if others:
             raise ParameterError(f"--resume continues a run with its own settings ({resume}/config.json) and takes "
                                  f"only --epochs; got {', '.join(others)}")
@@ -223,6 +226,11 @@ def train_cmd(
         raise ParameterError("a run folder is required: --out RUN_DIR (or out: in the config)")
     if not raw.get("model"):
         raise ParameterError("a model is required: --model NAME (see `oplab models`)")
+    if members is not None:
+        from .eval.ensemble import train_ensemble
+
+        train_ensemble(tc.from_dict(raw), members)
+        return
     run(tc.from_dict(raw))
 
 
@@ -272,7 +280,11 @@ def evaluate_cmd(
     import json as _json
 
     from .eval import evaluate_run
+    from .eval.ensemble import is_ensemble
 
+    if is_ensemble(run_dir):
+        _ensemble_report(run_dir, data, checkpoint, as_json)
+        return
     if rollout is not None:
         _rollout_report(run_dir, data, rollout, threshold, n, every, checkpoint, as_json)
         return
@@ -290,6 +302,29 @@ def evaluate_cmd(
     for label, m in report["results"].items():
         table.add_row(label, str(m["samples"]), f"{m['l2']:.4f}", f"{m['h1']:.4f}")
     console.print(table)
+
+
+def _ensemble_report(run_dir, data, checkpoint, as_json) -> None:
+    import json as _json
+
+    from .eval.ensemble import calibrate
+
+    report = calibrate(run_dir, data, checkpoint=checkpoint)
+    if as_json:
+        print(_json.dumps(report))
+        return
+    console.print(f"{run_dir}: ensemble of {report['members']} on {report['samples']} {report['scored']} samples; "
+                  f"relative L2 of the mean {report['relative_l2_mean']:.4f} (members "
+                  f"{', '.join(f'{e:.4f}' for e in report['relative_l2_members'])}); mean + 2 sigma bound: "
+                  f"{report['upper_2sigma_relative_l2']['mean']:.4f} (worst sample "
+                  f"{report['upper_2sigma_relative_l2']['worst']:.4f})", highlight=False, soft_wrap=True)
+    table = Table(show_edge=False)
+    for col in ("band", "coverage (test)", "Gaussian"):
+        table.add_column(col)
+    for k, value in report["coverage"].items():
+        table.add_row(f"mean ± {k} sigma", f"{value:.3f}", f"{report['gaussian'][k]:.3f}")
+    console.print(table)
+    console.print(f"figure: {Path(run_dir) / 'calibration.png'}", highlight=False)
 
 
 def _rollout_report(run_dir, data, steps, threshold, n, every, checkpoint, as_json) -> None:
@@ -423,6 +458,38 @@ def invert_cmd(
     console.print(f"wrote {out}: estimate from {result['sensors']} sensors with the {prior} prior; chi^2 per value "
                   f"{result['misfit']:.3g} (about 1 when the data are explained to their noise); "
                   f"{result['seconds']:.1f} s")
+
+
+@app.command("auralize")
+def auralize_cmd(
+    run_dir: Path = typer.Argument(..., help="A trained room_acoustics run folder."),
+    receiver: str = typer.Option(..., "--receiver", metavar="X,Y[,Z]", help="Listener position (m)."),
+    source: str = typer.Option(..., "--source", metavar="X,Y[,Z]", help="Source position (m); with --to, where it starts."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="X,Y[,Z]", help="A moving source: where it ends, moving in a straight line over the sound's duration."),
+    out: Path = typer.Option(..., "--out", metavar="FILE.wav"),
+    dry: Optional[Path] = typer.Option(None, "--dry", metavar="FILE.wav", help="The dry (anechoic) sound; default: synthesised plucked-string notes."),
+    rate: int = typer.Option(16000, "--rate", metavar="HZ", help="Audio sample rate."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+):
+    """Listen to a learned room: a WAV file of a dry sound from a static or moving source, heard at a receiver."""
+    from .auralize import auralize
+    from .predictor import load
+
+    def point(flag, text):
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ParameterError(f"{flag} {text!r}: expected comma-separated coordinates, e.g. 1.0,0.5") from None
+
+    if rate < 1000:
+        raise ParameterError(f"--rate must be an audio rate of at least 1000 Hz, got {rate}")
+    op = load(run_dir, checkpoint)
+    result = auralize(op, point("--receiver", receiver), point("--source", source), out,
+                      to=None if to is None else point("--to", to), dry=dry, rate=rate, overwrite=overwrite)
+    kind = "moving" if result["moving"] else "static"
+    console.print(f"wrote {result['path']}: {result['seconds']:.2f} s at {rate} Hz ({kind} source; the operator "
+                  f"took {result['surrogate_seconds'] * 1e3:.0f} ms)", highlight=False)
 
 
 @app.command("explain")

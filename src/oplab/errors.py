@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -65,6 +66,17 @@ def check_ints(owner: str, key: str, value, n: int | tuple[int, int | None] | No
         either = f"{_ints(minimum)} or " if broadcast else ""
         raise ParameterError(f"{owner}: {key} must be {either}{expected}, got {value!r}")
     return [int(v) for v in value]
+
+
+def check_floats(owner: str, key: str, value, n: int | None = None) -> list[float]:
+    """``value`` as a list of finite floats (of length ``n`` when given), else a ParameterError
+    naming ``owner``, ``key`` and what was expected."""
+    ok = (isinstance(value, (list, tuple)) and (n is None or len(value) == n)
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    if not ok:
+        length = f"{n} " if n is not None else ""
+        raise ParameterError(f"{owner}: {key} must be a list of {length}finite numbers, got {value!r}")
+    return [float(v) for v in value]
 
 
 def check_choice(owner: str, key: str, value, choices):

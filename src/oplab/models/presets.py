@@ -72,7 +72,7 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
                 f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet, ffn)")
         defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic), given)}
     else:
-        defaults = {"n_sensors": c_in * math.prod(s_in), "coord_dim": d, "out_channels": c_out,
+        defaults = {"n_sensors": c_in * math.prod(s_in), "in_channels": c_in, "coord_dim": d, "out_channels": c_out,
                     "n_points": math.prod(s_out), **cls.defaults(s_out, tuple(periodic), given)}
     import inspect
 
