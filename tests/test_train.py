@@ -235,6 +235,23 @@ def test_point_operators_train_through_the_same_loop(tmp_path, model):
         op(x[:, ::2])
 
 
+def test_random_query_points_per_step(tmp_path):
+    """``train.points``: a DeepONet trained on 10 random points of the 40 per step still learns the
+    antiderivative (scored on the whole grid); grid operators and derivative losses are refused."""
+    data = tmp_path / "anti.h5"
+    generate(problems.create("antiderivative", resolution=40), 60, data, seed=0)
+    raw = {"data": {"train": str(data), "n_train": 50, "n_test": 10}, "model": {"name": "deeponet"},
+           "train": {"epochs": 30, "batch_size": 10, "lr": 3e-3, "eval_every": 1, "points": 10},
+           "out": str(tmp_path / "points")}
+    hist = run(tc.from_dict(raw), log=lambda s: None)["history"]
+    first, last = hist[0]["test"]["40"]["l2"], hist[-1]["test"]["40"]["l2"]
+    assert last < 0.6 * first and last < 0.5, (first, last)
+    with pytest.raises(ParameterError, match="point operator with forward_points"):
+        run(tc.from_dict({**raw, "model": {"name": "fno"}, "out": str(tmp_path / "fno")}), log=lambda s: None)
+    with pytest.raises(ParameterError, match="no derivatives on scattered points"):
+        tc.from_dict({**raw, "train": {**raw["train"], "loss": "h1"}})
+
+
 def test_grid_operator_refuses_data_that_changes_grid(tmp_path):
     data = tmp_path / "dr.h5"
     generate(problems.create("diffusion_reaction", resolution=12), 6, data, seed=0)

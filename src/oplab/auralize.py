@@ -6,14 +6,13 @@ The operator (a DeepONet, Borrel-Jensen et al. 2024, "Sound propagation in reali
 source position ``s`` to the pressure ``h(x, t; s)`` that a Gaussian pulse released at ``s`` at
 ``t = 0`` makes in the room (:mod:`oplab.problems.room_acoustics`). The wave equation is linear
 and time-invariant, so a source that moves along a path and emits one pulse per record step,
-weighted by a dry signal ``w_k``, gives at a receiver ``r``
+weighted by a dry signal ``w_m``, gives at a receiver ``r``
 
-    p(r, t_j) = sum_k w_k h(r, t_j - tau_k; s(tau_k)),      t_j = j dt,  tau_k = k dt,
+    p(r, t) = sum_m w_m h(r, t - tau_m; s(tau_m)),
 
-the sum over the pulses emitted so far, each seen ``j - k`` steps after its release (the lag-0
-term is the pulse itself, ``exp(-|r - s_k|^2 / sigma^2)``; lags beyond the operator's last record
-time are left out: the operator knows the response up to ``t_end`` only). The solver does the same
-by injecting the weighted pulses (:meth:`RoomAcoustics.moving_source`), which is how
+the sum over the pulses released at ``tau_m <= t`` (:func:`moving_source`; lags beyond the
+operator's ``t_end`` are left out: it knows the response that long only). The solver does the
+same by injecting the weighted pulses (:meth:`RoomAcoustics.moving_source`), which is how
 ``benchmarks/room_acoustics.py`` checks this assembly.
 
 A WAV file: the band-limited impulse response at the receiver (sampled at ``1 / dt``) is
@@ -53,45 +52,77 @@ def _check_point(name: str, point, axes) -> np.ndarray:
     return p
 
 
+def _pressure_at(op, sources: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The operator's pressure for source ``m`` at its own query points ``points[m]`` (``[M, P, 1 + d]``,
+    rows ``(t, x, ...)``): ``[M, P]``. The trunk is queried at the points themselves (any receiver,
+    any time), not interpolated from a grid."""
+    model = op.bundle.model
+    if not hasattr(model, "forward_points"):
+        raise OplabError(f"{op.run_dir}: model {type(model).__name__} answers on its grid only; listening at "
+                         f"arbitrary receivers and times needs a point operator (deeponet, multionet)")
+    x = torch.as_tensor(sources, dtype=torch.float32)[:, None, :]  # [M, 1, d]: the "source" channel on its axis
+    q = torch.as_tensor(points, dtype=torch.float32)
+    out = []
+    with torch.inference_mode():
+        for xs, qs in zip(torch.split(x, 128), torch.split(q, 128)):
+            y = model.forward_points(op.bundle.in_norm.encode(xs.to(op.device)), qs.to(op.device))  # [m, 1, P]
+            out.append(op.bundle.out_norm.decode(y)[:, 0])
+    return torch.cat(out).cpu().numpy().astype(np.float64)
+
+
 def receiver_responses(op, sources, receiver, lags) -> np.ndarray:
-    """``h(receiver, lag; s)`` for every source ``s`` of ``sources [K, d]`` and every lag
-    (seconds): ``[K, len(lags)]``. The trunk is queried at the receiver itself, not interpolated
-    from a grid (any point of the room, any time up to the training ``t_end``)."""
+    """``h(receiver, lag; s)`` from the operator for every source ``s`` of ``sources [K, d]`` and every
+    lag (seconds, within the operator's time axis): ``[K, len(lags)]``."""
     _, _, axes = _room(op)
     sources = np.asarray(sources, dtype=np.float64).reshape(-1, len(axes))
     for s in sources:
         _check_point("source", s, axes)
     r = _check_point("receiver", receiver, axes)
-    x = torch.as_tensor(sources, dtype=torch.float32)[:, None, :]  # [K, 1, d]: the "source" channel on its axis
-    coords = (torch.as_tensor(np.asarray(lags), dtype=torch.float32),
-              *(torch.tensor([v], dtype=torch.float32) for v in r))
-    out = []
-    with torch.inference_mode():
-        for chunk in torch.split(x, 256):
-            out.append(op.bundle(chunk.to(op.device), tuple(c.to(op.device) for c in coords)).reshape(len(chunk), -1))
-    return torch.cat(out).cpu().numpy().astype(np.float64)
+    lags = np.asarray(lags, dtype=np.float64).reshape(-1)
+    points = np.concatenate([lags[:, None], np.broadcast_to(r, (len(lags), len(r)))], axis=1)
+    return _pressure_at(op, sources, np.broadcast_to(points, (len(sources), *points.shape)))
 
 
-def moving_source(op, path, weights, receiver) -> np.ndarray:
-    """The pressure at ``receiver`` at ``t_j = j dt`` (``j = 0 .. K-1``) of a source at ``path[k]``
-    emitting one pulse of weight ``weights[k]`` at ``tau_k = k dt`` (module docstring): ``[K]``."""
+def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.ndarray:
+    """The pressure at ``receiver`` at ``times`` of pulses released at ``emit_times [M]`` from
+    ``emit_points [M, d]`` with ``weights [M]`` (module docstring): ``[T]``. A pulse's response
+    at lag ``tau`` is the operator's for ``t_1 <= tau <= t_end`` (its time axis), the free-field
+    pulse for ``0 <= tau < t_1`` (exact until the first wall echo: :func:`oplab.solvers.fdtd.free_field`,
+    the operator was not trained there), and zero before its release and after ``t_end``."""
+    from .solvers.fdtd import free_field
+
     dt, sigma, axes = _room(op)
-    path = np.asarray(path, dtype=np.float64).reshape(-1, len(axes))
+    emit_times = np.asarray(emit_times, dtype=np.float64).reshape(-1)
+    emit_points = np.asarray(emit_points, dtype=np.float64).reshape(-1, len(axes))
     weights = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if len(weights) != len(path):
-        raise ParameterError(f"moving source: {len(path)} path points but {len(weights)} weights; give one each")
+    if not len(emit_times) == len(emit_points) == len(weights):
+        raise ParameterError(f"moving source: {len(emit_times)} emission times, {len(emit_points)} points and "
+                             f"{len(weights)} weights; give one of each per pulse")
+    for s in emit_points:
+        _check_point("source", s, axes)
     r = _check_point("receiver", receiver, axes)
-    n_lags = op.out_axes[0].n  # records dt .. t_end
-    lags = dt * np.arange(1, n_lags + 1)
-    h = np.empty((len(path), n_lags + 1))
-    h[:, 0] = np.exp(-np.sum((path - r) ** 2, axis=1) / sigma**2)  # lag 0: the released pulse itself
-    h[:, 1:] = receiver_responses(op, path, r, lags)
-    k_count = len(path)
-    p = np.zeros(k_count)
-    for k in range(k_count):  # pulse k reaches t_j = (k + lag) dt
-        span = min(n_lags + 1, k_count - k)
-        p[k : k + span] += weights[k] * h[k, :span]
-    return p
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    t_axis = op.out_axes[0]
+    c = float((op.data.get("params") or {}).get("c", 343.0))
+    lags = times[None, :] - emit_times[:, None]  # [M, T]
+    learned = (lags >= t_axis.lo - 1e-12) & (lags <= t_axis.hi + 1e-12)
+    early = (lags >= -1e-12) & ~learned & (lags < t_axis.lo)
+    h = np.zeros_like(lags)
+    rows = np.flatnonzero(learned.any(axis=1))
+    if len(rows):  # each pulse queried at its own learned lags only (padded to the longest row)
+        counts = learned[rows].sum(axis=1)
+        width = int(counts.max())
+        order = np.argsort(~learned[rows], axis=1, kind="stable")[:, :width]  # learned columns first
+        cols = np.where(np.arange(width)[None] < counts[:, None], order, order[:, :1])
+        q = lags[rows[:, None], cols]
+        points = np.concatenate([q[..., None], np.broadcast_to(r, (*q.shape, len(r)))], axis=-1)
+        values = _pressure_at(op, emit_points[rows], points)
+        keep = np.arange(width)[None] < counts[:, None]
+        h[np.broadcast_to(rows[:, None], cols.shape)[keep], cols[keep]] = values[keep]
+    for m in np.flatnonzero(early.any(axis=1)):
+        cols = np.flatnonzero(early[m])
+        h[m, cols] = free_field(r[None], np.maximum(lags[m, cols], 0.0), emit_points[m], sigma, c)[:, 0]
+    return weights @ h
 
 
 def dry_sound(rate: int, seconds: float = 1.5, notes=(196.0, 247.0, 294.0, 392.0), seed: int = 0) -> np.ndarray:
@@ -184,18 +215,18 @@ def auralize(op, receiver, source, out, to=None, dry=None, rate: int = 16000, se
     else:
         sound, sound_rate = read_dry(dry)
     start = time.perf_counter()
-    if to is None:  # a static source: its impulse response, convolved at the audio rate
-        n_lags = op.out_axes[0].n
-        ir = moving_source(op, source[None], [1.0], receiver)  # the lag-0 term
-        ir = np.concatenate([ir, receiver_responses(op, source[None], receiver, dt * np.arange(1, n_lags + 1))[0]])
+    if to is None:  # a static source: its impulse response at the audio rate, convolved with the sound
+        t = np.arange(0.0, op.out_axes[0].hi, 1.0 / rate)
+        ir = moving_source(op, [0.0], source[None], [1.0], receiver, t)
         elapsed = time.perf_counter() - start
-        signal = convolve(to_audio(ir, 1 / dt, rate), to_audio(sound, sound_rate, rate))
+        signal = convolve(ir, to_audio(sound, sound_rate, rate))
     else:  # a moving source: one weighted pulse per record step along the path
         end = _check_point("--to point", to, axes)
         weights = to_audio(sound, sound_rate, 1 / dt)
+        emit = dt * np.arange(len(weights))
         frac = np.linspace(0, 1, len(weights))[:, None]
-        path = (1 - frac) * source + frac * end
-        signal = moving_source(op, path, weights, receiver)
+        t = dt * np.arange(len(weights) + op.out_axes[0].n)  # until the last pulse has died out
+        signal = moving_source(op, emit, (1 - frac) * source + frac * end, weights, receiver, t)
         elapsed = time.perf_counter() - start
         signal = to_audio(signal, 1 / dt, rate)
     written = write_wav(out, signal, rate, overwrite)

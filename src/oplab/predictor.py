@@ -46,6 +46,10 @@ class Bundle(torch.nn.Module):
             self.register_buffer("_dynamic_idx", torch.tensor(self.dynamic), persistent=False)
 
     def forward(self, x, coords):
+        """``coords``: the output grid's axes (a tuple of 1D tensors), or query points ``[P, d]`` shared
+        by the batch for a point operator (its ``forward_points``; answers ``[B, C, P]``)."""
+        if isinstance(coords, torch.Tensor) and coords.dim() == 2:
+            return self.out_norm.decode(self.model.forward_points(self.in_norm.encode(x), coords))
         y = self.out_norm.decode(self.model(self.in_norm.encode(x), coords))
         if not self.static:
             return y

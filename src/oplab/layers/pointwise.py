@@ -19,8 +19,17 @@ from torch import nn
 
 from ..errors import ParameterError
 
+class Sine(nn.Module):
+    """``sin(x)``: the activation of sinusoidal representation networks (Sitzmann et al. 2020, "Implicit
+    neural representations with periodic activation functions", NeurIPS), used by the trunk and branch
+    nets of Borrel-Jensen et al. 2024's acoustic DeepONet."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x)
+
+
 #: activations by name
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "sin": Sine}
 
 
 def make_activation(name: str) -> nn.Module:

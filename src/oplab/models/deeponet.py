@@ -122,15 +122,14 @@ class _BranchTrunk(Operator):
         """Per-sample query points ``[B, P, d]`` (or shared ``[P, d]``) -> ``[B, C_out, P]``."""
         weight = next(self.parameters())
         points = points.to(dtype=weight.dtype, device=weight.device)
-        if points.dim() == 2:
-            points = points.unsqueeze(0).expand(x.shape[0], -1, -1)
-        if points.dim() != 3 or points.shape[0] != x.shape[0] or points.shape[-1] != self.coord_dim:
+        shared = points.dim() == 2  # one set of points for the whole batch: the trunk runs once
+        if (points.dim() != 3 or points.shape[0] != x.shape[0]) and not shared or points.shape[-1] != self.coord_dim:
             raise ValueError(
                 f"{type(self).__name__}: expected points [B={x.shape[0]}, P, d={self.coord_dim}], got {tuple(points.shape)}"
             )
         b = self._branch(self._sensors(x))  # [B, C, K]
-        t = self._trunk(points)  # [B, P, C, K]
-        return self._add_bias(torch.einsum("bck,bpck->bcp", b, t))
+        t = self._trunk(points)  # [(B,) P, C, K]
+        return self._add_bias(torch.einsum("bck,pck->bcp" if shared else "bck,bpck->bcp", b, t))
 
 
 # ----------------------------------------------------------------------------- DeepONet

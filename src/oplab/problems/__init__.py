@@ -2,7 +2,7 @@
 
 >>> from oplab import problems
 >>> problems.available()
-['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'dam', 'darcy', 'diffusion_reaction', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'tube']
+['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'dam', 'darcy', 'diffusion_reaction', 'engine', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'room_acoustics', 'tube']
 >>> p = problems.create("darcy", resolution=85, contrast_high=12.0)
 """
 
@@ -29,6 +29,8 @@ _REGISTRY = {
     "cylinder": "cfd_flows:Cylinder",
     "barrier": "cfd_flows:Barrier",
     "dam": "dam:Dam",
+    "room_acoustics": "room_acoustics:RoomAcoustics",
+    "engine": "engine:Engine",
 }
 
 

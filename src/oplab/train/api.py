@@ -48,6 +48,9 @@ def run(cfg: RunConfig, resume: bool = False, log=print, progress=None, callback
 
 def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict, resume: bool, log, progress,
            callbacks) -> dict:
+    if cfg.points and not hasattr(model, "forward_points"):
+        raise ParameterError(f"train.points: model {type(model).__name__} answers on whole grids only; random "
+                             f"query points need a point operator with forward_points (deeponet, multionet, seq_deeponet)")
     result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
                  val=data.val, callbacks=callbacks)
     if out is not None and result["history"] and is_main():

@@ -71,6 +71,10 @@ class TrainConfig:
     physics_norm: str = "preconditioned"  # preconditioned | residual (plain, LordNet) | weak (DGNO): oplab.losses.physics
     #: train from the inputs alone: the training outputs are never read (physics_weight 0 means 1)
     physics_only: bool = False
+    #: point operators (DeepONet family), ``map`` task: each step scores this many output points drawn at
+    #: random (the same for the batch, new every step) instead of the whole grid, as DeepXDE and
+    #: Borrel-Jensen et al. 2024 sample query points; evaluation uses the whole grid. 0: the whole grid
+    points: int = 0
     eval_every: int = 10  # evaluate on the validation and test sets every K epochs (and at the end)
     #: write the resumable ``last`` checkpoint at least this often (seconds), and at every
     #: evaluation and at the end; a resumed run replays the epochs after it exactly
@@ -128,6 +132,11 @@ class TrainConfig:
                 1, 1, 1, False, 0):
             raise ParameterError("train.window, train.bundle, train.unroll, train.pushforward and train.first_state "
                                  "apply to train.task: autoregressive (or spacetime)")
+        if self.points < 0:
+            raise ParameterError(f"train.points must be >= 0 (0: the whole grid), got {self.points!r}")
+        if self.points and (self.task != "map" or self.loss not in ("l2", "mse") or self.physics_weight or self.physics_only):
+            raise ParameterError("train.points (random query points per step) needs train.task: map, train.loss: l2 "
+                                 "or mse (no derivatives on scattered points) and no physics loss")
         if self.task == "spacetime" and (self.bundle, self.unroll, self.pushforward) != (1, 1, False):
             raise ParameterError("train.bundle, train.unroll and train.pushforward apply to train.task: "
                                  "autoregressive (spacetime predicts every later state at once)")

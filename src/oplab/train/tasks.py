@@ -91,6 +91,8 @@ class MapTask(Task):
         """The batch's loss (data and physics terms as configured) and its sample count."""
         cfg, device = self.cfg, trainer.device
         xb = batch[0].to(device)
+        if cfg.points:
+            return self._points_loss(trainer, net, xb, batch[1].to(device), coords), len(xb)
         pred = trainer.forward(net, xb, coords)
         loss = 0.0
         if not cfg.physics_only:  # no solutions: nothing to move
@@ -101,6 +103,18 @@ class MapTask(Task):
             loss = loss + cfg.physics_weight * residual_loss(trainer.physics, pred.float(), xb.float(),
                                                              cfg.bc_weight, cfg.physics_norm)
         return loss, len(xb)
+
+    def _points_loss(self, trainer, net, x, y, coords):
+        """``train.points``: the data loss on a random subset of the grid's points (uniform weights)."""
+        from ..layers.grid import grid_points
+
+        if getattr(self, "_grid", None) is None or self._grid.device != x.device:
+            self._grid = grid_points(coords, dtype=torch.float32, device=x.device)  # [P, d]
+        pick = torch.randperm(self._grid.shape[0], device=x.device)[: self.cfg.points]
+        pred = trainer.forward(net, x, self._grid[pick])  # [B, C, p]: the Bundle takes points [p, d]
+        target = y.flatten(2)[..., pick]
+        uniform = (torch.arange(pred.shape[-1], device=x.device, dtype=torch.float32),)
+        return self.cfg.data_weight * trainer.loss_fn(pred.float(), target, uniform, (True,))
 
     @staticmethod
     def score(cfg, bundle, data, device=None) -> dict:
