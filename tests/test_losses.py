@@ -107,3 +107,19 @@ def test_mse_is_the_mean_square_over_the_domain():
     u = v + 0.5
     assert losses.relative_l2 is not losses.get("mse")
     assert losses.get("mse")(u, v, coords, [False]).item() == pytest.approx(0.25)
+
+
+def test_channel_l2_is_the_mean_of_per_channel_relative_errors():
+    """``channel_l2`` weighs every channel alike: with one channel 1000x larger, the joint relative
+    L2 follows that channel, ``channel_l2`` is the mean of the two channels' own errors."""
+    from oplab.losses import channel_l2, relative_l2
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(4, 2, 16, generator=g)
+    target[:, 1] *= 1000
+    pred = target.clone()
+    pred[:, 0] += 0.5 * torch.randn(4, 16, generator=g)  # only the small channel is wrong
+    coords, periodic = (torch.linspace(0, 1, 16),), (False,)
+    each = [relative_l2(pred[:, c : c + 1], target[:, c : c + 1], coords, periodic, reduce=False) for c in range(2)]
+    assert torch.allclose(channel_l2(pred, target, coords, periodic), (each[0] + each[1]).mean() / 2)
+    assert float(channel_l2(pred, target, coords, periodic)) > 100 * float(relative_l2(pred, target, coords, periodic))

@@ -180,6 +180,7 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", metavar="LR"),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE"),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="CPU threads (default: the cores free when training starts; OMP_NUM_THREADS, when set, stands)."),
     physics_only: bool = typer.Option(False, "--physics-only", help="Train from the inputs alone with the problem's residual loss (no solution is read)."),
     physics_weight: Optional[float] = typer.Option(None, "--physics-weight", metavar="W", help="Add the physics residual loss with this weight (PINO-style with data)."),
     logger: List[str] = typer.Option([], "--logger", metavar="tensorboard|mlflow", help="Also log to TensorBoard (RUN/tensorboard) or MLflow (RUN/mlflow.db); repeatable."),
@@ -195,7 +196,7 @@ def train_cmd(
                                            ("--test", test), ("--n-train", n_train), ("--n-test", n_test),
                                            ("--n-val", n_val), ("--resolution", resolution),
                                            ("--test-resolution", test_resolution), ("--batch-size", batch_size),
-                                           ("--lr", lr), ("--seed", seed), ("--device", device),
+                                           ("--lr", lr), ("--seed", seed), ("--device", device), ("--threads", threads),
                                            ("--physics-only", physics_only), ("--physics-weight", physics_weight),
                                            ("--logger", logger), ("--set", set_)) if value]
         if members is not None:
@@ -209,7 +210,7 @@ def train_cmd(
     flags = {
         "data": {"train": data and str(data), "test": test and str(test), "n_train": n_train, "n_test": n_test,
                  "n_val": n_val, "resolution": resolution, "test_resolutions": list(test_resolution) or None},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "threads": threads,
                   "physics_only": physics_only or None, "physics_weight": physics_weight,
                   "loggers": list(logger) or None},
     }

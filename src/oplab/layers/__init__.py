@@ -17,6 +17,9 @@
   of U-Net and LSM.
 * :mod:`oplab.layers.grid`: a field's grid: positional channels and query
   points from the coordinate axes, and the checks of ``x`` and ``coords``.
+* :mod:`oplab.layers.ode`: an adaptive Dormand-Prince 5(4) integrator in torch
+  that also returns the solver-heuristic regularisers of neural ODEs (Pal et al.
+  2021, 2023): the accumulated error estimates and stiffness estimates.
 """
 
 from __future__ import annotations

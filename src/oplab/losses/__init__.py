@@ -79,6 +79,17 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, period
     return err.mean() if reduce else err
 
 
+def channel_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
+               reduce: bool = True) -> torch.Tensor:
+    """The relative L2 error of each output channel, averaged over the channels: outputs in different
+    units (an engine's pressures in Pa beside its oxygen fractions) count alike, where the joint
+    :func:`relative_l2` is dominated by the largest (PDEBench likewise reports errors per channel)."""
+    w = quadrature_weights(coords, periodic).to(pred.dtype)
+    per = lambda u: (u.square() * w).reshape(u.shape[0], u.shape[1], -1).sum(dim=2)  # noqa: E731  [B, C]
+    err = (per(pred - target).sqrt() / per(target).sqrt().clamp_min(1e-30)).mean(dim=1)
+    return err.mean() if reduce else err
+
+
 def relative_h1(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
                 reduce: bool = True) -> torch.Tensor:
     w = quadrature_weights(coords, periodic).to(pred.dtype)
@@ -140,7 +151,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequ
     return err.mean() if reduce else err
 
 
-LOSSES = {"l2": relative_l2, "h1": relative_h1, "hm1": relative_hm1, "mse": mse}
+LOSSES = {"l2": relative_l2, "channel_l2": channel_l2, "h1": relative_h1, "hm1": relative_hm1, "mse": mse}
 
 
 def get(name: str):

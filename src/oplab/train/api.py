@@ -51,8 +51,12 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
     if cfg.points and not hasattr(model, "forward_points"):
         raise ParameterError(f"train.points: model {type(model).__name__} answers on whole grids only; random "
                              f"query points need a point operator with forward_points (deeponet, multionet, seq_deeponet)")
-    result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
-                 val=data.val, callbacks=callbacks)
+    from .distributed import resolve_device
+    from .threads import using
+
+    with using(cfg.threads if resolve_device(cfg.device).type == "cpu" else torch.get_num_threads(), log):
+        result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
+                     val=data.val, callbacks=callbacks)
     if out is not None and result["history"] and is_main():
         from .plots import write_plots, write_rollout_plots
 

@@ -63,7 +63,7 @@ class TrainConfig:
     step_size: int = 100  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature) | hm1 (relative H^-1, Spectral-Refiner) | mse
+    loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature) | channel_l2 (l2 per channel, averaged) | hm1 (relative H^-1, Spectral-Refiner) | mse
     #: physics residual loss of the data set's problem (oplab.losses.physics) with this weight; 0 = off
     physics_weight: float = 0.0
     data_weight: float = 1.0  # weight of the data loss when both are on (PINO-style)
@@ -83,6 +83,9 @@ class TrainConfig:
     loggers: list = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    #: CPU threads of the training process: 0 chooses the cores free at the start (OMP_NUM_THREADS,
+    #: when set, stands); oplab.train.threads says why
+    threads: int = 0
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
     normalize: bool = True  # channel-wise Gaussian normalisation of inputs and outputs
@@ -100,7 +103,7 @@ class TrainConfig:
     first_state: int = 0
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "h1", "hm1", "mse"),
+        choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "channel_l2", "h1", "hm1", "mse"),
                    "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive", "spacetime")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -132,9 +135,11 @@ class TrainConfig:
                 1, 1, 1, False, 0):
             raise ParameterError("train.window, train.bundle, train.unroll, train.pushforward and train.first_state "
                                  "apply to train.task: autoregressive (or spacetime)")
+        if self.threads < 0:
+            raise ParameterError(f"train.threads must be >= 0 (0: the free cores), got {self.threads!r}")
         if self.points < 0:
             raise ParameterError(f"train.points must be >= 0 (0: the whole grid), got {self.points!r}")
-        if self.points and (self.task != "map" or self.loss not in ("l2", "mse") or self.physics_weight or self.physics_only):
+        if self.points and (self.task != "map" or self.loss not in ("l2", "channel_l2", "mse") or self.physics_weight or self.physics_only):
             raise ParameterError("train.points (random query points per step) needs train.task: map, train.loss: l2 "
                                  "or mse (no derivatives on scattered points) and no physics loss")
         if self.task == "spacetime" and (self.bundle, self.unroll, self.pushforward) != (1, 1, False):

@@ -102,6 +102,9 @@ class MapTask(Task):
 
             loss = loss + cfg.physics_weight * residual_loss(trainer.physics, pred.float(), xb.float(),
                                                              cfg.bc_weight, cfg.physics_norm)
+        penalty = getattr(trainer.bundle.model, "regularization", None)  # a model's own term (oplab.models.node)
+        if penalty is not None:
+            loss = loss + penalty
         return loss, len(xb)
 
     def _points_loss(self, trainer, net, x, y, coords):
