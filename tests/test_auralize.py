@@ -92,6 +92,9 @@ def test_bad_points(room):
     op = _Op(room)
     with pytest.raises(ParameterError, match="outside the room"):
         auralize.receiver_responses(op, [[0.5, 0.5]], [1.5, 0.5], [0.001])
+    with pytest.raises(ParameterError, match=r"outside the sources the operator was trained on \(0.2 m from the "
+                                             r"walls\): x must be in \[0.2, 0.8\]"):
+        auralize.receiver_responses(op, [[0.1, 0.5]], [0.5, 0.5], [0.001])
     with pytest.raises(ParameterError, match="expected 2 finite coordinates"):
         auralize.receiver_responses(op, [[0.5, 0.5]], [0.5], [0.001])
 

@@ -31,7 +31,8 @@ from .errors import OplabError, ParameterError
 
 
 def _room(op) -> tuple[float, float, list]:
-    """``(dt, sigma, spatial axes)`` of a room-acoustics operator; a clear error for any other."""
+    """``(dt, sigma, spatial axes)`` of a room-acoustics operator; a clear error for any other. The
+    axes of the sources it was trained on are the room's less the data's ``margin`` (``op.sources``)."""
     axes = op.out_axes
     if op.data.get("problem") != "room_acoustics" or not axes or axes[0].name != "t":
         raise OplabError(f"{op.run_dir}: not a room_acoustics operator (problem {op.data.get('problem')!r}, "
@@ -40,16 +41,24 @@ def _room(op) -> tuple[float, float, list]:
     return float(params["record_every"]), float(params["sigma"]), axes[1:]
 
 
-def _check_point(name: str, point, axes) -> np.ndarray:
+def _check_point(name: str, point, axes, margin: float = 0.0) -> np.ndarray:
+    """``point`` as floats if it has one finite coordinate per axis inside the room (at least
+    ``margin`` from the walls: a source, where the operator was trained), else a ParameterError."""
     p = np.asarray(point, dtype=np.float64).reshape(-1)
     if p.shape[0] != len(axes) or not np.all(np.isfinite(p)):
         raise ParameterError(f"{name} {list(np.atleast_1d(point))}: expected {len(axes)} finite coordinates "
                              f"({', '.join(a.name for a in axes)})")
     for value, axis in zip(p, axes):
-        if not axis.lo <= value <= axis.hi:
-            raise ParameterError(f"{name} {p.tolist()} is outside the room: {axis.name} must be in "
-                                 f"[{axis.lo}, {axis.hi}]")
+        lo, hi = axis.lo + margin, axis.hi - margin
+        if not lo - 1e-9 <= value <= hi + 1e-9:
+            where = (f"outside the sources the operator was trained on ({margin:g} m from the walls)" if margin
+                     else "outside the room")
+            raise ParameterError(f"{name} {p.tolist()} is {where}: {axis.name} must be in [{lo:g}, {hi:g}]")
     return p
+
+
+def _source_check(op, name: str, point, axes) -> np.ndarray:
+    return _check_point(name, point, axes, float((op.data.get("params") or {}).get("margin", 0.0)))
 
 
 def _pressure_at(op, sources: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -60,8 +69,8 @@ def _pressure_at(op, sources: np.ndarray, points: np.ndarray) -> np.ndarray:
     if not hasattr(model, "forward_points"):
         raise OplabError(f"{op.run_dir}: model {type(model).__name__} answers on its grid only; listening at "
                          f"arbitrary receivers and times needs a point operator (deeponet, multionet)")
-    x = torch.as_tensor(sources, dtype=torch.float32)[:, None, :]  # [M, 1, d]: the "source" channel on its axis
-    q = torch.as_tensor(points, dtype=torch.float32)
+    x = torch.tensor(np.asarray(sources), dtype=torch.float32)[:, None, :]  # [M, 1, d]: the "source" channel on its axis
+    q = torch.tensor(np.asarray(points), dtype=torch.float32)  # (a copy: the points may be a read-only broadcast)
     out = []
     with torch.inference_mode():
         for xs, qs in zip(torch.split(x, 128), torch.split(q, 128)):
@@ -76,7 +85,7 @@ def receiver_responses(op, sources, receiver, lags) -> np.ndarray:
     _, _, axes = _room(op)
     sources = np.asarray(sources, dtype=np.float64).reshape(-1, len(axes))
     for s in sources:
-        _check_point("source", s, axes)
+        _source_check(op, "source", s, axes)
     r = _check_point("receiver", receiver, axes)
     lags = np.asarray(lags, dtype=np.float64).reshape(-1)
     points = np.concatenate([lags[:, None], np.broadcast_to(r, (len(lags), len(r)))], axis=1)
@@ -87,9 +96,9 @@ def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.n
     """The pressure at ``receiver`` at ``times`` of pulses released at ``emit_times [M]`` from
     ``emit_points [M, d]`` with ``weights [M]`` (module docstring): ``[T]``. A pulse's response
     at lag ``tau`` is the operator's for ``t_1 <= tau <= t_end`` (its time axis), the free-field
-    pulse for ``0 <= tau < t_1`` (exact until the first wall echo: :func:`oplab.solvers.fdtd.free_field`,
+    pulse for ``0 <= tau < t_1`` (exact until the first wall echo: :mod:`oplab.solvers.fdtd`'s free-field pulses,
     the operator was not trained there), and zero before its release and after ``t_end``."""
-    from .solvers.fdtd import free_field
+    from .solvers.fdtd import gaussian_pulse_2d, gaussian_pulse_3d
 
     dt, sigma, axes = _room(op)
     emit_times = np.asarray(emit_times, dtype=np.float64).reshape(-1)
@@ -99,7 +108,7 @@ def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.n
         raise ParameterError(f"moving source: {len(emit_times)} emission times, {len(emit_points)} points and "
                              f"{len(weights)} weights; give one of each per pulse")
     for s in emit_points:
-        _check_point("source", s, axes)
+        _source_check(op, "source", s, axes)
     r = _check_point("receiver", receiver, axes)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
     t_axis = op.out_axes[0]
@@ -119,9 +128,11 @@ def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.n
         values = _pressure_at(op, emit_points[rows], points)
         keep = np.arange(width)[None] < counts[:, None]
         h[np.broadcast_to(rows[:, None], cols.shape)[keep], cols[keep]] = values[keep]
-    for m in np.flatnonzero(early.any(axis=1)):
-        cols = np.flatnonzero(early[m])
-        h[m, cols] = free_field(r[None], np.maximum(lags[m, cols], 0.0), emit_points[m], sigma, c)[:, 0]
+    if early.any():  # every early entry in one evaluation: (distance, lag) pairs
+        rows, cols = np.nonzero(early)
+        distance = np.linalg.norm(emit_points[rows] - r, axis=1)
+        pulse = {2: gaussian_pulse_2d, 3: gaussian_pulse_3d}[len(r)]
+        h[rows, cols] = pulse(distance, np.maximum(lags[rows, cols], 0.0), sigma, c)
     return weights @ h
 
 
@@ -208,7 +219,7 @@ def auralize(op, receiver, source, out, to=None, dry=None, rate: int = 16000, se
     import time
 
     dt, _, axes = _room(op)
-    source = _check_point("source", source, axes)
+    source = _source_check(op, "source", source, axes)
     receiver = _check_point("receiver", receiver, axes)
     if dry is None:
         sound, sound_rate = dry_sound(rate, seconds), rate
@@ -221,7 +232,7 @@ def auralize(op, receiver, source, out, to=None, dry=None, rate: int = 16000, se
         elapsed = time.perf_counter() - start
         signal = convolve(ir, to_audio(sound, sound_rate, rate))
     else:  # a moving source: one weighted pulse per record step along the path
-        end = _check_point("--to point", to, axes)
+        end = _source_check(op, "--to point", to, axes)
         weights = to_audio(sound, sound_rate, 1 / dt)
         emit = dt * np.arange(len(weights))
         frac = np.linspace(0, 1, len(weights))[:, None]
