@@ -263,6 +263,20 @@ def test_generate_in_a_starting_child_process(tmp_path, monkeypatch):
         holder.unlock()
 
 
+def test_a_parameter_added_later_at_its_default_still_resumes(tmp_path, monkeypatch):
+    """A file from an oplab whose problem had one parameter fewer resumes when the new parameter is
+    at its default (it cannot have changed what was generated), and not otherwise."""
+    from oplab.problems.base import Param
+    from oplab.problems.darcy import Darcy
+
+    out = generate(problems.create("darcy", resolution=9), 3, tmp_path / "d.h5")
+    before = sha(out)
+    monkeypatch.setattr(Darcy, "params_spec", (*Darcy.params_spec, Param("later", 0.5, "added by a later oplab")))
+    assert generate(problems.create("darcy", resolution=9), 3, out, resume=True) == out and sha(out) == before
+    with pytest.raises(DataFileError, match="other settings"):
+        generate(problems.create("darcy", resolution=9, later=0.7), 3, out, resume=True)
+
+
 def test_existing_file_and_mismatched_parts(tmp_path, capsys):
     prob = problems.create("darcy", resolution=9)
     out = generate(prob, 3, tmp_path / "d.h5")

@@ -120,3 +120,134 @@ def test_bad_input_is_one_line_parameter_error():
         with pytest.raises(ParameterError) as exc:
             case()
         assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# solver=dcdm of darcy and poisson, and its training command (issue 20, item 1)
+# ---------------------------------------------------------------------------------------------
+
+N_GRID = 17  # node grid of the problem tests (15 x 15 unknowns)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.linalg.norm((a - b).reshape(len(a), -1), axis=1) / np.linalg.norm(b.reshape(len(b), -1), axis=1)
+
+
+@pytest.fixture(scope="module")
+def poisson_net(tmp_path_factory):
+    """A small net trained by the training command's function on Poisson's one matrix at 17 (about 4 s)."""
+    from oplab import problems
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("dcdm") / "poisson17"
+    r = dcdm.train_for_problem(problems.create("poisson", N_GRID), out, samples=2, steps=300, batch=16, lr=2e-3,
+                               ritz=100, width=12, levels=2, seed=0)
+    assert r["matrices"] == 1  # constant coefficient: one matrix for every sample
+    assert np.mean(r["history"][-10:]) < 0.1 * r["history"][0]
+    return out
+
+
+def test_generate_solver_dcdm_equals_the_direct_solver(poisson_net, tmp_path):
+    from oplab import problems
+    from oplab.cli import main
+    from oplab.data import open_dataset
+
+    out = tmp_path / "p.h5"
+    assert main(["generate", "poisson", "--n", "4", "--resolution", str(N_GRID), "--param", "solver=dcdm",
+                 "--param", f"dcdm_net={poisson_net}", "--out", str(out)]) == 0
+    ds = open_dataset(out)
+    assert "dcdm" in ds.meta["solver"] and "sha256:" in ds.meta["solver"] and "trained on poisson 17" in ds.meta["solver"]
+    direct = problems.create("poisson", N_GRID).generate(range(4), seed=0)
+    x, y = ds.arrays()
+    assert np.array_equal(x, direct[0].astype(np.float32))
+    assert _rel(y, direct[1]).max() < 1e-6  # tol 1e-10 (the default), stored as float32
+    # in float64, at tol 1e-8: the error is within cond(A) * tol of the direct solution
+    tol = 1e-8
+    p = problems.create("poisson", N_GRID, solver="dcdm", dcdm_net=str(poisson_net), tol=tol)
+    xs, ys = p.generate(range(4), seed=0)
+    err = _rel(ys, direct[1])
+    assert err.max() < 100 * tol and err.max() > 0, err
+    # the net's bits do not depend on torch's thread count (files identical for any worker count)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert np.array_equal(p.generate(range(4), seed=0)[1], ys)
+    finally:
+        torch.set_num_threads(before)
+    # trained on Poisson, it saves iterations against CG at tol 1e-10 (observed 13 against 53)
+    A, b, _ = p.system(xs[0])
+    _, d_info = dcdm.dcdm_solve(A, b, dcdm.load_net(poisson_net), tol=1e-10)
+    _, c_info = dcdm.cg(A, b, tol=1e-10)
+    assert d_info["converged"] and d_info["iterations"] < 0.6 * c_info["iterations"], (d_info, c_info["iterations"])
+
+
+def test_darcy_variable_coefficients_equal_the_direct_solver(poisson_net, tmp_path):
+    from oplab import problems
+
+    tol = 1e-8
+    # a net trained on log-normal Darcy's own matrices (unsupervised: nothing is solved)
+    smooth = problems.create("darcy", N_GRID, coefficient="lognormal")
+    out = tmp_path / "darcy17"
+    dcdm.train_for_problem(smooth, out, samples=2, steps=200, batch=16, lr=2e-3, ritz=100, width=12, levels=2)
+    # and the piecewise-constant FNO recipe with the Poisson net (trained on the constant coefficient)
+    for kw, net in (({"coefficient": "lognormal"}, out), ({}, poisson_net)):
+        direct = problems.create("darcy", N_GRID, **kw).generate(range(3), seed=1)
+        p = problems.create("darcy", N_GRID, solver="dcdm", dcdm_net=str(net), tol=tol, **kw)
+        x, y = p.generate(range(3), seed=1)
+        assert np.array_equal(x, direct[0])
+        err = _rel(y, direct[1])
+        assert err.max() < 100 * tol, (kw, err)
+
+
+def test_untrained_net_still_converges(tmp_path):
+    """An untrained net (and the identity, which makes DCDM conjugate gradients) reaches the tolerance
+    through the problem too: every step is an exact line search along an A-conjugated direction."""
+    from oplab import problems
+
+    torch.manual_seed(0)
+    dcdm.save_net(dcdm.DCDMNet(width=8, levels=2), tmp_path / "untrained")
+    tol = 1e-8
+    direct = problems.create("darcy", N_GRID).generate(range(2), seed=2)
+    p = problems.create("darcy", N_GRID, solver="dcdm", dcdm_net=str(tmp_path / "untrained"), tol=tol)
+    x, y = p.generate(range(2), seed=2)
+    assert _rel(y, direct[1]).max() < 100 * tol
+    A, b, _ = p.system(x[0])
+    _, info = dcdm.dcdm_solve(A, b, dcdm.IdentityNet(), tol=tol)
+    assert info["converged"] and info["fallbacks"] == 0
+
+
+def test_dcdm_train_command_and_refusals(tmp_path, capsys):
+    from oplab import problems
+    from oplab.cli import main
+
+    out = tmp_path / "net"
+    assert main(["dcdm-train", "darcy", "--resolution", "9", "--out", str(out), "--samples", "2", "--steps", "3",
+                 "--param", "coefficient=lognormal"]) == 0
+    _, info = dcdm.open_net(out)
+    assert info["problem"] == "darcy" and info["resolution"] == "9" and info["steps"] == "3"
+    assert "lognormal" in info["params"]
+    capsys.readouterr()
+
+    def refused(argv, *words):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err and "\n" not in err and "Traceback" not in err, err
+        for w in words:
+            assert w in err, (w, err)
+
+    gen = ["generate", "poisson", "--n", "2", "--resolution", "9", "--out", str(tmp_path / "d.h5")]
+    missing = tmp_path / "no-such-net"
+    refused([*gen, "--param", "solver=dcdm", "--param", f"dcdm_net={missing}"], str(missing), "no such folder")
+    refused([*gen, "--solver", "dcdm"], "dcdm_net")
+    (tmp_path / "empty").mkdir()
+    refused([*gen, "--solver", "dcdm", "--param", f"dcdm_net={tmp_path / 'empty'}"], str(tmp_path / "empty"))
+    (tmp_path / "text").write_text("not a net")
+    refused([*gen, "--solver", "dcdm", "--param", f"dcdm_net={tmp_path / 'text'}"], str(tmp_path / "text"))
+    assert not (tmp_path / "d.h5").exists()
+    # an existing non-empty --out, a problem without the solver
+    refused(["dcdm-train", "poisson", "--resolution", "9", "--out", str(out), "--steps", "3"], str(out), "not an empty")
+    refused(["dcdm-train", "helmholtz", "--resolution", "9", "--out", str(tmp_path / "h"), "--steps", "3"], "darcy")
+    refused(["dcdm-train", "poisson", "--resolution", "9", "--out", str(tmp_path / "z"), "--steps", "0"], "steps")
+    with pytest.raises(ParameterError, match="no such folder"):
+        problems.create("darcy", 9, solver="dcdm", dcdm_net=str(missing))

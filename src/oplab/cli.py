@@ -116,7 +116,7 @@ def generate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", metavar="N", help="Grid points per axis (default: the problem's)."),
     seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed; sample i depends on (problem, parameters, seed, i) only."),
     param: List[str] = typer.Option([], "--param", metavar="KEY=VALUE", help="Problem parameter key=value (repeatable)."),
-    solver: Optional[str] = typer.Option(None, "--solver", metavar="NAME", help="Linear solver of elliptic problems: direct | amg | skr (= --param solver=...)."),
+    solver: Optional[str] = typer.Option(None, "--solver", metavar="NAME", help="Linear solver of elliptic problems: direct | amg | skr | dcdm (with --param dcdm_net=DIR from oplab dcdm-train; = --param solver=...)."),
     workers: int = typer.Option(1, "--workers", metavar="W", help="Worker processes (or Dask workers with --scheduler local)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS|local", help="Dask scheduler address, or 'local' for a LocalCluster."),
     resume: bool = typer.Option(False, "--resume", help="Keep an existing complete file with the same settings."),
@@ -643,6 +643,29 @@ def bench_cmd(
     console.print(f"report: {Path(out) / 'report.md'}" + (f"; failed: {failed}" if failed else ""))
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("dcdm-train")
+def dcdm_train_cmd(
+    problem: str = typer.Argument(..., help="darcy | poisson (a problem with solver=dcdm)."),
+    resolution: int = typer.Option(..., "--resolution", metavar="N", help="Grid points per axis of the training matrices."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New (or empty) folder for the net; use it as --param dcdm_net=DIR."),
+    samples: int = typer.Option(8, "--samples", metavar="K", help="Matrices: those of samples 0..K-1 of --seed (inputs only; nothing is solved)."),
+    steps: int = typer.Option(600, "--steps", metavar="S", help="Training steps (Adam, 32 right-hand sides each)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed of the inputs and of the training."),
+    param: List[str] = typer.Option([], "--param", metavar="KEY=VALUE", help="Problem parameter key=value (repeatable): the input distribution."),
+):
+    """Train a Deep Conjugate Direction Method net for `generate PROBLEM --param solver=dcdm` (unsupervised: from the matrices alone)."""
+    from . import problems
+    from .solvers.dcdm import train_for_problem
+
+    cls = problems.get(problem)
+    prob = cls(resolution, **parse_params(cls, param))
+    r = train_for_problem(prob, out, samples=samples, steps=steps, seed=seed, log_every=max(1, steps // 10))
+    console.print(f"wrote {out}: DCDM net for {prob.name} at {prob.resolution} ({r['matrices']} distinct matrices, "
+                  f"{len(r['history'])} steps, loss {r['history'][0]:.3g} -> {sum(r['history'][-10:]) / len(r['history'][-10:]):.3g}, "
+                  f"{r['seconds']:.0f} s); use it: oplab generate {prob.name} --param solver=dcdm --param dcdm_net={out}",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

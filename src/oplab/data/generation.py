@@ -220,10 +220,11 @@ def compute_chunk(spec: dict, indices: list[int], partial: Partial | None = None
 class _Parts:
     """The folder of finished chunks beside the output file."""
 
-    def __init__(self, out: Path, spec: dict):
+    def __init__(self, out: Path, spec: dict, defaults: dict | None = None):
         self.out = out
         self.dir = out.with_name(out.name + ".parts")
         self.spec = spec
+        self.defaults = defaults or {}
 
     def path(self, chunk: int) -> Path:
         return self.dir / f"chunk_{chunk:06d}.npz"
@@ -253,7 +254,7 @@ class _Parts:
                 old = json.loads(spec_file.read_text())
             except (OSError, ValueError):
                 pass
-            if old != self.spec:
+            if _with_new_defaults(old, self.spec, self.defaults) != self.spec:
                 if not overwrite:
                     raise OplabError(
                         f"{self.dir}: holds a partial generation with other settings "
@@ -421,11 +422,12 @@ def generate(
         "n": int(n),
         "oplab_version": __version__,
     }
+    defaults = {param.name: param.default for param in problem.params_spec}
     if out.is_dir():
         raise ParameterError(f"{out}: is a folder; --out names the HDF5 file to write (e.g. {out / 'data.h5'})")
     if out.exists():
         if resume and not overwrite:
-            _check_matches(out, spec)
+            _check_matches(out, spec, defaults)
             if progress:
                 progress(n, n)
             return out
@@ -439,7 +441,7 @@ def generate(
     if scheduler and scheduler != "local":
         _check_address(scheduler)
 
-    parts = _Parts(out, spec)
+    parts = _Parts(out, spec, defaults)
     try:
         parts.lock()
     except OSError as exc:
@@ -560,9 +562,21 @@ def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts,
     shutil.rmtree(parts.dir)
 
 
-def _check_matches(out: Path, spec: dict) -> None:
+def _with_new_defaults(old: dict | None, spec: dict, defaults: dict) -> dict | None:
+    """``old`` settings with the parameters it lacks but ``spec`` sets to their defaults filled in:
+    a parameter added by a later oplab, at its default, does not change what was generated."""
+    if not isinstance(old, dict) or not isinstance(old.get("params"), dict):
+        return old
+    params = dict(old["params"])
+    for key, value in spec["params"].items():
+        if key not in params and key in defaults and value == defaults[key]:
+            params[key] = value
+    return {**old, "params": params}
+
+
+def _check_matches(out: Path, spec: dict, defaults: dict) -> None:
     meta = fmt.read_meta(out)
-    have = {k: meta[k] for k in ("problem", "resolution", "params", "seed", "n")}
+    have = _with_new_defaults({k: meta[k] for k in ("problem", "resolution", "params", "seed", "n")}, spec, defaults)
     want = {k: spec[k] for k in have}
     if have != want:
         raise DataFileError(f"{out}: exists with other settings ({_spec_diff(have, want)}); pass --overwrite to replace it")

@@ -35,7 +35,7 @@ class Poisson(UnitSquareProblem):
         nonnegative("sigma", 0.0, "GRF amplitude of f (0: tau^(alpha-1))"),
         positive("coef_scale", 1.0, "scale of log a (variable only)"),
         Param("solver", "direct", "linear solver, or wos (walk-on-spheres Monte Carlo: noisy, unbiased)",
-              choices=(*linear.METHODS, "skr", "wos")),
+              choices=(*linear.METHODS, "skr", "dcdm", "wos")),
         *SPD_SOLVER_PARAMS[1:],
         Param("wos_walks", 16, "walk-on-spheres: walks per grid node", check=lambda v: v >= 1, expect=">= 1"),
         positive("wos_eps", 1e-3, "walk-on-spheres: stopping distance to the boundary"),
