@@ -7,7 +7,7 @@ trains too. Each row starts a competitor (the same training, on its own data cop
 whole measurement) and then the measured run, and reports the measured run's epoch times (median
 and worst, epochs 1.. : epoch 0 includes start-up):
 
-* alone, torch's default (every core);
+* alone, torch's default (every core), and with ``OMP_WAIT_POLICY=PASSIVE`` (its cost alone);
 * beside a competitor, both with torch's default threads (the old behaviour: 2 + 2 threads on 2 cores);
 * beside a competitor, both with ``OMP_WAIT_POLICY=PASSIVE`` (waiting OpenMP threads sleep at once);
 * beside a competitor, the measured run with oplab's default (``train.threads: 0``: the free cores).
@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def _train(data: Path, out: Path, epochs: int, env: dict, threads: int | None) -
 
 def _epoch_seconds(out: Path) -> list[float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r["seconds"] for r in rows if "seconds" in r]
+    return [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
 
 
 def main() -> None:
@@ -62,11 +63,14 @@ def main() -> None:
     passive = {**base, "OMP_WAIT_POLICY": "PASSIVE"}
     n = cores()
     rows = [("alone, torch's default threads", None, base, n),
+            ("alone, OMP_WAIT_POLICY=PASSIVE", None, passive, n),
             ("beside a competitor, both torch's default threads", base, base, n),
             ("beside a competitor, both OMP_WAIT_POLICY=PASSIVE", passive, passive, n),
             ("beside a competitor, oplab's default (the free cores)", base, base, 0)]
     results = []
     for i, (label, competitor_env, env, threads) in enumerate(rows):
+        for old in (args.work / f"competitor{i}", args.work / f"run{i}"):
+            shutil.rmtree(old, ignore_errors=True)
         competitor = None
         if competitor_env is not None:
             competitor = _train(data, args.work / f"competitor{i}", 1000, competitor_env, n)
