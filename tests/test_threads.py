@@ -35,11 +35,37 @@ def test_the_users_number_stands(monkeypatch):
         assert n == 3 and torch.get_num_threads() == 3
     assert lines[0] == "threads: 3 asked for, this process may use 2 cores; expect slower epochs"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threads.using(0, lines.append) as n:  # the environment's choice, no measurement
-        assert n == 1
+    try:
+        with threads.using(0, lines.append) as n:  # the environment's choice, no measurement
+            assert n == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_busy_cores_measures_this_machine():
     busy = threads.busy_cores(0.05)
     assert busy is None or 0.0 <= busy <= threads.cores() + 0.5
+
+
+def test_the_chosen_count_is_recorded_for_resume(tmp_path, monkeypatch):
+    """A run records the count it chose (``train.threads`` in config.json), so that ``--resume`` replays
+    the epochs with the same count whatever the machine's load is then."""
+    import json
+
+    from oplab import problems
+    from oplab.data.generation import generate
+    from oplab.train import config as tc
+    from oplab.train import run
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)
+    data = generate(problems.create("antiderivative", resolution=20), 12, tmp_path / "a.h5")
+    raw = {"data": {"train": str(data), "n_train": 8, "n_test": 4, "n_val": 0}, "model": {"name": "deeponet"},
+           "train": {"epochs": 1, "plot_samples": 0}, "out": str(tmp_path / "run")}
+    before = torch.get_num_threads()
+    run(tc.from_dict(raw), log=lambda s: None)
+    assert torch.get_num_threads() == before
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["threads"] == 1

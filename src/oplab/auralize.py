@@ -111,29 +111,35 @@ def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.n
         _source_check(op, "source", s, axes)
     r = _check_point("receiver", receiver, axes)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
+    if np.any(np.diff(times) < 0):
+        raise ParameterError("moving source: the receiver times must be increasing")
     t_axis = op.out_axes[0]
     c = float((op.data.get("params") or {}).get("c", 343.0))
-    lags = times[None, :] - emit_times[:, None]  # [M, T]
-    learned = (lags >= t_axis.lo - 1e-12) & (lags <= t_axis.hi + 1e-12)
-    early = (lags >= -1e-12) & ~learned & (lags < t_axis.lo)
-    h = np.zeros_like(lags)
-    rows = np.flatnonzero(learned.any(axis=1))
-    if len(rows):  # each pulse queried at its own learned lags only (padded to the longest row)
-        counts = learned[rows].sum(axis=1)
-        width = int(counts.max())
-        order = np.argsort(~learned[rows], axis=1, kind="stable")[:, :width]  # learned columns first
-        cols = np.where(np.arange(width)[None] < counts[:, None], order, order[:, :1])
-        q = lags[rows[:, None], cols]
+    # the band of (pulse, time) pairs a pulse reaches: 0 <= t - tau <= t_end (memory ~ pulses x records)
+    lo = np.searchsorted(times, emit_times - 1e-12, "left")
+    hi = np.searchsorted(times, emit_times + t_axis.hi + 1e-12, "right")
+    counts = hi - lo
+    rows = np.repeat(np.arange(len(emit_times)), counts)
+    cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(lo, counts)
+    lag = np.maximum(times[cols] - emit_times[rows], 0.0)
+    value = np.zeros(len(rows))
+    learned = lag >= t_axis.lo - 1e-12
+    if learned.any():  # each pulse queried at its own learned lags (padded to the longest row)
+        idx = np.flatnonzero(learned)
+        sources, group = np.unique(rows[idx], return_inverse=True)
+        first = np.searchsorted(group, np.arange(len(sources)))
+        pos = np.arange(len(idx)) - first[group]
+        q = np.repeat(lag[idx[first]][:, None], int(pos.max()) + 1, axis=1)
+        q[group, pos] = lag[idx]
         points = np.concatenate([q[..., None], np.broadcast_to(r, (*q.shape, len(r)))], axis=-1)
-        values = _pressure_at(op, emit_points[rows], points)
-        keep = np.arange(width)[None] < counts[:, None]
-        h[np.broadcast_to(rows[:, None], cols.shape)[keep], cols[keep]] = values[keep]
-    if early.any():  # every early entry in one evaluation: (distance, lag) pairs
-        rows, cols = np.nonzero(early)
-        distance = np.linalg.norm(emit_points[rows] - r, axis=1)
+        value[idx] = _pressure_at(op, emit_points[sources], points)[group, pos]
+    early = ~learned
+    if early.any():  # the free-field pulse, every early pair in one evaluation
         pulse = {2: gaussian_pulse_2d, 3: gaussian_pulse_3d}[len(r)]
-        h[rows, cols] = pulse(distance, np.maximum(lags[rows, cols], 0.0), sigma, c)
-    return weights @ h
+        value[early] = pulse(np.linalg.norm(emit_points[rows[early]] - r, axis=1), lag[early], sigma, c)
+    p = np.zeros(len(times))
+    np.add.at(p, cols, weights[rows] * value)
+    return p
 
 
 def dry_sound(rate: int, seconds: float = 1.5, notes=(196.0, 247.0, 294.0, 392.0), seed: int = 0) -> np.ndarray:

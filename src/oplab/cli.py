@@ -284,6 +284,11 @@ def evaluate_cmd(
     from .eval.ensemble import is_ensemble
 
     if is_ensemble(run_dir):
+        given = [flag for flag, value in (("--resolution", resolution), ("--n", n), ("--all", every),
+                                          ("--rollout", rollout)) if value]
+        if given:
+            raise ParameterError(f"{run_dir} is an ensemble: it is scored on its members' test samples at their "
+                                 f"resolution; {', '.join(given)} apply to single runs (evaluate {run_dir}/member-0)")
         _ensemble_report(run_dir, data, checkpoint, as_json)
         return
     if rollout is not None:

@@ -48,13 +48,22 @@ def train_ensemble(cfg, members: int, log=print) -> dict:
     if (out / "config.json").exists():
         raise OplabError(f"{out}: holds a single run; an ensemble needs its own folder")
     seeds = [cfg.train.seed + i for i in range(members)]
-    record = {"members": [f"member-{i}" for i in range(members)], "seeds": seeds}
+    # what every member shares: the whole configuration but its folder and seed
+    settings = json.loads(json.dumps({"data": dataclasses.asdict(cfg.data), "model": cfg.model,
+                                      "train": {**dataclasses.asdict(cfg.train), "seed": None}}, default=str))
+    record = {"members": [f"member-{i}" for i in range(members)], "seeds": seeds, "settings": settings}
     manifest = out / ENSEMBLE_FILE
     if manifest.exists():
         known = json.loads(manifest.read_text())
         if known.get("seeds") != seeds:
             raise OplabError(f"{manifest}: an ensemble of seeds {known.get('seeds')} is already here; "
                              f"rerun with the same settings to continue it, or choose another --out")
+        if known.get("settings") != settings:
+            changed = sorted(f"{section}.{key}" for section in settings
+                             for key in set(settings[section] or {}) | set((known.get("settings") or {}).get(section) or {})
+                             if (settings[section] or {}).get(key) != ((known.get("settings") or {}).get(section) or {}).get(key))
+            raise OplabError(f"{manifest}: the ensemble here was trained with other settings ({', '.join(changed) or 'model'}); "
+                             f"rerun the same command to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(record, indent=1))
     best = []
@@ -106,13 +115,6 @@ def coverage(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, k: float) -> 
     return float(np.mean(np.abs(truth - mean) <= k * std))
 
 
-def _relative_l2(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-sample relative L2 error over all channels and points, ``[N]``."""
-    n = truth.shape[0]
-    diff = (pred - truth).reshape(n, -1)
-    return np.linalg.norm(diff, axis=1) / np.maximum(np.linalg.norm(truth.reshape(n, -1), axis=1), 1e-30)
-
-
 def calibrate(path, file, ks=(1, 2, 3), checkpoint: str = "best", figure: bool = True) -> dict:
     """Score the ensemble at ``path`` on the test samples of its first member in ``file``
     (:func:`oplab.eval.run.scored_indices`): errors, coverage of ``mean +- k sigma`` for ``ks``
@@ -121,23 +123,30 @@ def calibrate(path, file, ks=(1, 2, 3), checkpoint: str = "best", figure: bool =
     from ..train.data import Part
     from .run import scored_indices
 
+    from ..losses import relative_l2
+
     ens = Ensemble(path, checkpoint)
     scored, indices = scored_indices(ens.members[0].run_dir, file)
-    data = Part(str(file), indices, None).load()
+    data = Part(str(file), indices, ens.members[0].data.get("resolution")).load()  # at the members' resolution
     x, truth = data.x.numpy(), data.y.numpy()
     mean, std = ens.predict(x)
     mean, std = mean.reshape(truth.shape), std.reshape(truth.shape)
-    members = [_relative_l2(np.asarray(m(x)).reshape(truth.shape), truth) for m in ens.members]
+
+    def _relative_l2(pred):  # per sample, with the grid's quadrature: the errors of oplab evaluate
+        return relative_l2(torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64),
+                           data.out_coords, data.periodic, reduce=False).numpy()
+
+    members = [_relative_l2(np.asarray(m(x)).reshape(truth.shape)) for m in ens.members]
     channels = ens.members[0].data.get("output_channels") or [f"c{i}" for i in range(truth.shape[1])]
     gauss = {k: math.erf(k / math.sqrt(2)) for k in ks}
     result = {
         "members": len(ens),
         "samples": len(truth),
         "scored": scored,
-        "relative_l2_mean": float(_relative_l2(mean, truth).mean()),
+        "relative_l2_mean": float(_relative_l2(mean).mean()),
         "relative_l2_members": [float(m.mean()) for m in members],
-        "upper_2sigma_relative_l2": {"mean": float(_relative_l2(mean + 2 * std, truth).mean()),
-                                     "worst": float(_relative_l2(mean + 2 * std, truth).max())},
+        "upper_2sigma_relative_l2": {"mean": float(_relative_l2(mean + 2 * std).mean()),
+                                     "worst": float(_relative_l2(mean + 2 * std).max())},
         "coverage": {str(k): coverage(mean, std, truth, k) for k in ks},
         "gaussian": {str(k): gauss[k] for k in ks},
         "coverage_per_channel": {name: {str(k): coverage(mean[:, c], std[:, c], truth[:, c], k) for k in ks}

@@ -22,6 +22,12 @@ import numpy as np
 from ..errors import ParameterError
 
 
+#: parameters added after data files were already written, at the value that generates what those
+#: files hold: a file without the parameter and one with it at this value hold the same samples
+#: (the data fingerprint leaves them out, :func:`oplab.train.data.fingerprint`)
+LATER_DEFAULTS = {"dcdm_net": ""}
+
+
 def rng_for(seed: int, index: int) -> np.random.Generator:
     """The random generator of sample ``index`` of a data set with ``seed``."""
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(index),)))

@@ -51,10 +51,18 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
     if cfg.points and not hasattr(model, "forward_points"):
         raise ParameterError(f"train.points: model {type(model).__name__} answers on whole grids only; random "
                              f"query points need a point operator with forward_points (deeponet, multionet, seq_deeponet)")
+    if getattr(model, "reg", "none") != "none" and cfg.task != "map":
+        raise ParameterError(f"model.reg={model.reg!r}: the neural ODE's penalty is added to the one-shot map's loss "
+                             f"(train.task: map); with train.task: {cfg.task} it would be dropped")
+    import contextlib
+
     from .distributed import resolve_device
     from .threads import using
 
-    with using(cfg.threads if resolve_device(cfg.device).type == "cpu" else torch.get_num_threads(), log):
+    cpu = resolve_device(cfg.device).type == "cpu"
+    with using(cfg.threads, log) if cpu else contextlib.nullcontext() as threads:
+        if cpu and not cfg.threads:  # the count chosen is recorded: a resumed run replays its epochs with it
+            cfg = dataclasses.replace(cfg, threads=threads)
         result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
                      val=data.val, callbacks=callbacks)
     if out is not None and result["history"] and is_main():

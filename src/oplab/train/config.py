@@ -84,7 +84,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     #: CPU threads of the training process: 0 chooses the cores free at the start (OMP_NUM_THREADS,
-    #: when set, stands); oplab.train.threads says why
+    #: when set, stands) and records the choice in the run folder, so that a resumed run replays its
+    #: epochs with the same count; oplab.train.threads says why
     threads: int = 0
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
@@ -140,8 +141,8 @@ class TrainConfig:
         if self.points < 0:
             raise ParameterError(f"train.points must be >= 0 (0: the whole grid), got {self.points!r}")
         if self.points and (self.task != "map" or self.loss not in ("l2", "channel_l2", "mse") or self.physics_weight or self.physics_only):
-            raise ParameterError("train.points (random query points per step) needs train.task: map, train.loss: l2 "
-                                 "or mse (no derivatives on scattered points) and no physics loss")
+            raise ParameterError("train.points (random query points per step) needs train.task: map, train.loss: l2, "
+                                 "channel_l2 or mse (no derivatives on scattered points) and no physics loss")
         if self.task == "spacetime" and (self.bundle, self.unroll, self.pushforward) != (1, 1, False):
             raise ParameterError("train.bundle, train.unroll and train.pushforward apply to train.task: "
                                  "autoregressive (spacetime predicts every later state at once)")

@@ -229,7 +229,11 @@ def fingerprint(meta: dict) -> str:
     the problem, its parameters, the seed, the solver and the grid (a file at another resolution
     holds other samples), so two files with the same fingerprint hold the same sample ``i``
     wherever both have it (their sample counts may differ)."""
+    from ..problems.base import LATER_DEFAULTS
+
     key = {k: meta.get(k) for k in ("problem", "params", "seed", "solver")}
+    if isinstance(key["params"], dict):  # a parameter added later, at its old behaviour, changes nothing
+        key["params"] = {k: v for k, v in key["params"].items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
     key["shapes"] = {k: list(v)[1:] for k, v in meta["shapes"].items()}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
