@@ -265,9 +265,12 @@ def test_generate_in_a_starting_child_process(tmp_path, monkeypatch):
 
 def test_a_parameter_added_later_at_its_default_still_resumes(tmp_path, monkeypatch):
     """A file from an oplab whose problem had one parameter fewer resumes when the new parameter is
-    at its default (it cannot have changed what was generated), and not otherwise."""
+    at the value registered as reproducing older files (``LATER_DEFAULTS``), and not otherwise."""
+    from oplab.problems import base
     from oplab.problems.base import Param
     from oplab.problems.darcy import Darcy
+
+    monkeypatch.setitem(base.LATER_DEFAULTS, "later", 0.5)
 
     out = generate(problems.create("darcy", resolution=9), 3, tmp_path / "d.h5")
     before = sha(out)

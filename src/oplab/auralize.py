@@ -100,7 +100,7 @@ def moving_source(op, emit_times, emit_points, weights, receiver, times) -> np.n
     the operator was not trained there), and zero before its release and after ``t_end``."""
     from .solvers.fdtd import gaussian_pulse_2d, gaussian_pulse_3d
 
-    dt, sigma, axes = _room(op)
+    _, sigma, axes = _room(op)
     emit_times = np.asarray(emit_times, dtype=np.float64).reshape(-1)
     emit_points = np.asarray(emit_points, dtype=np.float64).reshape(-1, len(axes))
     weights = np.asarray(weights, dtype=np.float64).reshape(-1)

@@ -58,7 +58,7 @@ from .. import __version__
 from ..locking import FileLock
 from ..errors import DataFileError, OplabError, ParameterError
 from ..problems import create as create_problem
-from ..problems.base import Problem
+from ..problems.base import LATER_DEFAULTS, Problem
 from . import format as fmt
 
 Progress = Callable[[float, int], None]  # (samples done, fractional while a chunk runs; samples total)
@@ -220,11 +220,10 @@ def compute_chunk(spec: dict, indices: list[int], partial: Partial | None = None
 class _Parts:
     """The folder of finished chunks beside the output file."""
 
-    def __init__(self, out: Path, spec: dict, defaults: dict | None = None):
+    def __init__(self, out: Path, spec: dict):
         self.out = out
         self.dir = out.with_name(out.name + ".parts")
         self.spec = spec
-        self.defaults = defaults or {}
 
     def path(self, chunk: int) -> Path:
         return self.dir / f"chunk_{chunk:06d}.npz"
@@ -254,7 +253,7 @@ class _Parts:
                 old = json.loads(spec_file.read_text())
             except (OSError, ValueError):
                 pass
-            if _with_new_defaults(old, self.spec, self.defaults) != self.spec:
+            if _with_new_defaults(old, self.spec) != self.spec:
                 if not overwrite:
                     raise OplabError(
                         f"{self.dir}: holds a partial generation with other settings "
@@ -422,12 +421,11 @@ def generate(
         "n": int(n),
         "oplab_version": __version__,
     }
-    defaults = {param.name: param.default for param in problem.params_spec}
     if out.is_dir():
         raise ParameterError(f"{out}: is a folder; --out names the HDF5 file to write (e.g. {out / 'data.h5'})")
     if out.exists():
         if resume and not overwrite:
-            _check_matches(out, spec, defaults)
+            _check_matches(out, spec)
             if progress:
                 progress(n, n)
             return out
@@ -441,7 +439,7 @@ def generate(
     if scheduler and scheduler != "local":
         _check_address(scheduler)
 
-    parts = _Parts(out, spec, defaults)
+    parts = _Parts(out, spec)
     try:
         parts.lock()
     except OSError as exc:
@@ -562,21 +560,22 @@ def _fill(problem, n, out, seed, workers, scheduler, overwrite, progress, parts,
     shutil.rmtree(parts.dir)
 
 
-def _with_new_defaults(old: dict | None, spec: dict, defaults: dict) -> dict | None:
-    """``old`` settings with the parameters it lacks but ``spec`` sets to their defaults filled in:
-    a parameter added by a later oplab, at its default, does not change what was generated."""
+def _with_new_defaults(old: dict | None, spec: dict) -> dict | None:
+    """``old`` settings with the parameters it lacks but ``spec`` sets to the value that reproduces
+    files written before they existed (:data:`oplab.problems.base.LATER_DEFAULTS`, the rule the data
+    fingerprint follows too) filled in."""
     if not isinstance(old, dict) or not isinstance(old.get("params"), dict):
         return old
     params = dict(old["params"])
     for key, value in spec["params"].items():
-        if key not in params and key in defaults and value == defaults[key]:
+        if key not in params and key in LATER_DEFAULTS and value == LATER_DEFAULTS[key]:
             params[key] = value
     return {**old, "params": params}
 
 
-def _check_matches(out: Path, spec: dict, defaults: dict) -> None:
+def _check_matches(out: Path, spec: dict) -> None:
     meta = fmt.read_meta(out)
-    have = _with_new_defaults({k: meta[k] for k in ("problem", "resolution", "params", "seed", "n")}, spec, defaults)
+    have = _with_new_defaults({k: meta[k] for k in ("problem", "resolution", "params", "seed", "n")}, spec)
     want = {k: spec[k] for k in have}
     if have != want:
         raise DataFileError(f"{out}: exists with other settings ({_spec_diff(have, want)}); pass --overwrite to replace it")

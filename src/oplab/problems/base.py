@@ -24,7 +24,8 @@ from ..errors import ParameterError
 
 #: parameters added after data files were already written, at the value that generates what those
 #: files hold: a file without the parameter and one with it at this value hold the same samples
-#: (the data fingerprint leaves them out, :func:`oplab.train.data.fingerprint`)
+#: (the data fingerprint leaves them out, :func:`oplab.train.data.fingerprint`, and generation
+#: resumes such files, :func:`oplab.data.generation.generate`); a new parameter is registered here
 LATER_DEFAULTS = {"dcdm_net": ""}
 
 
