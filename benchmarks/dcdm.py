@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from oplab.solvers import linear
-from oplab.solvers.dcdm import cg, dcdm_solve, train_dcdm
+from oplab.problems.domains import geometry_mask, unknown_nodes
+from oplab.solvers.dcdm import cg, dcdm_solve, obstacle_system, train_dcdm
 from oplab.solvers.fd import boundary_rhs, diffusion_matrix
 from oplab.solvers.random_fields import cosine_grf
 
@@ -53,13 +54,18 @@ def darcy_coef(s, seed):
 
 
 def system(kind, s, seed=100):
+    if kind in ("obstacles", "darcy_obstacles"):  # Dirichlet obstacles: the annulus's hole and outer corners
+        mask = geometry_mask("annulus", s)
+        a = np.ones((s, s)) if kind == "obstacles" else darcy_coef(s, seed)
+        solid = ~unknown_nodes(mask)
+        return (*obstacle_system(a * mask, solid, 1.0), solid[1:-1, 1:-1].ravel())
     if kind == "poisson":
         a = np.ones((s, s))
         f = cosine_grf(np.random.default_rng(seed), s, dim=2, alpha=2.0, tau=3.0, zero_mean=False)
     else:
         a = darcy_coef(s, seed)
         f = np.ones((s, s))
-    return diffusion_matrix(a), boundary_rhs(a, f, None)
+    return diffusion_matrix(a), boundary_rhs(a, f, None), None
 
 
 def amg_cg(A, b):
@@ -78,6 +84,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--train-size", type=int, default=32)
+    ap.add_argument("--kinds", nargs="+", default=["poisson", "darcy", "obstacles", "darcy_obstacles"],
+                    help="poisson, darcy; obstacles / darcy_obstacles: the annulus of darcy_domain as Dirichlet "
+                         "obstacles (oplab.solvers.dcdm.obstacle_system)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--train-seconds", type=float, default=120.0)
     ap.add_argument("--threads", type=int, default=2)
@@ -101,11 +110,11 @@ def main():
               f"loss {training[kind]['loss_first']:.3f} -> {training[kind]['loss_last']:.4f}", flush=True)
 
     rows = []
-    for kind in ("poisson", "darcy"):
+    for kind in args.kinds:
         for s in args.sizes:
-            A, b = system(kind, s)
+            A, b, solid = system(kind, s)
             entry = {"problem": kind, "s": s, "unknowns": A.shape[0]}
-            _, info = dcdm_solve(A, b, nets["poisson"], tol=TOL, max_iter=2000)
+            _, info = dcdm_solve(A, b, nets["poisson"], tol=TOL, max_iter=2000, solid=solid)
             entry["dcdm"] = {"iterations": info["iterations"], "seconds": info["seconds"],
                              "converged": info["converged"], "fallbacks": info["fallbacks"]}
             _, info = cg(A, b, tol=TOL)
@@ -121,12 +130,12 @@ def main():
             rows.append(entry)
             print(f"{kind} s={s} done", flush=True)
 
-    head = f"{'problem':8s} {'s':>4s} {'N':>6s} | {'DCDM it':>7s} {'s':>7s} | {'CG it':>5s} {'s':>7s} | " \
+    head = f"{'problem':15s} {'s':>4s} {'N':>6s} | {'DCDM it':>7s} {'s':>7s} | {'CG it':>5s} {'s':>7s} | " \
            f"{'AMG-CG it':>9s} {'s':>7s} | {'direct s':>8s}"
     print(f"\nrelative residual 1e-6; nets trained at s={s0}\n" + head + "\n" + "-" * len(head))
     for e in rows:
         amg = e["amg_cg"] or {"iterations": -1, "seconds": float("nan")}
-        print(f"{e['problem']:8s} {e['s']:4d} {e['unknowns']:6d} | {e['dcdm']['iterations']:7d} "
+        print(f"{e['problem']:15s} {e['s']:4d} {e['unknowns']:6d} | {e['dcdm']['iterations']:7d} "
               f"{e['dcdm']['seconds']:7.3f} | {e['cg']['iterations']:5d} {e['cg']['seconds']:7.3f} | "
               f"{amg['iterations']:9d} {amg['seconds']:7.3f} | {e['direct']['seconds']:8.4f}")
     Path(args.out).write_text(json.dumps({"tol": TOL, "train_size": s0, "training": training, "threads": args.threads,

@@ -17,7 +17,10 @@ prior; only the forward map differs:
 Priors: ``latent`` (the data's GRF, thresholded smoothly; MAP in its KL coefficients) for every
 setting, ``tv`` (total variation, weight ``--tv-weight``) at (100, 2%); with ``--lpn DIR`` a learned
 proximal network in plug-and-play proximal gradient steps at (100, 2%), its step size chosen on a
-validation sample (``--lpn-only``: only those rows). Reported per route: relative
+validation sample (``--lpn-only``: only those rows); ``--pnp admm``: plug-and-play ADMM instead
+(``oplab.inverse.lpn.pnp_admm``, ``--admm-steps`` iterations of ``--admm-inner`` L-BFGS steps), its
+``rho`` chosen the same way from ``RHOS``. ``--langevin``: MALA posterior samples after the latent
+prior's MAP at (100, 2%) (:func:`langevin_rows`). Reported per route: relative
 L2 error of the coefficient, the fraction of nodes in the right phase, chi^2 per observed value,
 wall time, and the surrogate's speed-up (classical time / surrogate time). Writes the table to
 stdout and ``benchmarks/invert_darcy.json``.
@@ -60,13 +63,14 @@ def trained_run(args) -> Path:
 
 
 ETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+RHOS = (0.01, 0.03, 0.1, 0.3, 1.0, 4.0)  # 4 = 1 / sigma^2 of the LPN trained at sigma 0.5: the nominal MAP balance
 
 
 def lpn_rows(args, run, routes, axes, observations, record) -> list:
     """The LPN prior (plug-and-play proximal gradient, ``oplab.inverse.lpn.pnp``) at (100, 2%): its
     step size chosen from ``ETAS`` on a VALIDATION sample of the run (the coefficient error of the
     surrogate route), then every test sample on both routes with that step."""
-    from oplab.inverse.lpn import load_lpn, pnp
+    from oplab.inverse.lpn import load_lpn, pnp, pnp_admm
     from oplab.rundir import RunDir
     from oplab.train.data import recorded_split
 
@@ -79,27 +83,82 @@ def lpn_rows(args, run, routes, axes, observations, record) -> list:
     a_val = val.x[0].double()
     obs = observations(val.y[0].double(), k, level, 7)
 
-    def error(eta):
+    admm = args.pnp == "admm"
+    label = "rho" if admm else "eta"
+
+    def solve(forward, obs_, value, dtype=torch.float32):
+        if admm:
+            return pnp_admm(forward, axes, obs_, lpn, steps=args.admm_steps, rho=value, inner_steps=args.admm_inner,
+                            dtype=dtype)
+        return pnp(forward, axes, obs_, lpn, steps=args.steps, step_size=value, dtype=dtype)
+
+    sweep = []
+
+    def error(value):
         try:
-            got = pnp(routes["surrogate"], axes, obs, lpn, steps=args.steps, step_size=eta)
+            got = solve(routes["surrogate"], obs, value)
         except Exception as exc:  # noqa: BLE001 -- a diverging step size ranks last
-            print(f"  eta {eta:g}: {exc}", flush=True)
+            print(f"  {label} {value:g}: {exc}", flush=True)
+            sweep.append({label: value, "coef_l2": None, "error": str(exc).splitlines()[0]})
             return float("inf")
         err = float((got["estimate"].double() - a_val).norm() / a_val.norm())
-        print(f"  eta {eta:g}: validation coefficient L2 {err:.3f}", flush=True)
+        sweep.append({label: value, "coef_l2": err, "chi2": got["misfit"], "seconds": got["seconds"]})
+        print(f"  {label} {value:g}: validation coefficient L2 {err:.3f}, chi2 {got['misfit']:.2f}, "
+              f"{got['seconds']:.1f} s", flush=True)
         return err
 
-    eta = min(ETAS, key=error)
-    print(f"LPN step size {eta:g} (chosen on validation sample 0)", flush=True)
-    name = f"lpn (eta {eta:g})"
+    value = min(RHOS if admm else ETAS, key=error)
+    record.sweep = sweep
+    print(f"LPN {label} {value:g} (chosen on validation sample 0)", flush=True)
+    name = f"lpn, PnP-ADMM (rho {value:g})" if admm else f"lpn (eta {value:g})"
     for i in range(args.samples):
         a_true, u_true = test.x[i].double(), test.y[i].double()
         obs = observations(u_true, k, level, 1000 * k + i)
         for route, forward in routes.items():
-            got = pnp(forward, axes, obs, lpn, steps=args.steps, step_size=eta,
-                      dtype=torch.float64 if route == "classical" else torch.float32)
+            try:
+                got = solve(forward, obs, value, torch.float64 if route == "classical" else torch.float32)
+            except Exception as exc:  # noqa: BLE001 -- a diverging run is reported, not fatal
+                print(f"  sample {i} {route}: {str(exc).splitlines()[0]}", flush=True)
+                got = {"estimate": torch.full_like(a_true, float("nan")), "misfit": float("nan"),
+                       "seconds": float("nan")}
             record(k, level, name, i, route, a_true, got["estimate"], got)
     return [(k, level, name)]
+
+
+def langevin_rows(args, data, axes, routes, params, observations) -> list:
+    """``--langevin``: at (100 sensors, 2%) with the latent prior, the MAP estimate (as in the table)
+    followed by MALA posterior samples (``oplab.inverse.invert(sampler="langevin")``: 4 chains from
+    the MAP, ``--burn-in``, ``--thin``, ``--langevin-samples``) on both routes. Reported per test
+    sample and route: the coefficient error of the MAP and of the posterior mean, the mean
+    posterior std, the coverage (fraction of nodes whose posterior-mean error is within 2 std), the
+    posterior std's correlation with the actual error, the acceptance and the sampling time."""
+    from oplab.inverse import invert, make_prior
+
+    k, level, out = 100, 0.02, []
+    for i in range(args.samples):
+        a_true, u_true = data.x[i].double(), data.y[i].double()
+        obs = observations(u_true, k, level, 1000 * k + i)
+        for route, forward in routes.items():
+            torch.set_num_threads(1)
+            got = invert(forward, axes, obs, make_prior("latent", axes, 1, params=params), restarts=args.restarts,
+                         steps=args.steps, lr=args.lr, seed=i, dtype=torch.float64 if route == "classical" else torch.float32,
+                         sampler="langevin", samples=args.langevin_samples, chains=4, burn_in=args.burn_in,
+                         thin=args.thin)
+            est, mean, std = got["estimate"].double(), got["posterior_mean"].double(), got["spread"].double()
+            err = (mean - a_true).abs()
+            row = {"sample": i, "route": route, "map_l2": float((est - a_true).norm() / a_true.norm()),
+                   "mean_l2": float((mean - a_true).norm() / a_true.norm()), "mean_std": float(std.mean()),
+                   "coverage_2std": float((err <= 2 * std).double().mean()),
+                   "std_error_corr": float(np.corrcoef(std.flatten().numpy(), err.flatten().numpy())[0, 1]),
+                   "acceptance": got["sampling"]["acceptance"], "step": got["sampling"]["step"],
+                   "map_seconds": got["seconds"] - got["sampling"]["seconds"],
+                   "sampling_seconds": got["sampling"]["seconds"]}
+            out.append(row)
+            print(f"sample {i} {route:9s}: MAP L2 {row['map_l2']:.3f}, posterior-mean L2 {row['mean_l2']:.3f}, "
+                  f"mean std {row['mean_std']:.2f}, coverage(2 std) {row['coverage_2std']:.2f}, corr(std, |err|) "
+                  f"{row['std_error_corr']:.2f}, acceptance {row['acceptance']:.2f}, MAP {row['map_seconds']:.1f} s, "
+                  f"sampling {row['sampling_seconds']:.1f} s", flush=True)
+    return out
 
 
 def draw(args, data, axes, routes, params, observations) -> None:
@@ -145,9 +204,18 @@ def main() -> None:
     parser.add_argument("--lpn", type=Path, default=None,
                         help="a learned proximal network (benchmarks/lpn_darcy.py --save DIR): adds PnP rows at (100, 2%%)")
     parser.add_argument("--lpn-only", action="store_true", help="with --lpn: only the PnP rows")
+    parser.add_argument("--pnp", choices=("pg", "admm"), default="pg",
+                        help="with --lpn: plug-and-play proximal gradient (pg, --steps steps) or ADMM (admm)")
+    parser.add_argument("--admm-steps", type=int, default=30, help="--pnp admm: ADMM iterations")
+    parser.add_argument("--admm-inner", type=int, default=5, help="--pnp admm: L-BFGS steps of each x-update")
     parser.add_argument("--figure", type=Path, default=None,
                         help="only draw truth, both routes' estimates and errors, and the sensors for test sample 0 "
                              "at (100 sensors, 2%%, latent prior) into this PNG")
+    parser.add_argument("--langevin", action="store_true",
+                        help="only the MALA posterior rows at (100 sensors, 2%%, latent prior), both routes")
+    parser.add_argument("--langevin-samples", type=int, default=200)
+    parser.add_argument("--burn-in", type=int, default=200)
+    parser.add_argument("--thin", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "invert_darcy.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -188,6 +256,21 @@ def main() -> None:
     if args.figure:
         draw(args, data, axes, routes, params, observations)
         return
+    if args.langevin:
+        lrows = langevin_rows(args, data, axes, routes, params, observations)
+        print("\n| route | MAP rel. L2 | posterior-mean rel. L2 | mean posterior std | coverage (2 std) | "
+              "corr(std, abs error) | acceptance | MAP s | sampling s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for route in routes:
+            sel = [r for r in lrows if r["route"] == route]
+            avg = {key: statistics.mean(r[key] for r in sel) for key in sel[0] if key not in ("sample", "route")}
+            print(f"| {route} | {avg['map_l2']:.3f} | {avg['mean_l2']:.3f} | {avg['mean_std']:.2f} | "
+                  f"{avg['coverage_2std']:.2f} | {avg['std_error_corr']:.2f} | {avg['acceptance']:.2f} | "
+                  f"{avg['map_seconds']:.1f} | {avg['sampling_seconds']:.1f} |")
+        args.json.write_text(json.dumps({"date": datetime.date.today().isoformat(), "run": str(run),
+                                         "args": {k: str(v) for k, v in vars(args).items()}, "rows": lrows}, indent=1))
+        print(f"wrote {args.json}")
+        return
     settings = list(SETTINGS) if not (args.lpn and args.lpn_only) else []
     if args.lpn:
         settings += lpn_rows(args, run, routes, axes, observations, record)
@@ -222,7 +305,7 @@ def main() -> None:
     test_l2 = next((m["test"] for m in reversed(metrics) if "test" in m), None)
     out = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
            "torch_threads": 1, "run": str(run), "run_test_errors": test_l2, "args": {k: str(v) for k, v in vars(args).items()},
-           "rows": rows, "table": table}
+           "rows": rows, "table": table, "validation_sweep": getattr(record, "sweep", None)}
     args.json.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")
 

@@ -43,6 +43,35 @@ def test_directions_are_a_conjugate_within_the_window():
     assert worst < 1e-10, worst
 
 
+@pytest.mark.parametrize("net", ["untrained", "identity"])
+def test_obstacles_as_identity_rows_give_the_masked_solution(net):
+    """Dirichlet obstacles (an annulus: a disk cut out of a disk, and the square's corners): the
+    full-grid system of :func:`dcdm.obstacle_system` is SPD and DCDM's solution on the fluid nodes
+    equals :func:`oplab.problems.domains.solve_masked` (the reduced system of darcy_domain)."""
+    from oplab.problems.domains import geometry_mask, solve_masked, unknown_nodes
+
+    n = 18
+    mask = geometry_mask("annulus", n)
+    mu = cosine_grf(np.random.default_rng(3), n, dim=2, alpha=2.0, tau=3.0)
+    a = np.where(mu >= 0.0, 12.0, 3.0)
+    solid = ~unknown_nodes(mask)
+    A, b = dcdm.obstacle_system(a * mask, solid, 1.0)
+    assert abs(A - A.T).max() < 1e-12 and np.linalg.eigvalsh(A.toarray()).min() > 0
+    model = _untrained() if net == "untrained" else dcdm.IdentityNet()
+    x, info = dcdm.dcdm_solve(A, b, model, tol=1e-10)
+    assert info["converged"]
+    u = np.zeros((n, n))
+    u[1:-1, 1:-1] = x.reshape(n - 2, n - 2)
+    ref = solve_masked(a, mask, 1.0)
+    assert np.abs(u[solid]).max() == 0.0 or np.abs(u[solid]).max() < 1e-12
+    assert np.abs(u - ref).max() <= 1e-7 * np.abs(ref).max()
+    # the net's directions restricted to the fluid unknowns: zero at every solid node, same solution
+    inner = solid[1:-1, 1:-1].ravel()
+    x2, info2 = dcdm.dcdm_solve(A, b, model, tol=1e-10, solid=inner, keep_directions=True)
+    assert info2["converged"] and max(np.abs(d[inner]).max() for d in info2["directions"]) == 0.0
+    assert np.abs(x2 - x).max() <= 1e-7 * np.abs(ref).max()
+
+
 @pytest.mark.parametrize("make", [_poisson, _darcy], ids=["poisson", "darcy"])
 @pytest.mark.parametrize("net", ["untrained", "identity"])
 def test_reaches_tolerance_and_matches_spsolve(make, net):

@@ -124,3 +124,41 @@ def load_state(folder: Path) -> tuple[dict, dict]:
 
 def split_prefix(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+NET_CONFIG = "config.json"
+
+
+def save_net(folder: str | Path, kind: str, config: dict, weights: dict) -> Path:
+    """A standalone network (not a run folder: a learned proximal network, a hypernetwork, ...):
+    ``folder/weights.safetensors`` (atomically, :func:`save`; the config also in its header) and
+    ``folder/config.json`` = ``{"kind": kind, **config}`` (the constructor's arguments)."""
+    folder = Path(folder)
+    text = json.dumps({"kind": kind, **config}, indent=1)
+    save(folder, dict(weights), metadata={f"oplab.{kind}": text})
+    (folder / NET_CONFIG).write_text(text)
+    return folder
+
+
+def load_net(folder: str | Path, kind: str, build, what: str) -> torch.nn.Module:
+    """The network :func:`save_net` wrote as ``kind``, built by ``build(config)`` (the config without
+    ``kind``; it may raise DataFileError itself) and loaded strictly, in eval mode; a one-line
+    DataFileError naming the folder and ``what`` it should hold for anything else."""
+    from .errors import ParameterError
+
+    folder = locate(Path(folder))
+    try:
+        config = json.loads((folder / NET_CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"{folder}: no readable {NET_CONFIG} ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict) or config.pop("kind", None) != kind:
+        raise DataFileError(f"{folder}: {NET_CONFIG} does not describe {what}")
+    try:
+        model = build(config)
+    except (TypeError, ParameterError) as exc:
+        raise DataFileError(f"{folder / NET_CONFIG}: does not build {what} ({str(exc).splitlines()[0]})") from None
+    try:
+        model.load_state_dict(load_weights(folder), strict=True)
+    except RuntimeError as exc:
+        raise DataFileError(f"{folder}: weights do not fit the config ({str(exc).splitlines()[0]})") from None
+    return model.eval()

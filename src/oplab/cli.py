@@ -204,7 +204,7 @@ def train_cmd(
         if others:
             raise ParameterError(f"--resume continues a run with its own settings ({resume}/config.json) and takes "
                                  f"only --epochs; got {', '.join(others)}")
-        resume_run(resume, epochs=epochs)
+        resume_run(resume, epochs=epochs)  # (a fine-tuned run resumes with its frozen weights or adapters)
         return
     raw = tc.load_yaml(config) if config else {}
     flags = {
@@ -233,6 +233,81 @@ def train_cmd(
         train_ensemble(tc.from_dict(raw), members)
         return
     run(tc.from_dict(raw))
+
+
+@app.command("finetune")
+def finetune_cmd(
+    run_dir: Path = typer.Argument(..., help="The trained run to start from (the parent)."),
+    data: Path = typer.Option(..., "--data", metavar="FILE", help="The new data set (the parent's channels and dimension)."),
+    method: str = typer.Option("full", "--method", metavar="full|lora|head", help="full: every weight; lora: low-rank adapters, merged after training; head: the output map only."),
+    n_train: int = typer.Option(..., "--n-train", metavar="K", help="Training samples: the first K of --data."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="New run folder (default: RUN_DIR-METHOD-kK beside the parent)."),
+    n_val: Optional[int] = typer.Option(None, "--n-val", metavar="N", help="Validation samples after the K training ones; they choose 'best' (default: K/4, 2 to 50)."),
+    n_test: Optional[int] = typer.Option(None, "--n-test", metavar="N", help="Test samples from the end of --data (or of --test)."),
+    test: Optional[Path] = typer.Option(None, "--test", metavar="FILE", help="Separate test data set."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", help="The parent's checkpoint to start from."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N"),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="LR"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N"),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED"),
+    lora_rank: int = typer.Option(8, "--lora-rank", metavar="R", help="LoRA rank (capped at each layer's channels)."),
+    lora_alpha: float = typer.Option(8.0, "--lora-alpha", metavar="A", help="LoRA scale alpha (the update is alpha/R * B A)."),
+    normalizers: str = typer.Option("refit", "--normalizers", metavar="refit|parent", help="Refit the input/output normalisers to the K samples (as a run from scratch), or keep the parent's (the start is then the parent exactly)."),
+    set_: List[str] = typer.Option([], "--set", metavar="train.KEY=VALUE", help="Override a training setting of the parent's (e.g. train.weight_decay=0)."),
+):
+    """Fine-tune a trained run on a new data set with K samples (full, LoRA or head); writes a normal run folder that records its parent."""
+    from .train.config import apply_overrides
+    from .train.finetune import finetune
+
+    raw = apply_overrides({}, list(set_))
+    other = sorted(set(raw) - {"train"})
+    if other:
+        raise ParameterError(f"--set {other[0]}.KEY: finetune takes train.KEY=VALUE (the model is the parent's)")
+    train = {**raw.get("train", {}), **{k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+                                                           ("seed", seed)) if v is not None}}
+    out = out or run_dir.with_name(f"{run_dir.name}-{method}-k{n_train}")
+    r = finetune(run_dir, data, method, n_train, out, n_val=n_val, n_test=n_test, test=test, checkpoint=checkpoint,
+                 lora_rank=lora_rank, lora_alpha=lora_alpha, normalizers=normalizers,
+                 log=lambda t: console.print(t, highlight=False, markup=False),
+                 **train)
+    ft, val = r["finetune"], r["parent_errors"].get("val", {}).get("l2")
+    console.print(f"wrote {out} ({method}, K = {n_train}, {ft['trainable_params']:,} of {ft['total_params']:,} parameters "
+                  f"trained): best validation relative L2 {r['best_val']:.4f}"
+                  + ("" if val is None else f" (parent {val:.4f})"), highlight=False, soft_wrap=True)
+
+
+@app.command("pretrain-meta")
+def pretrain_meta_cmd(
+    tasks: List[Path] = typer.Argument(..., help="Data sets, one per task (at least 2, one channel layout)."),
+    model: str = typer.Option(..., "--model", metavar="NAME", help="Model or preset name (see `oplab models`)."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Run folder to create (a parent for oplab finetune)."),
+    steps: int = typer.Option(200, "--steps", metavar="N", help="Meta steps (outer Adam updates)."),
+    meta_batch: int = typer.Option(4, "--meta-batch", metavar="N", help="Tasks per meta step."),
+    support: int = typer.Option(10, "--support", metavar="N", help="Samples of the inner (adaptation) steps."),
+    query: int = typer.Option(10, "--query", metavar="N", help="Samples of the outer loss."),
+    inner_steps: int = typer.Option(3, "--inner-steps", metavar="N"),
+    inner_lr: float = typer.Option(1e-2, "--inner-lr", metavar="LR", help="SGD step of the inner loop."),
+    meta_lr: float = typer.Option(1e-3, "--meta-lr", metavar="LR", help="Adam step of the outer loop."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", metavar="N", help="Per task: samples from its start (the last --n-val validate)."),
+    n_val: Optional[int] = typer.Option(None, "--n-val", metavar="N"),
+    n_test: Optional[int] = typer.Option(None, "--n-test", metavar="N"),
+    eval_every: int = typer.Option(20, "--eval-every", metavar="N", help="Meta steps between validations (each a metrics record)."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED"),
+    set_: List[str] = typer.Option([], "--set", metavar="model.KEY=VALUE", help="Model arguments (e.g. model.width=32)."),
+):
+    """MAML-style meta-initialisation (first-order MAML, each file a task) into a normal run folder."""
+    from .train.config import apply_overrides
+    from .train.finetune import meta_init
+
+    raw = apply_overrides({}, list(set_))
+    other = sorted(set(raw) - {"model"})
+    if other:
+        raise ParameterError(f"--set {other[0]}.KEY: pretrain-meta takes model.KEY=VALUE")
+    r = meta_init([str(t) for t in tasks], {**raw.get("model", {}), "name": model}, out, n_train=n_train, n_val=n_val,
+                  n_test=n_test, steps=steps, meta_batch=meta_batch, support=support, query=query,
+                  inner_steps=inner_steps, inner_lr=inner_lr, meta_lr=meta_lr, eval_every=eval_every, seed=seed,
+                  log=lambda t: console.print(t, highlight=False, markup=False))
+    console.print(f"wrote {out}: best validation relative L2 after adaptation {r['best_val']:.4f}", highlight=False)
 
 
 @app.command("refine")
@@ -434,9 +509,15 @@ def invert_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder of a trained one-shot operator."),
     obs: Path = typer.Option(..., "--obs", metavar="FILE", help="Observations (.npz or .h5): points [K, d], values [K] or [K, C], noise (std), optional channels."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for estimate.npy, spread.npy, result.json, inversion.png."),
-    prior: str = typer.Option("latent", "--prior", metavar="latent|tv|smooth|lpn", help="latent: two-phase fields from a Gaussian random field's latent coefficients (the darcy problem's prior); tv: total variation; smooth: |grad a|^2; lpn: a learned proximal network (--lpn) in plug-and-play proximal gradient steps."),
+    prior: str = typer.Option("latent", "--prior", metavar="latent|tv|smooth|lpn", help="latent: two-phase fields from a Gaussian random field's latent coefficients (the darcy problem's prior); tv: total variation; smooth: |grad a|^2; lpn: a learned proximal network (--lpn) as the proximal step of plug-and-play proximal gradient or ADMM (--pnp)."),
     lpn: Optional[Path] = typer.Option(None, "--lpn", metavar="DIR", help="The learned proximal network of --prior lpn (a folder saved by oplab.inverse.lpn.save_lpn)."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", metavar="ETA", help="--prior lpn: the gradient step (default: the network's training noise squared)."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", metavar="ETA", help="--prior lpn --pnp pg: the gradient step (default: the network's training noise squared)."),
+    pnp: str = typer.Option("pg", "--pnp", metavar="pg|admm", help="--prior lpn: plug-and-play proximal gradient (pg) or ADMM (admm, an inner L-BFGS solve on the data term)."),
+    rho: Optional[float] = typer.Option(None, "--rho", metavar="RHO", help="--prior lpn --pnp admm: the ADMM penalty, also the prior's weight (default: 1 / the network's training noise squared)."),
+    sampler: str = typer.Option("multistart", "--sampler", metavar="multistart|langevin|ula", help="Uncertainty: the spread over the restarts (multistart), or posterior samples by Metropolis-adjusted Langevin (langevin) or unadjusted Langevin (ula) started from the estimate; spread.npy is then their pixelwise std and posterior_mean.npy their mean."),
+    samples: int = typer.Option(200, "--samples", metavar="N", help="--sampler langevin|ula: samples kept (4 chains)."),
+    burn_in: int = typer.Option(200, "--burn-in", metavar="N", help="--sampler langevin|ula: steps per chain before keeping samples (the step size adapts there)."),
+    thin: int = typer.Option(5, "--thin", metavar="N", help="--sampler langevin|ula: keep every N-th state."),
     weight: float = typer.Option(1.0, "--weight", metavar="W", help="Weight of the tv / smooth prior."),
     bounds: Optional[str] = typer.Option(None, "--bounds", metavar="LO,HI", help="The input's range (default: the two phases of a darcy set for latent; the training inputs' range otherwise)."),
     restarts: int = typer.Option(4, "--restarts", metavar="R", help="Random starts, optimised together; the spread over them is written too."),
@@ -459,8 +540,11 @@ def invert_cmd(
             raise ParameterError(f"--bounds {bounds!r}: expected LO,HI, e.g. 3,12")
     if prior not in ("latent", "tv", "smooth", "lpn"):
         raise ParameterError(f"--prior must be latent, tv, smooth or lpn, got {prior!r}")
+    if sampler not in ("multistart", "langevin", "ula"):
+        raise ParameterError(f"--sampler must be multistart, langevin or ula, got {sampler!r}")
     result = inverse.run(run_dir, obs, out, prior, weight, lim, restarts, steps, lr, checkpoint, overwrite, seed,
-                         lpn=lpn, step_size=step_size, log=lambda text: None)
+                         lpn=lpn, step_size=step_size, log=lambda text: None, pnp_method=pnp, rho=rho,
+                         sampler=sampler, samples=samples, burn_in=burn_in, thin=thin)
     console.print(f"wrote {out}: estimate from {result['sensors']} sensors with the {prior} prior; chi^2 per value "
                   f"{result['misfit']:.3g} (about 1 when the data are explained to their noise); "
                   f"{result['seconds']:.1f} s")
@@ -671,6 +755,23 @@ def dcdm_train_cmd(
                   f"{len(r['history'])} steps, loss {r['history'][0]:.3g} -> {sum(r['history'][-10:]) / len(r['history'][-10:]):.3g}, "
                   f"{r['seconds']:.0f} s); use it: oplab generate {prob.name} --param solver=dcdm --param dcdm_net={out}",
                   highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("hypino-train")
+def hypino_train_cmd(
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Folder for the hypernetwork (weights.safetensors + config.json)."),
+    steps: int = typer.Option(1000, "--steps", metavar="S", help="Adam steps (32 problems each)."),
+    problems_n: int = typer.Option(4000, "--problems", metavar="N", help="Random manufactured training problems (64 more for validation)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", metavar="T", help="Stop after T seconds of training."),
+    seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed of the problems and of the training."),
+):
+    """Train a HyPINO hypernetwork (PDE specification -> PINN weights) for -Lap u + k u = f on random domains."""
+    from .models.hypino import pretrain
+
+    _, r = pretrain(steps=steps, n_train=problems_n, seed=seed, time_budget=seconds, out=out,
+                    log=lambda s: console.print(s, highlight=False, markup=False))
+    console.print(f"wrote {out}: HyPINO, {len(r['history'])} steps in {r['seconds']:.0f} s, best validation "
+                  f"relative L2 error {r['val_error']:.4f} (step {r['best_step']})", highlight=False, markup=False, soft_wrap=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

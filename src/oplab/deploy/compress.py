@@ -44,7 +44,8 @@ import torch
 from .. import checkpoint as ckpt
 from ..errors import OplabError, ParameterError
 from ..rundir import CHECKPOINTS, RunDir
-from ..train.tasks import MapTask
+from ..eval.metrics import evaluate, masked
+from ..train.tasks import MapTask, mask_channel
 from .quantize import SCHEME, check_bits, fake_quantize, quantizable, quantize_state, quantized_copy
 
 METHODS = ("quantize", "distill", "distill-quantize")
@@ -229,7 +230,8 @@ def distill(source: RunDir, out: Path, *, bits: int | None = None, width: int | 
             plan = quantizable(trainer.bundle)
             if init == "teacher":  # in place: the optimizer holds these parameters
                 trainer.bundle.load_state_dict(teacher.bundle.state_dict())
-            trainer.task = Distillation(data.train, cfg.train, targets, alpha, bits, plan)
+            trainer.task = Distillation(data.train, cfg.train, targets, alpha, bits, plan,
+                                        input_channels=(info.get("data") or {}).get("input_channels"))
         except BaseException:
             run.discard()
             raise
@@ -254,8 +256,8 @@ class Distillation(MapTask):
     validation that chooses ``best`` (quantised distillation, Polino et al. 2018)."""
 
     def __init__(self, train, cfg, targets: torch.Tensor, alpha: float = 0.0, bits: int | None = None,
-                 plan: dict | None = None):
-        super().__init__(train, cfg)
+                 plan: dict | None = None, input_channels=None):
+        super().__init__(train, cfg, input_channels)
         self.targets, self.alpha, self.bits, self.plan = targets, float(alpha), bits, dict(plan or {})
 
     def batches(self, plan):
@@ -274,6 +276,8 @@ class Distillation(MapTask):
     def loss(self, trainer, net, batch, coords):
         x, y, t = (b.to(trainer.device) for b in batch)
         pred = self.forward(trainer, net, x, coords).float()
+        if self.mask is not None:  # train.loss_mask: the points outside the domain count nowhere
+            pred, y, t = masked(x, self.mask, pred, y, t)
         periodic = self.train.periodic
         loss = (1.0 - self.alpha) * trainer.loss_fn(pred, t, coords, periodic)
         if self.alpha:
@@ -281,7 +285,7 @@ class Distillation(MapTask):
         return loss, len(x)
 
     def evaluate(self, bundle, data, device) -> dict:
-        return self.score(self.cfg, quantized_copy(bundle, self.bits, self.plan) if self.bits else bundle, data, device)
+        return super().evaluate(quantized_copy(bundle, self.bits, self.plan) if self.bits else bundle, data, device)
 
 
 # ------------------------------------------------------------------ summary
@@ -314,8 +318,12 @@ def report(method: str, source: RunDir, out: Path, val=None, teacher_bundle=None
         from ..eval.run import task_config
 
         cfg = task_config(source.config["train"])
-        score = TASKS[cfg.task].score
+        mask = mask_channel(cfg, source.data.get("input_channels"))
+        if mask is None:
+            score = lambda bundle: TASKS[cfg.task].score(cfg, bundle, val)  # noqa: E731
+        else:  # train.loss_mask: over the domain only, as the run's own errors
+            score = lambda bundle: evaluate(bundle, val, mask=mask)  # noqa: E731
         teacher_bundle = teacher_bundle if teacher_bundle is not None else load(source.path).bundle
-        summary["val_l2"] = score(cfg, load(out).bundle, val)["l2"]
-        summary["teacher_val_l2"] = score(cfg, teacher_bundle, val)["l2"]
+        summary["val_l2"] = score(load(out).bundle)["l2"]
+        summary["teacher_val_l2"] = score(teacher_bundle)["l2"]
     return summary

@@ -22,9 +22,11 @@ def check_grid(sizes, periodic, names, where: str) -> None:
                                  f"{need} on a{' periodic' if per else ' non-periodic'} axis")
 
 
-def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
+def evaluate(bundle, data, batch_size: int = 50, device=None, mask: int | None = None) -> dict:
     """Relative L2 and H1 errors (means over samples) of ``bundle`` on ``data`` (a
-    :class:`~oplab.train.data.GridData` or a streamed :class:`~oplab.train.data.StreamData`)."""
+    :class:`~oplab.train.data.GridData` or a streamed :class:`~oplab.train.data.StreamData`);
+    ``mask``: the index of an input channel whose zeros are left out (``train.loss_mask``,
+    :func:`masked`): the errors over the domain only."""
     device = device or next(bundle.parameters()).device
     coords = tuple(c.to(device) for c in data.out_coords)
     l2 = h1 = 0.0
@@ -34,10 +36,20 @@ def evaluate(bundle, data, batch_size: int = 50, device=None) -> dict:
         for xb, yb in data.chunks(batch_size):
             xb, yb = xb.to(device), yb.to(device)
             pred = bundle(xb, coords)
+            if mask is not None:
+                pred, yb = masked(xb, mask, pred, yb)
             l2 += losses.relative_l2(pred, yb, coords, data.periodic, reduce=False).sum().item()
             h1 += losses.relative_h1(pred, yb, coords, data.periodic, reduce=False).sum().item()
     bundle.train(was_training)
     return {"l2": l2 / len(data), "h1": h1 / len(data)}
+
+
+def masked(x: torch.Tensor, channel: int, *fields: torch.Tensor) -> tuple:
+    """``fields`` (each ``[B, C, *S]``) set to 0 where input channel ``channel`` of ``x [B, C_in, *S]``
+    (the same points) is 0: the points outside the domain then count in no relative error and get
+    no gradient, whatever the prediction there (NaN included)."""
+    keep = x[:, channel : channel + 1] != 0
+    return tuple(torch.where(keep, f, torch.zeros((), dtype=f.dtype, device=f.device)) for f in fields)
 
 
 def inference_seconds_per_sample(bundle, data, batch: int = 50, repeats: int = 5, x=None, coords=None) -> float:

@@ -76,7 +76,12 @@ def evaluate_run(run_dir, file, resolutions=(None,), n: int | None = None, every
             results[grid_label(part.dataset())] = {"l2": scores["l2"], "h1": scores["h1"], "samples": len(data)}
             continue
         _check_fits(op, data, file, res)
-        results[grid_label(part.dataset())] = {**evaluate(op.bundle, data), "samples": len(data)}
+        mask = None
+        if train_cfg.get("loss_mask"):  # scored over the domain only, as it was validated
+            from ..train.tasks import mask_channel
+
+            mask = mask_channel(task_config(train_cfg), op.data.get("input_channels"), data.x_shape, data.y_shape)
+        results[grid_label(part.dataset())] = {**evaluate(op.bundle, data, mask=mask), "samples": len(data)}
     described = Part(str(file), indices, None).describe()
     return {"checkpoint": op.checkpoint, "scored": scored, "samples": described, "results": results}
 
@@ -85,7 +90,7 @@ def task_config(train: dict):
     """The task settings of a run's recorded ``train`` section (a :class:`TrainConfig` of them)."""
     from ..train.config import TrainConfig
 
-    keys = ("task", "window", "bundle", "unroll", "pushforward", "first_state")
+    keys = ("task", "window", "bundle", "unroll", "pushforward", "first_state", "loss_mask")
     return TrainConfig(**{k: train[k] for k in keys if k in train})
 
 

@@ -13,7 +13,9 @@ Gaussian random field whose Karhunen-Loeve coefficients ``z`` are the unknowns, 
 the MAP estimate under the data's own prior, in the spirit of DGNO's latent inversion, Zang &
 Koutsourelakis 2025). Several restarts from random starts run as one batch; the estimate is the
 restart with the lowest ``J`` and the pixelwise spread over the restarts is reported as an
-uncertainty (a multi-start spread, not a posterior).
+uncertainty (a multi-start spread, not a posterior); or, with ``sampler="langevin"``, the pixelwise
+standard deviation of Metropolis-adjusted Langevin samples of ``exp(-J)`` started from the
+estimate (:mod:`oplab.inverse.sampling`).
 
 ``forward`` is any differentiable map ``[B, C_in, *S] -> [B, C_out, *S]``: a trained operator
 (:func:`surrogate`), or a numerical solver with its adjoint (:class:`oplab.inverse.adjoint.DarcySolve`),
@@ -153,17 +155,33 @@ def surrogate(op):
 
 
 def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 4, steps: int = 300,
-           lr: float = 0.05, optimizer: str = "adam", seed: int = 0, dtype=torch.float32, log=None) -> dict:
+           lr: float = 0.05, optimizer: str = "adam", seed: int = 0, dtype=torch.float32, log=None,
+           sampler: str = "multistart", samples: int = 200, chains: int = 4, burn_in: int = 200, thin: int = 5,
+           langevin_step: float = 1e-3) -> dict:
     """Minimise the objective of the module docstring. ``prior``: an :mod:`oplab.inverse.priors`
     prior (it owns the parametrisation of ``a``). Returns ``estimate [C_in, *S]`` (the restart with
     the lowest objective), ``spread`` (pixelwise standard deviation over the restarts), ``samples``
     (every restart's field), ``misfit`` (chi^2 per observed value of the estimate), ``objective``
-    per restart, ``history`` (objective of the best restart every 10 steps) and ``seconds``."""
+    per restart, ``history`` (objective of the best restart every 10 steps) and ``seconds``.
+
+    ``sampler="langevin"`` (or ``"mala"``; ``"ula"`` for the unadjusted chain): after the
+    optimisation, ``chains`` Langevin chains started from the estimate draw ``samples`` states of
+    ``exp(-J)`` (:func:`oplab.inverse.sampling.langevin`: ``burn_in``, ``thin``, initial step
+    ``langevin_step``); then ``samples`` are those fields, ``spread`` is their pixelwise standard
+    deviation (the posterior's, in place of the multi-start spread), ``posterior_mean`` their mean,
+    and ``sampling`` records the chain (acceptance, step, seconds). ``estimate`` stays the MAP."""
     for name, value in (("restarts", restarts), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ParameterError(f"invert: {name} must be a positive int, got {value!r}")
     if optimizer not in ("adam", "lbfgs"):
         raise ParameterError(f"invert: optimizer must be adam or lbfgs, got {optimizer!r}")
+    if sampler not in ("multistart", "langevin", "mala", "ula"):
+        raise ParameterError(f"invert: sampler must be multistart, langevin (mala) or ula, got {sampler!r}")
+    if sampler != "multistart":
+        for name, value, low in (("samples", samples, 1), ("chains", chains, 1), ("burn_in", burn_in, 0),
+                                 ("thin", thin, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ParameterError(f"invert: {name} must be an int >= {low}, got {value!r}")
     points = torch.as_tensor(obs.points, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     params = prior.init(restarts, gen).to(dtype).requires_grad_(True)
@@ -202,10 +220,25 @@ def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 
         total, chi2 = objective(params)
         fields = prior.field(params)
     best = int(torch.argmin(total))
-    return {"estimate": fields[best].detach(), "spread": fields.std(0, unbiased=False).detach() if restarts > 1
-            else torch.zeros_like(fields[0]), "samples": fields.detach(),
-            "misfit": float(chi2[best]) * 2.0 / obs.values.size, "objective": total.tolist(),
-            "history": history, "seconds": seconds, "best": best}
+    result = {"estimate": fields[best].detach(), "spread": fields.std(0, unbiased=False).detach() if restarts > 1
+              else torch.zeros_like(fields[0]), "samples": fields.detach(),
+              "misfit": float(chi2[best]) * 2.0 / obs.values.size, "objective": total.tolist(),
+              "history": history, "seconds": seconds, "best": best}
+    if sampler != "multistart":
+        from .sampling import langevin
+
+        chain = langevin(lambda p: objective(p)[0], params[best : best + 1].detach(), samples=samples, chains=chains,
+                         burn_in=burn_in, thin=thin, step=langevin_step, sampler="ula" if sampler == "ula" else "mala",
+                         seed=seed, log=log)
+        with torch.no_grad():
+            drawn = torch.cat([prior.field(p) for p in chain["params"].split(64)])
+        spread = drawn.std(0, unbiased=True) if len(drawn) > 1 else torch.zeros_like(drawn[0])
+        result.update(samples=drawn, spread=spread,
+                      posterior_mean=drawn.mean(0), seconds=seconds + chain["seconds"],
+                      sampling={"sampler": "ula" if sampler == "ula" else "mala", "samples": len(drawn),
+                                "chains": chains, "burn_in": burn_in, "thin": thin, "acceptance": chain["acceptance"],
+                                "mala_ratio": chain["mala_ratio"], "step": chain["step"], "seconds": chain["seconds"]})
+    return result
 
 
 
@@ -239,12 +272,17 @@ def make_prior(name: str, axes: list[Axis], channels: int, weight: float = 1.0, 
 
 def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, bounds=None, restarts: int = 4,
         steps: int = 500, lr: float = 0.05, checkpoint: str = "best", overwrite: bool = False, seed: int = 0,
-        lpn=None, step_size: float | None = None, log=print) -> dict:
+        lpn=None, step_size: float | None = None, log=print, pnp_method: str = "pg", rho: float | None = None,
+        sampler: str = "multistart", samples: int = 200, burn_in: int = 200, thin: int = 5) -> dict:
     """``oplab invert``: the input field of the operator in ``run_dir`` that explains the
     observations file, written to folder ``out`` (``estimate.npy``, ``spread.npy``,
     ``result.json``, ``inversion.png``: estimate, spread and the sensors). ``prior="lpn"``: a
     learned proximal network saved in folder ``lpn`` as the proximal step of plug-and-play proximal
-    gradient descent (:func:`oplab.inverse.lpn.pnp`, ``steps`` steps of size ``step_size``)."""
+    gradient descent (``pnp_method="pg"``, :func:`oplab.inverse.lpn.pnp`, ``steps`` steps of size
+    ``step_size``) or of plug-and-play ADMM (``"admm"``, :func:`oplab.inverse.lpn.pnp_admm`,
+    ``steps`` iterations with penalty ``rho``). ``sampler="langevin"`` (the other priors): MALA
+    posterior samples from the MAP estimate (``samples``, ``burn_in``, ``thin``; 4 chains), their
+    pixelwise standard deviation written as ``spread.npy`` and their mean as ``posterior_mean.npy``."""
     import json
 
     from ..predictor import load
@@ -266,7 +304,7 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
     obs.check(op.out_axes, op.data["train_output_shape"][0], str(observations))
     c_in = op.data["train_input_shape"][0]
     if prior == "lpn":
-        from .lpn import load_lpn, pnp
+        from .lpn import load_lpn, pnp, pnp_admm
 
         if lpn is None:
             raise ParameterError("the lpn prior needs a trained network: pass --lpn DIR (benchmarks/lpn_darcy.py --save DIR)")
@@ -274,24 +312,44 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
         if (net.config["in_channels"], net.config["dim"]) != (c_in, len(op.in_axes)):
             raise ParameterError(f"--lpn {lpn}: a network for {net.config['in_channels']}-channel {net.config['dim']}D "
                                  f"fields; this operator's inputs have {c_in} channel(s) on {len(op.in_axes)} axes")
-        result = pnp(surrogate(op), op.in_axes, obs, net, steps=steps, step_size=step_size, log=log)
+        if sampler != "multistart":
+            raise ParameterError(f"--sampler {sampler}: Langevin sampling needs a differentiable prior (latent, tv, "
+                                 f"smooth); the lpn prior is a proximal step only")
+        if pnp_method == "admm":
+            if step_size is not None:
+                raise ParameterError("--step-size is plug-and-play proximal gradient's (--pnp pg); "
+                                     "--pnp admm takes --rho")
+            result = pnp_admm(surrogate(op), op.in_axes, obs, net, steps=steps, rho=rho, log=log)
+        elif pnp_method == "pg":
+            if rho is not None:
+                raise ParameterError("--rho is plug-and-play ADMM's (--pnp admm); --pnp pg takes --step-size")
+            result = pnp(surrogate(op), op.in_axes, obs, net, steps=steps, step_size=step_size, log=log)
+        else:
+            raise ParameterError(f"--pnp must be pg or admm, got {pnp_method!r}")
         restarts, lr, weight = 1, None, None  # (recorded as unused)
     else:
         if step_size is not None:
             raise ParameterError("--step-size is the lpn prior's (plug-and-play step); the other priors take --lr")
+        if rho is not None:
+            raise ParameterError("--rho is the lpn prior's (plug-and-play ADMM penalty); "
+                                 "the other priors take --weight")
         if bounds is None and prior != "latent":
             bounds = _input_range(RunDir.open(run_dir).data.get("train"))
         p = make_prior(prior, op.in_axes, c_in, weight, bounds, op.data.get("params"))
         result = invert(surrogate(op), op.in_axes, obs, p, restarts=restarts, steps=steps, lr=lr, seed=seed,
-                        log=log)
+                        log=log, sampler=sampler, samples=samples, burn_in=burn_in, thin=thin)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "estimate.npy", result["estimate"].numpy())
     np.save(out / "spread.npy", result["spread"].numpy())
+    if "posterior_mean" in result:
+        np.save(out / "posterior_mean.npy", result["posterior_mean"].numpy())
     record = {"run": str(run_dir), "observations": str(observations), "prior": prior, "weight": weight,
               "lpn": None if lpn is None else str(lpn), "step_size": result.get("step_size"),
               "bounds": list(bounds) if bounds is not None else None, "restarts": restarts, "steps": steps,
               "lr": lr, "sensors": int(obs.points.shape[0]), "misfit": result["misfit"],
-              "objective": result.get("objective"), "best": result.get("best", 0), "seconds": result["seconds"]}
+              "objective": result.get("objective"), "best": result.get("best", 0), "seconds": result["seconds"],
+              "pnp": pnp_method if prior == "lpn" else None, "rho": result.get("rho"),
+              "sampler": sampler, "sampling": result.get("sampling")}
     (out / "result.json").write_text(json.dumps(record, indent=1))
     _plot(out / "inversion.png", result, obs, op.in_axes)
     return {**record, "estimate": result["estimate"], "spread": result["spread"]}
@@ -318,7 +376,8 @@ def _plot(path: Path, result: dict, obs: Observations, axes: list[Axis]) -> None
         return
     fig, panels = plt.subplots(1, 2, figsize=(8, 3.6))
     extent = (axes[1].lo, axes[1].hi, axes[0].hi, axes[0].lo)  # rows: the first axis
-    for ax, field, title in zip(panels, (result["estimate"][0], result["spread"][0]), ("estimate", "spread over restarts")):
+    spread_title = "posterior std (Langevin)" if result.get("sampling") else "spread over restarts"
+    for ax, field, title in zip(panels, (result["estimate"][0], result["spread"][0]), ("estimate", spread_title)):
         im = ax.imshow(field.numpy(), extent=extent)
         ax.scatter(obs.points[:, 1], obs.points[:, 0], s=4, c="w", edgecolors="k", linewidths=0.3)
         ax.set_title(title)

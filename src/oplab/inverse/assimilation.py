@@ -138,7 +138,8 @@ def train_observer(step, observer: Observer, trajectories: torch.Tensor, initial
 def enkf(forecast, ensemble: np.ndarray, observations: np.ndarray, sensors, noise: float, inflation: float = 1.0,
          seed: int = 0) -> dict:
     """Stochastic EnKF (module docstring). ``forecast``: ``[M, C, n] -> [M, C, n]`` (numpy, the numerical
-    solver over one observation interval); ``ensemble [M, C, n]``: draws from the prior;
+    solver over one observation interval; a trained torch predictor through :func:`torch_forecast`);
+    ``ensemble [M, C, n]``: draws from the prior;
     ``observations [T, K]`` of channel 0 at ``sensors``. Returns ``mean [T, C, n]``, ``spread [T]``
     (the ensemble's root-mean-square standard deviation) and ``seconds``."""
     if not noise > 0:
@@ -165,5 +166,18 @@ def enkf(forecast, ensemble: np.ndarray, observations: np.ndarray, sensors, nois
     return {"mean": np.stack(means), "spread": spreads, "seconds": time.perf_counter() - tic}
 
 
+def torch_forecast(step, dtype=torch.float32):
+    """A torch forecast (a trained predictor ``[M, C, n] -> [M, C, n]``, e.g. an autoregressive
+    operator's step) as the numpy forecast :func:`enkf` takes: members cast to ``dtype``, stepped
+    without autograd, returned as float64 arrays. This is the EnKF over the surrogate: the same
+    filter with the learned model in place of the solver."""
+
+    def forecast(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return step(torch.as_tensor(x, dtype=dtype)).double().numpy()
+
+    return forecast
+
+
 __all__ = ["Observer", "assimilate", "check_sensors", "enkf", "interpolate", "simulate_observations",
-           "train_observer"]
+           "torch_forecast", "train_observer"]

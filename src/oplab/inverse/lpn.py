@@ -46,13 +46,14 @@ written with it). ``sigma`` and ``gamma`` are in these units. :meth:`LPN.normali
 mapping itself (its ``forward``, ``init`` and ``estimate`` are physical).
 
 :func:`pnp` is plug-and-play proximal gradient descent with the LPN as the proximal step, on the
-misfit of :func:`oplab.inverse.invert`.
+misfit of :func:`oplab.inverse.invert`; :func:`pnp_admm` is plug-and-play ADMM (Venkatakrishnan,
+Bouman & Wohlberg 2013, "Plug-and-play priors for model based reconstruction", GlobalSIP; the
+solver Fang et al. use for their inverse problems) with the same proximal step.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -62,9 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataFileError, ParameterError
-
-CONFIG = "config.json"
+from ..errors import ParameterError
 
 
 def _per_channel(value, channels: int, name: str) -> list[float]:
@@ -234,37 +233,18 @@ class LPN(nn.Module):
 
 # -- save / load (safetensors + JSON, never pickle) ---------------------------------------------------
 def save_lpn(model: LPN, folder: str | Path) -> Path:
-    """``folder/weights.safetensors`` (written atomically, :func:`oplab.checkpoint.save`) and
-    ``folder/config.json`` (the constructor's arguments, normalisation and training sigma)."""
-    from ..checkpoint import save
+    """``folder/weights.safetensors`` and ``folder/config.json`` (the constructor's arguments,
+    normalisation and training sigma): :func:`oplab.checkpoint.save_net`."""
+    from ..checkpoint import save_net
 
-    folder = Path(folder)
-    config = json.dumps({"kind": "lpn", **model.config}, indent=1)
-    save(folder, dict(model.state_dict()), metadata={"oplab.lpn": config})
-    (folder / CONFIG).write_text(config)
-    return folder
+    return save_net(folder, "lpn", model.config, model.state_dict())
 
 
 def load_lpn(folder: str | Path) -> LPN:
     """An LPN written by :func:`save_lpn` (in eval mode)."""
-    from ..checkpoint import load_weights, locate
+    from ..checkpoint import load_net
 
-    folder = locate(Path(folder))
-    try:
-        config = json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataFileError(f"{folder}: no readable {CONFIG} ({exc.__class__.__name__})") from None
-    if config.pop("kind", None) != "lpn":
-        raise DataFileError(f"{folder}: {CONFIG} does not describe an LPN")
-    try:
-        model = LPN(**config)
-    except (TypeError, ParameterError) as exc:
-        raise DataFileError(f"{folder / CONFIG}: does not build an LPN ({str(exc).splitlines()[0]})") from None
-    try:
-        model.load_state_dict(load_weights(folder), strict=True)
-    except RuntimeError as exc:
-        raise DataFileError(f"{folder}: weights do not fit the config ({str(exc).splitlines()[0]})") from None
-    return model.eval()
+    return load_net(folder, "lpn", lambda config: LPN(**config), "an LPN")
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -451,4 +431,112 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
             "step_size": float(step_size), "seconds": time.perf_counter() - tic}
 
 
-__all__ = ["LPN", "gamma_schedule", "load_lpn", "pm_loss", "pnp", "save_lpn", "train_lpn"]
+# -- plug-and-play ADMM -------------------------------------------------------------------------------
+def pnp_admm(forward, axes, obs, lpn: LPN, steps: int = 50, rho: float | None = None, inner_steps: int = 10,
+             init=None, dtype=torch.float32, log=None) -> dict:
+    """Plug-and-play ADMM with the LPN as the proximal step (scaled form; Boyd et al. 2011,
+    "Distributed optimization and statistical learning via ADMM", section 3.1.1; PnP after
+    Venkatakrishnan et al. 2013), in the LPN's normalised units ``x = (a - mean) / std``:
+
+        x_{k+1} = argmin_x misfit(mean + std x) + rho/2 |x - z_k + w_k|^2     (inner L-BFGS)
+        z_{k+1} = f_theta(x_{k+1} + w_k)                                       (the LPN: prox of R_theta)
+        w_{k+1} = w_k + x_{k+1} - z_{k+1}
+
+    ``misfit`` as in :func:`oplab.inverse.invert` (``axes``: the grid where the sensors read
+    ``forward``'s output). Since ``f_theta`` is the prox of ``R_theta`` with unit weight, the
+    z-update is the prox of ``(lambda / rho) R`` exactly when ``lambda = rho``: the iteration
+    targets stationary points of ``misfit + rho R_theta``, so ``rho`` is both the ADMM penalty and
+    the prior's weight. An LPN trained at noise ``sigma`` has ``R_theta ~ -sigma^2 log p``, so
+    ``rho = 1 / sigma^2`` (the default, from the LPN's config) is the MAP balance; unlike proximal
+    gradient (:func:`pnp`, whose ``eta`` plays ``1 / rho``) the data's weight has no stability
+    limit, since the data term is minimised, not stepped on. The x-update runs ``inner_steps``
+    L-BFGS iterations (strong Wolfe line search), warm-started at the previous ``x``.
+
+    ``init`` (physical ``[C, *S]`` or ``[1, C, *S]``; default the mean field, ``x = 0``) starts
+    ``x`` and ``z``; ``w`` starts at 0. Returns ``estimate [C, *S]`` (physical, ``z``: the LPN's
+    output), ``spread`` (zeros), ``samples [1, C, *S]``, ``misfit`` (chi^2 per observed value of
+    the estimate), ``history`` (1/2 chi^2 of ``z`` every 10 iterations), ``residual`` (the primal
+    residual ``|x - z| / |z|`` every 10 iterations), ``rho``, ``evaluations`` (forward passes) and
+    ``seconds``. A diverging run stops with a one-line error."""
+    from . import misfit as data_misfit
+
+    for name, value in (("steps", steps), ("inner_steps", inner_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParameterError(f"pnp_admm: {name} must be a positive int, got {value!r}")
+    if rho is None:
+        if lpn.config.get("sigma") is None:
+            raise ParameterError("pnp_admm: the LPN does not know its training noise; pass rho")
+        rho = 1.0 / lpn.config["sigma"] ** 2
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+        raise ParameterError(f"pnp_admm: rho must be a positive number, got {rho!r}")
+    c, dim = lpn.config["in_channels"], lpn.config["dim"]
+    shape_note = f"[{c}, {', '.join('S' * dim)}]"
+    points = torch.as_tensor(obs.points, dtype=dtype)
+    net_dtype = next(lpn.parameters()).dtype
+    if init is None:
+        z = torch.zeros(1, c, *(a.n for a in axes), dtype=dtype)
+    else:
+        a0 = torch.as_tensor(init, dtype=dtype)
+        a0 = a0[None] if a0.ndim == dim + 1 else a0
+        if a0.ndim != dim + 2 or a0.shape[:2] != (1, c):
+            raise ParameterError(f"pnp_admm: init must be {shape_note} (one field), got {list(a0.shape)}")
+        z = lpn.normalise(a0)
+    if z.ndim != dim + 2:
+        raise ParameterError(f"pnp_admm: the LPN works on {dim} spatial axis/axes; pass init {shape_note}")
+    x, w = z.clone(), torch.zeros_like(z)
+    evaluations = [0]
+
+    def misfit(x_):
+        evaluations[0] += 1
+        return data_misfit(forward, lpn.denormalise(x_).to(dtype), points, obs, axes).sum()
+
+    def diverged(step):
+        return ParameterError(f"pnp_admm: diverged at iteration {step} with rho {rho:g} (the x-update left the "
+                              f"forward map's domain or the misfit overflowed); try a larger rho (a stronger prior)")
+
+    was_training = lpn.training
+    lpn.eval()
+    history, residual = [], []
+    tic = time.perf_counter()
+    try:
+        for step in range(steps):
+            v = (z - w).detach()
+            xk = x.detach().clone().requires_grad_(True)
+            opt = torch.optim.LBFGS([xk], lr=1.0, max_iter=inner_steps, history_size=20, tolerance_grad=1e-10,
+                                    tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                with torch.enable_grad():
+                    obj = misfit(xk) + 0.5 * rho * (xk - v).square().sum()
+                    obj.backward()
+                return obj
+
+            opt.step(closure)
+            x = xk.detach()
+            if not torch.isfinite(x).all():
+                raise diverged(step)
+            z = lpn((x + w).to(net_dtype)).to(dtype).detach()
+            w = w + x - z
+            if not (torch.isfinite(z).all() and torch.isfinite(w).all()):
+                raise diverged(step)
+            if step % 10 == 0 or step == steps - 1:
+                with torch.no_grad():
+                    m = float(misfit(z))
+                if not math.isfinite(m):
+                    raise diverged(step)
+                history.append(m)
+                residual.append(float((x - z).norm()) / max(float(z.norm()), 1e-12))
+                if log:
+                    log(f"admm {step}: 1/2 chi^2 {history[-1]:.4g}, primal residual {residual[-1]:.3g}")
+        with torch.no_grad():
+            final = float(misfit(z))
+    finally:
+        lpn.train(was_training)
+    estimate = lpn.denormalise(z)[0].detach()
+    return {"estimate": estimate, "spread": torch.zeros_like(estimate), "samples": estimate[None],
+            "misfit": final * 2.0 / obs.values.size, "history": history, "residual": residual, "rho": float(rho),
+            "evaluations": evaluations[0], "seconds": time.perf_counter() - tic}
+
+
+__all__ = ["LPN", "gamma_schedule", "load_lpn", "pm_loss", "pnp", "pnp_admm", "save_lpn", "train_lpn"]

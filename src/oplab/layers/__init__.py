@@ -15,6 +15,8 @@
 * :mod:`oplab.layers.conv`: convolution, transposed convolution and pooling
   classes per dimension, and the (convolution, GroupNorm, GELU) double block
   of U-Net and LSM.
+* :mod:`oplab.layers.norms`: EvoNorm-B0 and S0 (Liu et al. 2020), normalisation and
+  activation in one layer, a choice of U-Net's blocks.
 * :mod:`oplab.layers.grid`: a field's grid: positional channels and query
   points from the coordinate axes, and the checks of ``x`` and ``coords``.
 * :mod:`oplab.layers.ode`: an adaptive Dormand-Prince 5(4) integrator in torch

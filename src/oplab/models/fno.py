@@ -85,6 +85,11 @@ class FNO(Operator):
         last_modes: modes of the last Fourier layer, dense (default: ``modes``, in the
             layers' form); the Spectral-Refiner fine-tuning (:func:`oplab.train.refine.refine`)
             sets it to every frequency of the grid.
+        residual_scale: a factor ``alpha`` on every layer's spectral path: ``sigma(W v + alpha K v)``;
+            with ``skip="identity"`` that is the scaled residual module ``sigma(v + alpha K v)`` of
+            "On residual network depth" (2025: scaling each residual branch tames the growth of the
+            output with depth; SkipInit and Fixup are instances). A number > 0 (1: the paper's FNO,
+            the default) or ``"depth"``: ``1 / sqrt(n_layers)``.
 
     ``forward(x, coords)``: ``x [B, in_channels, *S]``, ``coords`` a tuple of ``d``
     1D coordinate tensors (required when ``positional``) -> ``[B, out_channels, *S]``.
@@ -114,6 +119,7 @@ class FNO(Operator):
         rank: float = 1.0,
         skip: str = "linear",
         last_modes: list[int] | None = None,
+        residual_scale: float | str = 1.0,
     ):
         super().__init__()
         name = type(self).__name__
@@ -128,6 +134,12 @@ class FNO(Operator):
             raise ParameterError(f"{name}: padding must be a fraction in [0, 1), got {padding!r}")
         check_choice(name, "activation", activation, ACTIVATIONS)
         check_choice(name, "skip", skip, SKIPS)
+        if residual_scale == "depth":
+            residual_scale = 1.0 / n_layers**0.5
+        elif isinstance(residual_scale, bool) or not isinstance(residual_scale, (int, float)) or not 0 < residual_scale < float("inf"):
+            raise ParameterError(f"{name}: residual_scale must be a finite number > 0 or 'depth' (1/sqrt(n_layers)), "
+                                 f"got {residual_scale!r}")
+        self.residual_scale = float(residual_scale)
 
         self.dim = len(modes)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -198,6 +210,8 @@ class FNO(Operator):
             v = F.pad(v, [p for pad in reversed(pads) for p in (0, pad)])  # [B, width, *(S + pad)]
         for t, spectral in enumerate(self.spectral):
             out = spectral(v)
+            if self.residual_scale != 1.0:
+                out = self.residual_scale * out
             if self.skips is not None:
                 out = out + self.skips[t](v)
             v = self.activation(out) if t < len(self.spectral) - 1 else out

@@ -87,6 +87,7 @@ from torch import nn
 
 from ..errors import ParameterError, check_choice, check_int, check_ints
 from ..layers.conv import CONV, MAX_POOL, double_conv
+from ..layers.norms import NORMS
 from ..layers.grid import LINEAR_MODES, append_positions, check_channels
 from ..layers.pointwise import Pointwise, channel_mlp
 from . import register
@@ -230,6 +231,8 @@ class LSM(Operator):
             up to a multiple of ``2**depth``; cropped at the end.
         projection_channels: hidden channels of the pointwise two-layer projection
             (paper: 128); ``0``/``None`` makes it one linear map.
+        norm: the normalisation-activation of the convolution blocks: ``"group"`` (GroupNorm +
+            GELU, the default) or ``"evonorm_b0"`` / ``"evonorm_s0"`` (:mod:`oplab.layers.norms`).
 
     ``forward(x, coords)``: ``x [B, in_channels, *S]`` for any ``S``, ``coords`` a
     tuple of ``dim`` 1D coordinate tensors (required when ``positional``).
@@ -255,6 +258,7 @@ class LSM(Operator):
         positional: bool = True,
         padding: float = 0.0,
         projection_channels: int | None = 128,
+        norm: str = "group",
     ):
         super().__init__()
         name = "LSM"
@@ -270,6 +274,7 @@ class LSM(Operator):
         if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0.0 <= padding < 1.0:
             raise ParameterError(f"{name}: padding must be a fraction in [0, 1), got {padding!r}")
         check_int(name, "projection_channels", projection_channels, 0, optional=True)
+        check_choice(name, "norm", norm, NORMS)
 
         self.dim, self.depth = int(dim), int(depth)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -278,14 +283,15 @@ class LSM(Operator):
         channels = [width * 2**k for k in range(depth)] + [width * 2 ** max(depth - 1, 0)]
         lifted = self.in_channels + (self.dim if self.positional else 0)
         self.lifting = Pointwise(lifted, width)
-        self.inc = double_conv(dim, width, width, bias=False)
+        self.inc = double_conv(dim, width, width, bias=False, norm=norm)
         self.pool = MAX_POOL[dim](2)
-        self.down = nn.ModuleList(double_conv(dim, channels[k], channels[k + 1], bias=False) for k in range(depth))
+        self.down = nn.ModuleList(double_conv(dim, channels[k], channels[k + 1], bias=False, norm=norm)
+                                  for k in range(depth))
         # decoder at scale k (coarse to fine): [up-sampled (channels[k + 1]) | skip (channels[k])] -> out
         outs = [channels[k - 1] if k else width for k in range(depth)]
         incoming = [outs[k + 1] if k + 1 < depth else channels[depth] for k in range(depth)]
         self.up = nn.ModuleList(
-            double_conv(dim, incoming[k] + channels[k], outs[k], (incoming[k] + channels[k]) // 2, bias=False)
+            double_conv(dim, incoming[k] + channels[k], outs[k], (incoming[k] + channels[k]) // 2, bias=False, norm=norm)
             for k in reversed(range(depth))
         )
         self.spectral = nn.ModuleList(

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError, check_choice, check_int, check_ints
+from ..layers.conv import CONV_KINDS, weight_taps
 from ..layers.grid import append_positions, check_channels
 from ..layers.multigrid import COARSE_INITS, PADDING_MODES, VCycle
 from ..layers.pointwise import ACTIVATIONS, Pointwise, make_activation
@@ -86,6 +87,12 @@ class MgNO(Operator):
         positional: append the grid coordinates (from ``coords``) as ``dim`` input channels
             (off by default, as in the paper: the padding carries the boundary).
         activation: ``"gelu"`` (paper), ``"relu"``, ``"tanh"`` or ``"silu"``.
+        conv: ``"plain"`` convolutions (default, the paper's) or ``"weighted"`` ones in every V-cycle
+            (Cammarasana & Patane 2025: each 3-cell kernel tap of ``A``, ``S``, ``R`` and ``Pi`` scaled
+            by a fixed density of its offset, :func:`oplab.layers.conv.weight_taps`; the
+            prolongation's transposed kernel is left plain).
+        conv_density: the weighted convolution's density of the outer taps (centre 1, corners its
+            square); 0.7 is the example of the authors' code, not tuned here.
 
     ``forward(x, coords)``: ``x [B, in_channels, *S]`` on any grid ``S`` ->
     ``[B, out_channels, *S]``; ``coords`` is needed only when ``positional``.
@@ -111,6 +118,8 @@ class MgNO(Operator):
         coarse_init: str = "pi",
         positional: bool = False,
         activation: str = "gelu",
+        conv: str = "plain",
+        conv_density: float = 0.7,
     ):
         super().__init__()
         check_choice("MgNO", "dim", dim, (1, 2, 3))
@@ -129,6 +138,9 @@ class MgNO(Operator):
         check_choice("MgNO", "padding_mode", padding_mode, PADDING_MODES)
         check_choice("MgNO", "coarse_init", coarse_init, COARSE_INITS)
         check_choice("MgNO", "activation", activation, ACTIVATIONS)
+        check_choice("MgNO", "conv", conv, CONV_KINDS)
+        if isinstance(conv_density, bool) or not isinstance(conv_density, (int, float)) or not 0 < conv_density < float("inf"):
+            raise ParameterError(f"MgNO: conv_density must be a finite number > 0, got {conv_density!r}")
 
         self.dim, self.positional = int(dim), bool(positional)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -140,6 +152,8 @@ class MgNO(Operator):
         self.skips = nn.ModuleList(Pointwise(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))  # W, b
         self.activation = make_activation(activation)
         self.projection = Pointwise(width, self.out_channels, bias=False)  # Q
+        if conv == "weighted":
+            weight_taps(self.cycles, conv_density)
 
     @classmethod
     def defaults(cls, sizes, periodic, given=None) -> dict:

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_int
-from ..layers.conv import CONV, CONV_TRANSPOSE, MAX_POOL, double_conv
+from ..errors import ParameterError, check_choice, check_int
+from ..layers.conv import CONV, CONV_KINDS, CONV_TRANSPOSE, MAX_POOL, double_conv, weight_taps
+from ..layers.norms import NORMS
 from ..layers.grid import append_positions, check_channels
 from . import register
 from .base import Operator
@@ -39,6 +40,15 @@ class UNet(Operator):
         width: channels at the finest level (doubled at each coarser one).
         depth: number of 2x down-samplings; inputs are padded to a multiple of ``2**depth``.
         positional: append the grid coordinates (from ``coords``) as ``dim`` input channels.
+        norm: the normalisation-activation after each 3x3 convolution: ``"group"`` (GroupNorm + GELU,
+            the default), ``"evonorm_b0"`` or ``"evonorm_s0"`` (Liu et al. 2020, EvoNorms;
+            :mod:`oplab.layers.norms`; B0 uses batch statistics, so its output depends on the batch
+            and on ``train()``/``eval()`` mode).
+        conv: ``"plain"`` convolutions (default) or ``"weighted"`` ones (Cammarasana & Patane 2025: each
+            kernel tap scaled by a fixed density of its offset, :func:`oplab.layers.conv.weight_taps`).
+        conv_density: the weighted convolution's density of the outer taps (centre 1; a 3x3 kernel's
+            corners get its square); 0.7 is the example of the authors' code (github.com/cammarasana123/
+            weightedConvolution2.0), not tuned here.
     """
 
     kind = "grid"
@@ -47,23 +57,30 @@ class UNet(Operator):
         "Segmentation\", MICCAI 2015, arXiv:1505.04597"
     )
 
-    def __init__(self, in_channels: int, out_channels: int, dim: int = 2, width: int = 32, depth: int = 4, positional: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, dim: int = 2, width: int = 32, depth: int = 4, positional: bool = True,
+                 norm: str = "group", conv: str = "plain", conv_density: float = 0.7):
         super().__init__()
         check_choice("UNet", "dim", dim, tuple(CONV))
         for key, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width)):
             check_int("UNet", key, value)
         check_int("UNet", "depth", depth, 0)
+        check_choice("UNet", "norm", norm, NORMS)
+        check_choice("UNet", "conv", conv, CONV_KINDS)
+        if isinstance(conv_density, bool) or not isinstance(conv_density, (int, float)) or not 0 < conv_density < float("inf"):
+            raise ParameterError(f"UNet: conv_density must be a finite number > 0, got {conv_density!r}")
         self.dim, self.depth = int(dim), int(depth)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.positional = bool(positional)
         channels = [width * 2**level for level in range(depth + 1)]
         first = self.in_channels + (self.dim if self.positional else 0)
-        self.down = nn.ModuleList(double_conv(dim, c_in, c_out) for c_in, c_out in zip([first, *channels[:-2]], channels[:-1]))
+        self.down = nn.ModuleList(double_conv(dim, c_in, c_out, norm=norm) for c_in, c_out in zip([first, *channels[:-2]], channels[:-1]))
         self.pool = MAX_POOL[dim](2)
-        self.bottleneck = double_conv(dim, channels[-2] if depth else first, channels[-1])
+        self.bottleneck = double_conv(dim, channels[-2] if depth else first, channels[-1], norm=norm)
         self.up = nn.ModuleList(CONV_TRANSPOSE[dim](channels[level + 1], channels[level], 2, stride=2) for level in reversed(range(depth)))
-        self.decode = nn.ModuleList(double_conv(dim, 2 * channels[level], channels[level]) for level in reversed(range(depth)))
+        self.decode = nn.ModuleList(double_conv(dim, 2 * channels[level], channels[level], norm=norm) for level in reversed(range(depth)))
         self.head = CONV[dim](channels[0], self.out_channels, 1)
+        if conv == "weighted":
+            weight_taps(self, conv_density)
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         check_channels(x, self.in_channels, self.dim, "UNet")

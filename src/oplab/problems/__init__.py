@@ -2,7 +2,7 @@
 
 >>> from oplab import problems
 >>> problems.available()
-['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'dam', 'darcy', 'diffusion_reaction', 'engine', 'heat', 'helmholtz', 'navier_stokes', 'poisson', 'room_acoustics', 'tube']
+['antiderivative', 'barrier', 'burgers', 'cavity', 'cylinder', 'dam', 'darcy', 'darcy_domain', 'diffusion_reaction', 'engine', 'heat', 'helmholtz', 'navier_stokes', 'pde1d', 'poisson', 'room_acoustics', 'tube']
 >>> p = problems.create("darcy", resolution=85, contrast_high=12.0)
 """
 
@@ -17,6 +17,7 @@ from .base import Axis, Param, Problem, rng_for
 # name -> "module:Class"; modules are imported on first use
 _REGISTRY = {
     "darcy": "darcy:Darcy",
+    "darcy_domain": "domains:DarcyDomain",
     "burgers": "burgers:Burgers",
     "navier_stokes": "navier_stokes:NavierStokes",
     "poisson": "poisson:Poisson",
@@ -31,6 +32,7 @@ _REGISTRY = {
     "dam": "dam:Dam",
     "room_acoustics": "room_acoustics:RoomAcoustics",
     "engine": "engine:Engine",
+    "pde1d": "pde1d:PDE1D",
 }
 
 

@@ -51,8 +51,9 @@ an undertrained one can need thousands of iterations: the iteration only
 guarantees that the error's A-norm never grows. Each iteration runs the net
 (about 1 ms at 17^2), so at these sizes DCDM takes 10-30x CG's time on a CPU.
 
-Not implemented: the paper's solid (Neumann) cells (their matrices drop rows
-of the grid; here every grid node is an unknown).
+Obstacles: :func:`obstacle_system` writes Dirichlet obstacles (u = 0 at solid nodes) as identity
+rows of the full grid, so the same network serves them. Not implemented: the paper's Neumann
+solid cells (their matrices drop rows of the grid).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import OplabError, ParameterError, check_int
+from .fd import diffusion_matrix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +222,28 @@ def cg(A, b, tol: float = 1e-6, max_iter: int | None = None, x0: np.ndarray | No
                "seconds": time.perf_counter() - t0}
 
 
+def obstacle_system(a: np.ndarray, solid: np.ndarray, f: np.ndarray | float = 1.0):
+    """``-div(a grad u) = f`` on the ``n x n`` node grid with ``u = 0`` on the square's edge and at
+    the ``solid`` nodes (obstacles, Dirichlet), as ``(A, b)`` over EVERY interior node, so that DCDM's
+    grid network applies unchanged: a solid node's row is ``d u_i = 0`` (``d``: the mean diagonal of
+    the fluid rows, keeping the spectrum's scale), and the fluid rows lose their couplings to solid
+    nodes (those values are known zeros). ``A`` stays symmetric positive definite. With ``a`` zero
+    outside a domain mask and ``solid`` its nodes that are not unknowns, the fluid part is the system
+    :func:`oplab.problems.domains.solve_masked` solves (tested). (The paper's solids are Neumann
+    walls, whose rows it drops; Dirichlet obstacles are the variant oplab's problems have.)"""
+    a = np.asarray(a, dtype=np.float64)
+    n = a.shape[0]
+    solid_in = np.asarray(solid, dtype=bool)[1:-1, 1:-1].ravel()
+    A = sp.csr_matrix(diffusion_matrix(a))
+    keep = sp.diags((~solid_in).astype(np.float64))
+    A = (keep @ A @ keep).tocsr()
+    d = float(A.diagonal()[~solid_in].mean()) if (~solid_in).any() else 1.0
+    A = (A + sp.diags(np.where(solid_in, d, 0.0))).tocsr()
+    rhs = np.broadcast_to(np.asarray(f, dtype=np.float64), (n, n))[1:-1, 1:-1].ravel().copy()
+    rhs[solid_in] = 0.0
+    return A, rhs
+
+
 def _net_direction(net: nn.Module, r: np.ndarray, m: int) -> np.ndarray:
     rn = np.linalg.norm(r)
     inp = torch.from_numpy((r / rn).astype(np.float32)).view(1, 1, m, m)
@@ -229,7 +253,8 @@ def _net_direction(net: nn.Module, r: np.ndarray, m: int) -> np.ndarray:
 
 
 def dcdm_solve(A, b, net: nn.Module, tol: float = 1e-6, max_iter: int | None = None, window: int = 2,
-               restart_cos: float = 1e-4, x0: np.ndarray | None = None, keep_directions: bool = False):
+               restart_cos: float = 1e-4, x0: np.ndarray | None = None, keep_directions: bool = False,
+               solid: np.ndarray | None = None):
     """Solve SPD ``A x = b`` by DCDM (module docstring) to ``||b - A x|| <= tol ||b||``.
 
     ``net`` maps ``[1, 1, m, m]`` residuals to directions (a :class:`DCDMNet`, or
@@ -238,7 +263,9 @@ def dcdm_solve(A, b, net: nn.Module, tol: float = 1e-6, max_iter: int | None = N
     ``iterations``, ``residuals`` (relative, initial first), ``converged``,
     ``fallbacks`` (steps that used the residual instead of the net, see the
     safeguard), ``seconds``, and with ``keep_directions`` the list
-    ``directions`` of the search directions actually used.
+    ``directions`` of the search directions actually used. ``solid``: the unknowns known to be zero
+    (boolean, length ``m^2``: the obstacles of :func:`obstacle_system`), where the net's directions
+    are set to zero, so that the iteration works on the fluid unknowns only.
     """
     m = _grid_side(A, "dcdm_solve")
     b = _check_rhs("dcdm_solve", A, b)
@@ -262,8 +289,12 @@ def dcdm_solve(A, b, net: nn.Module, tol: float = 1e-6, max_iter: int | None = N
             d = d - ((d @ Ap) / pAp) * p
         return d
 
+    fluid = None if solid is None else ~np.asarray(solid, dtype=bool).reshape(-1)
+    if fluid is not None and fluid.shape[0] != A.shape[0]:
+        raise ParameterError(f"dcdm_solve: solid must have {A.shape[0]} entries, got {fluid.shape[0]}")
     while hist[-1] > tol and it < max_iter:
-        d = conjugate(_net_direction(net, r, m))
+        d = _net_direction(net, r, m)
+        d = conjugate(d if fluid is None else d * fluid)
         dr = d @ r
         rnorm = np.linalg.norm(r)
         if not np.isfinite(dr) or abs(dr) < restart_cos * np.linalg.norm(d) * rnorm:

@@ -88,18 +88,45 @@ def etdrk4_coefficients(lin: np.ndarray, h: float, contour_points: int = 64) -> 
     These suffer cancellation for small ``|z|``; following Kassam & Trefethen
     each is instead averaged over ``contour_points`` points of the unit circle
     around ``z`` (exact for analytic functions up to the trapezoid rule's
-    spectral error). ``lin`` must be real (diffusion), so only real parts are kept.
+    spectral error). For real ``lin`` (diffusion) the upper half circle
+    suffices and only real parts are kept; a complex ``lin`` (dispersion,
+    advection, oscillation; :mod:`oplab.solvers.pde1d`) is averaged over the
+    whole circle (``2 * contour_points`` points) and keeps complex coefficients.
     """
-    z = h * np.asarray(lin, dtype=np.float64)
-    roots = np.exp(1j * np.pi * (np.arange(1, contour_points + 1) - 0.5) / contour_points)
+    real = not np.iscomplexobj(lin)
+    z = h * np.asarray(lin, dtype=np.float64 if real else np.complex128)
+    if real:
+        roots = np.exp(1j * np.pi * (np.arange(1, contour_points + 1) - 0.5) / contour_points)
+    else:
+        roots = np.exp(1j * np.pi * (np.arange(1, 2 * contour_points + 1) - 0.5) / contour_points)
     zr = z[..., None] + roots  # [..., M] points of the contour around each z
     ezr = np.exp(zr)
     zr3 = zr**3
-    q = h * np.mean((np.exp(zr / 2) - 1.0) / zr, axis=-1).real
-    f1 = h * np.mean((-4.0 - zr + ezr * (4.0 - 3.0 * zr + zr**2)) / zr3, axis=-1).real
-    f2 = h * np.mean((2.0 + zr + ezr * (zr - 2.0)) / zr3, axis=-1).real
-    f3 = h * np.mean((-4.0 - 3.0 * zr - zr**2 + ezr * (4.0 - zr)) / zr3, axis=-1).real
+
+    def mean(f):
+        m = np.mean(f, axis=-1)
+        return m.real if real else m
+
+    q = h * mean((np.exp(zr / 2) - 1.0) / zr)
+    f1 = h * mean((-4.0 - zr + ezr * (4.0 - 3.0 * zr + zr**2)) / zr3)
+    f2 = h * mean((2.0 + zr + ezr * (zr - 2.0)) / zr3)
+    f3 = h * mean((-4.0 - 3.0 * zr - zr**2 + ezr * (4.0 - zr)) / zr3)
     return np.exp(z), np.exp(z / 2), q, f1, f2, f3
+
+
+def etdrk4_step(v, nonlinear, coefficients):
+    """One ETDRK4 step (Cox & Matthews 2002, in Kassam & Trefethen's form) of ``v_t = L v + N(v)`` in
+    Fourier space: ``coefficients`` from :func:`etdrk4_coefficients` for ``L`` and the step,
+    ``nonlinear`` the map ``v -> N(v)``."""
+    e, e2, q, f1, f2, f3 = coefficients
+    nv = nonlinear(v)
+    a = e2 * v + q * nv
+    na = nonlinear(a)
+    b = e2 * v + q * na
+    nb = nonlinear(b)
+    c = e2 * a + q * (2.0 * nb - nv)
+    nc = nonlinear(c)
+    return e * v + f1 * nv + 2.0 * f2 * (na + nb) + f3 * nc
 
 
 def burgers_auto_dt(u0: np.ndarray, nu: float, dt_max: float = 1e-3, courant: float = 0.5) -> float:
@@ -175,16 +202,8 @@ def burgers_etdrk4(
         key = round(h, 15)
         if key not in cache:
             cache[key] = etdrk4_coefficients(lin, h)
-        e, e2, q, f1, f2, f3 = cache[key]
         for _ in range(steps):
-            nv = nonlinear(v)
-            a = e2 * v + q * nv
-            na = nonlinear(a)
-            b = e2 * v + q * na
-            nb = nonlinear(b)
-            c = e2 * a + q * (2.0 * nb - nv)
-            nc = nonlinear(c)
-            v = e * v + f1 * nv + 2.0 * f2 * (na + nb) + f3 * nc
+            v = etdrk4_step(v, nonlinear, cache[key])
         out.append(np.fft.irfft(v, n=n))
     if record_times is None:
         return out[-1]

@@ -10,7 +10,8 @@ preparation: split, read), ``trainer`` (the steps), ``callbacks`` (evaluation,
 time budget, NaN guard, console, progress, checkpoints, early stopping),
 ``loggers`` (TensorBoard, MLflow), ``schedule`` (learning rates),
 ``distributed`` (device, torchrun), ``api`` (the entry points), ``refine``
-(Spectral-Refiner fine-tuning), ``plots``. The run folder is
+(Spectral-Refiner fine-tuning), ``finetune`` (transfer to new data: full, LoRA, head; a
+MAML-style meta-initialisation), ``plots``. The run folder is
 :class:`oplab.rundir.RunDir`; the trained model, :mod:`oplab.predictor`.
 """
 

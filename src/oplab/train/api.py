@@ -105,8 +105,13 @@ def task_shapes(cfg: TrainConfig, data: Prepared) -> tuple[tuple, tuple]:
 
 
 def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
-    """Continue the run in folder ``out`` from its last checkpoint (``epochs``: a new total)."""
+    """Continue the run in folder ``out`` from its last checkpoint (``epochs``: a new total); a
+    fine-tuned run (:mod:`oplab.train.finetune`) with its frozen weights or adapters."""
     saved = RunDir.open(out)
+    if isinstance(saved.config.get("finetune"), dict):
+        from .finetune import resume
+
+        return resume(out, epochs=epochs, log=log, progress=progress)
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in saved.data.items() if k in known}
     train = {k: v for k, v in saved.config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}

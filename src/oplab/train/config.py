@@ -63,6 +63,13 @@ class TrainConfig:
     step_size: int = 100  # step schedule: epochs between decays
     gamma: float = 0.5  # step schedule: decay factor
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    #: annealed Gaussian gradient noise (Neelakantan et al. 2015, "Adding gradient noise improves
+    #: learning for very deep networks", arXiv:1511.06807): ``eta`` (0 = off); at optimizer step ``t``
+    #: (0, 1, ... over the whole run) every real number of every gradient gets N(0, eta / (1 + t)^gamma)
+    #: added, after clipping and just before the step; drawn from a generator seeded by (seed, t), so a
+    #: run is reproducible and a resumed one exact (oplab.train.trainer.add_gradient_noise)
+    grad_noise: float = 0.0
+    grad_noise_gamma: float = 0.55  # the decay exponent gamma of the noise's variance (the paper's 0.55)
     loss: str = "l2"  # l2 | h1 (relative, with the grid's quadrature) | channel_l2 (l2 per channel, averaged) | hm1 (relative H^-1, Spectral-Refiner) | mse
     #: physics residual loss of the data set's problem (oplab.losses.physics) with this weight; 0 = off
     physics_weight: float = 0.0
@@ -75,6 +82,10 @@ class TrainConfig:
     #: random (the same for the batch, new every step) instead of the whole grid, as DeepXDE and
     #: Borrel-Jensen et al. 2024 sample query points; evaluation uses the whole grid. 0: the whole grid
     points: int = 0
+    #: the name of an input channel (e.g. ``mask`` of ``darcy_domain``): the points where it is 0 are left
+    #: out of the training loss and of the validation and test errors (relative errors over the domain
+    #: only; Kumar, Goswami et al. 2024, multi-task DeepONet's masked loss). "": every point counts
+    loss_mask: str = ""
     eval_every: int = 10  # evaluate on the validation and test sets every K epochs (and at the end)
     #: write the resumable ``last`` checkpoint at least this often (seconds), and at every
     #: evaluation and at the end; a resumed run replays the epochs after it exactly
@@ -118,7 +129,7 @@ class TrainConfig:
             if not getattr(self, key) > 0:
                 raise ParameterError(f"train.{key} must be > 0, got {getattr(self, key)!r}")
         for key in ("weight_decay", "grad_clip", "budget_minutes", "physics_weight", "data_weight", "bc_weight",
-                    "checkpoint_seconds"):
+                    "checkpoint_seconds", "grad_noise", "grad_noise_gamma"):
             if not getattr(self, key) >= 0:
                 raise ParameterError(f"train.{key} must be >= 0, got {getattr(self, key)!r}")
         for f in fields(self):
@@ -143,6 +154,9 @@ class TrainConfig:
         if self.points and (self.task != "map" or self.loss not in ("l2", "channel_l2", "mse") or self.physics_weight or self.physics_only):
             raise ParameterError("train.points (random query points per step) needs train.task: map, train.loss: l2, "
                                  "channel_l2 or mse (no derivatives on scattered points) and no physics loss")
+        if self.loss_mask and (self.task != "map" or self.physics_weight or self.physics_only):
+            raise ParameterError("train.loss_mask (a masked data loss) needs train.task: map and no physics loss "
+                                 "(the residual is taken on the whole grid)")
         if self.task == "spacetime" and (self.bundle, self.unroll, self.pushforward) != (1, 1, False):
             raise ParameterError("train.bundle, train.unroll and train.pushforward apply to train.task: "
                                  "autoregressive (spacetime predicts every later state at once)")

@@ -41,6 +41,7 @@ import torch
 from .. import losses
 from ..data.normalize import ChannelStats
 from ..errors import ParameterError
+from ..eval.metrics import masked
 from ..eval.rollout import advance
 from .data import CHUNK
 
@@ -61,13 +62,16 @@ class Task:
 
 
 class MapTask(Task):
-    """Inputs to outputs in one shot (``train.task: map``)."""
+    """Inputs to outputs in one shot (``train.task: map``). With ``train.loss_mask`` the points where
+    that input channel is 0 count neither in the loss nor in the errors (:func:`mask_channel`);
+    ``input_channels``: the data's channel names, which it is looked up in."""
 
     name = "map"
 
-    def __init__(self, train, cfg):
+    def __init__(self, train, cfg, input_channels=None):
         self.train, self.cfg = train, cfg
         self.in_channels, self.out_channels = train.x_shape[0], train.y_shape[0]
+        self.mask = mask_channel(cfg, input_channels, train.x_shape, train.y_shape)
 
     def __len__(self) -> int:
         return len(self.train)
@@ -96,7 +100,10 @@ class MapTask(Task):
         pred = trainer.forward(net, xb, coords)
         loss = 0.0
         if not cfg.physics_only:  # no solutions: nothing to move
-            loss = cfg.data_weight * trainer.loss_fn(pred.float(), batch[1].to(device), coords, self.train.periodic)
+            pred, yb = pred.float(), batch[1].to(device)
+            if self.mask is not None:
+                pred, yb = masked(xb, self.mask, pred, yb)
+            loss = cfg.data_weight * trainer.loss_fn(pred, yb, coords, self.train.periodic)
         if trainer.physics is not None:
             from ..losses.physics import residual_loss
 
@@ -116,8 +123,17 @@ class MapTask(Task):
         pick = torch.randperm(self._grid.shape[0], device=x.device)[: self.cfg.points]
         pred = trainer.forward(net, x, self._grid[pick])  # [B, C, p]: the Bundle takes points [p, d]
         target = y.flatten(2)[..., pick]
+        if self.mask is not None:
+            pred, target = masked(x.flatten(2)[..., pick], self.mask, pred, target)
         uniform = (torch.arange(pred.shape[-1], device=x.device, dtype=torch.float32),)
         return self.cfg.data_weight * trainer.loss_fn(pred.float(), target, uniform, (True,))
+
+    def evaluate(self, bundle, data, device) -> dict:
+        if self.mask is None:
+            return self.score(self.cfg, bundle, data, device)
+        from ..eval import evaluate
+
+        return evaluate(bundle, data, device=device, mask=self.mask)
 
     @staticmethod
     def score(cfg, bundle, data, device=None) -> dict:
@@ -322,9 +338,29 @@ def check_horizon(n_states: int, window: int, bundle: int, unroll: int = 1, wher
 TASKS = {"map": MapTask, "autoregressive": Autoregressive, "spacetime": SpaceTime}
 
 
-def make(train, cfg):
-    """The task ``cfg.task`` over the training data ``train``."""
+def make(train, cfg, input_channels=None):
+    """The task ``cfg.task`` over the training data ``train`` (``input_channels``: its channel names,
+    for ``train.loss_mask``)."""
+    if cfg.task == "map":
+        return MapTask(train, cfg, input_channels)
     return TASKS[cfg.task](train, cfg)
+
+
+def mask_channel(cfg, input_channels, x_shape=None, y_shape=None) -> int | None:
+    """The index of ``train.loss_mask`` among ``input_channels`` (None when the option is off); a
+    one-line ParameterError for a name that is not an input channel, or when the inputs are not on
+    the outputs' grid (the mask is read point by point)."""
+    name = getattr(cfg, "loss_mask", "")
+    if not name:
+        return None
+    names = list(input_channels or [])
+    if name not in names:
+        known = f"the data's input channels are {names}" if names else "the data's channel names are unknown"
+        raise ParameterError(f"train.loss_mask {name!r} is not an input channel; {known}")
+    if x_shape is not None and y_shape is not None and tuple(x_shape[1:]) != tuple(y_shape[1:]):
+        raise ParameterError(f"train.loss_mask {name!r}: the inputs' grid {list(x_shape[1:])} is not the outputs' "
+                             f"{list(y_shape[1:])}; a mask channel needs both on one grid")
+    return names.index(name)
 
 
 def check_model(model, cfg, train) -> None:

@@ -63,7 +63,7 @@ class Trainer:
         self.train_data, self.val_data, self.tests = train, val, dict(tests or {})
         self.log = log if self.main else (lambda text: None)
 
-        self.task = tasks.make(train, cfg)
+        self.task = tasks.make(train, cfg, (self.info.get("data") or {}).get("input_channels"))
         self.bundle = Bundle(model, self.task.in_channels, self.task.out_channels, getattr(self.task, "static", ()),
                              getattr(self.task, "c", 0)).to(self.device)
         if cfg.normalize:  # without solutions (physics only) the output normaliser stays the identity
@@ -212,6 +212,9 @@ class Trainer:
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+                if cfg.grad_noise > 0:  # the step's index over the run: a pure function of (epoch, k)
+                    add_gradient_noise(self.params, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed,
+                                       epoch * len(plan) + k)
                 self.optimizer.step()
                 value = loss.item()
                 total += value * size
@@ -269,6 +272,26 @@ def fit(model, train: GridData, tests: dict, cfg: TrainConfig, out=None, info: d
     finally:
         if run is not None:
             run.unlock()
+
+
+def add_gradient_noise(params, eta: float, gamma: float, seed: int, step: int) -> float:
+    """Add annealed Gaussian noise to the gradients of ``params`` in place (``train.grad_noise``).
+
+    Neelakantan et al. 2015, "Adding gradient noise improves learning for very deep networks",
+    arXiv:1511.06807, eq. (1): ``g_t <- g_t + N(0, sigma_t^2)``, ``sigma_t^2 = eta / (1 + t)^gamma``,
+    for every real number of every gradient (a complex weight's real and imaginary parts each).
+    The noise comes from a CPU generator seeded with ``(seed, step)`` alone, so it is the same
+    on every device and in a run resumed at any epoch. Returns ``sigma_t``.
+    """
+    std = math.sqrt(eta / (1.0 + step) ** gamma)
+    generator = torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + int(step) * 0x85EBCA77 + 0x27D4EB2F) % 2**63)
+    for p in params:
+        if p.grad is None:
+            continue
+        grad = torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad
+        noise = torch.randn(grad.shape, generator=generator, dtype=torch.float32).to(grad.device, grad.dtype)
+        grad.add_(noise, alpha=std)
+    return std
 
 
 def _overrides(callback, name: str) -> bool:
