@@ -231,3 +231,18 @@ def test_head_of_a_model_without_a_named_head_is_its_last_small_block():
     model = create(name="resnet", in_channels=1, out_channels=1)
     info = prepare_model(model, "head")
     assert info["head"] == ["blocks.5"] and info["trainable_params"] < 0.2 * info["total_params"]
+
+
+def test_a_frozen_evonorm_b0_keeps_the_parents_statistics():
+    from oplab.layers.norms import EvoNormB0
+
+    layer = EvoNormB0(3).train()
+    x = 5.0 * torch.randn(4, 3, 8, 8)
+    layer(x)
+    assert not torch.allclose(layer.running_var, torch.ones(3))  # trained: the statistics move
+    before = layer.running_var.clone()
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    frozen = layer(x)
+    assert torch.equal(layer.running_var, before)
+    assert torch.allclose(frozen, layer.eval()(x))  # frozen in train mode = eval mode

@@ -41,7 +41,9 @@ class EvoNormB0(nn.Module):
     """EvoNorm-B0 (Liu et al. 2020, Table 1): ``x / max(sqrt(s2_batch + eps), v x + sqrt(s2_inst + eps))``,
     scaled by ``gamma`` and shifted by ``beta``, on ``[B, C, *S]``. ``s2_batch`` is the biased
     variance of each channel over the batch and the grid while training; a running average of it
-    (``momentum``, as BatchNorm's) in ``eval()`` mode."""
+    (``momentum``, as BatchNorm's) in ``eval()`` mode, and when the layer is frozen (``gamma`` needs no
+    gradient, e.g. in a head or LoRA fine-tune, :mod:`oplab.train.finetune`): a frozen layer's
+    statistics stay the parent's, as a frozen BatchNorm's do."""
 
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -56,7 +58,7 @@ class EvoNormB0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = _param_shape(x)
         grid = tuple(range(2, x.dim()))
-        if self.training:
+        if self.training and self.gamma.requires_grad:
             batch_var = x.var(dim=(0, *grid), unbiased=False)  # [C]
             with torch.no_grad():
                 self.running_var.mul_(1 - self.momentum).add_(batch_var.detach(), alpha=self.momentum)

@@ -111,7 +111,7 @@ def resume_run(out: str | Path, epochs: int | None = None, log=print, progress=N
     if isinstance(saved.config.get("finetune"), dict):
         from .finetune import resume
 
-        return resume(out, epochs=epochs, log=log, progress=progress)
+        return resume(out, epochs=epochs, log=log, progress=progress, callbacks=callbacks)
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in saved.data.items() if k in known}
     train = {k: v for k, v in saved.config["train"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}

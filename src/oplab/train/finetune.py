@@ -500,7 +500,7 @@ def is_finetuned(run_dir: str | Path) -> bool:
     return isinstance(RunDir.open(run_dir).config.get("finetune"), dict)
 
 
-def resume(out: str | Path, epochs: int | None = None, log=print, progress=None) -> dict:
+def resume(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
     """Continue the fine-tuned run in ``out`` from its last checkpoint (``epochs``: a new total), with
     the same frozen parameters or adapters."""
     from .. import models
@@ -539,7 +539,7 @@ def resume(out: str | Path, epochs: int | None = None, log=print, progress=None)
     prepare_model(model, ft["method"], lora.get("rank", 8), lora.get("alpha", 8.0),
                   _probe(run.data["train_input_shape"], data))
     info = {key: run.config[key] for key in ("model", "data", "finetune")}
-    result = _train(model, data, cfg, Path(out), info, True, log, progress, [ParentNormalizers(norms)])
+    result = _train(model, data, cfg, Path(out), info, True, log, progress, [ParentNormalizers(norms)] + list(callbacks))
     if ft["method"] == "lora":
         _merge_result(result, out)
     return result
