@@ -112,6 +112,15 @@ def record_times(problem: str, t_end: float, record_every: float) -> np.ndarray:
     return record_every * np.arange(1, int(round(ratio)) + 1)
 
 
+def trajectory_times(params: dict) -> np.ndarray | None:
+    """The record times ``t_end k / n_times``, ``k = 1 .. n_times``, of a problem whose ``trajectory``
+    parameter is on (burgers, pde1d); None when only ``t_end`` is recorded."""
+    if not params["trajectory"]:
+        return None
+    count = params["n_times"]
+    return params["t_end"] * np.arange(1, count + 1) / count
+
+
 # ----------------------------------------------------------------------- grid
 @dataclass(frozen=True)
 class Axis:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..solvers.random_fields import periodic_grf
 from ..solvers.spectral import burgers_etdrk4
-from .base import Axis, Param, Problem, nonnegative, positive
+from .base import Axis, Param, Problem, nonnegative, positive, trajectory_times
 
 
 class Burgers(Problem):
@@ -74,10 +74,7 @@ class Burgers(Problem):
         return [Axis("x", self.resolution, 0.0, 1.0, periodic=True)]
 
     def output_times(self) -> np.ndarray | None:
-        if not self.params["trajectory"]:
-            return None
-        count = self.params["n_times"]
-        return self.params["t_end"] * np.arange(1, count + 1) / count
+        return trajectory_times(self.params)
 
     @property
     def solver_name(self) -> str:

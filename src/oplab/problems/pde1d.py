@@ -80,7 +80,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..solvers import pde1d as core
-from .base import Axis, Param, Problem, nonnegative, positive, rng_for
+from .base import Axis, Param, Problem, nonnegative, positive, rng_for, trajectory_times
 
 #: LeMON's common time range ``[0, 2]``: family f's horizon T_f maps onto it
 COMMON_T = 2.0
@@ -320,10 +320,7 @@ class PDE1D(Problem):
         return [Axis("x", self.resolution, 0.0, LENGTH, periodic=True)]
 
     def output_times(self) -> np.ndarray | None:
-        if not self.params["trajectory"]:
-            return None
-        count = self.params["n_times"]
-        return self.params["t_end"] * np.arange(1, count + 1) / count
+        return trajectory_times(self.params)
 
     @property
     def solver_name(self) -> str:

@@ -131,9 +131,6 @@ class LoRASpectralWeight(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.base() + self.delta()
 
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     @torch.no_grad()
     def merged(self) -> nn.Module:
         self.base.weight.copy_(torch.view_as_real(self.forward().resolve_conj()))
@@ -495,11 +492,6 @@ def _merge_result(result: dict, out) -> None:
     merge_lora(bundle.model)
 
 
-def is_finetuned(run_dir: str | Path) -> bool:
-    """Whether the run folder holds a fine-tuned run (a ``finetune`` section)."""
-    return isinstance(RunDir.open(run_dir).config.get("finetune"), dict)
-
-
 def resume(out: str | Path, epochs: int | None = None, log=print, progress=None, callbacks=()) -> dict:
     """Continue the fine-tuned run in ``out`` from its last checkpoint (``epochs``: a new total), with
     the same frozen parameters or adapters."""
@@ -675,5 +667,5 @@ def meta_init(tasks: list, model: dict, out: str | Path, *, n_train: int | None 
     return {"history": history, "best_val": best, "bundle": bundle}
 
 
-__all__ = ["LoRAPointwise", "LoRASpectralWeight", "METHODS", "add_lora", "finetune", "head_modules", "is_finetuned",
+__all__ = ["LoRAConv", "LoRAPointwise", "LoRASpectralWeight", "METHODS", "add_lora", "finetune", "head_modules",
            "merge_lora", "meta_init", "prepare_model", "resume"]
