@@ -123,3 +123,37 @@ def test_channel_l2_is_the_mean_of_per_channel_relative_errors():
     each = [relative_l2(pred[:, c : c + 1], target[:, c : c + 1], coords, periodic, reduce=False) for c in range(2)]
     assert torch.allclose(channel_l2(pred, target, coords, periodic), (each[0] + each[1]).mean() / 2)
     assert float(channel_l2(pred, target, coords, periodic)) > 100 * float(relative_l2(pred, target, coords, periodic))
+
+
+@pytest.mark.parametrize("periodic", [(False,), (True, False)])
+def test_relative_l2_equals_the_weighted_sum_formula(periodic):
+    """The norm-based relative L2 (issue 22, item 4) against the previous implementation's formula
+    ``sqrt(sum (p - t)^2 w) / sqrt(sum t^2 w)`` on fixed random inputs, float64."""
+    g = torch.Generator().manual_seed(0)
+    shape = (5, 2) + tuple(17 + 4 * i for i in range(len(periodic)))
+    pred = torch.randn(shape, generator=g, dtype=torch.float64)
+    target = torch.randn(shape, generator=g, dtype=torch.float64)
+    coords = [torch.linspace(0, 1, n, dtype=torch.float64) for n in shape[2:]]
+    w = losses.quadrature_weights(coords, periodic)
+    sq = lambda u: (u.square() * w).reshape(u.shape[0], -1).sum(dim=1)  # noqa: E731
+    expected = sq(pred - target).sqrt() / sq(target).sqrt()
+    got = losses.relative_l2(pred, target, coords, periodic, reduce=False)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+def test_relative_l2_has_a_zero_gradient_at_an_exact_prediction():
+    target = torch.randn(3, 1, 16)
+    pred = target.clone().requires_grad_()
+    losses.relative_l2(pred, target, (torch.linspace(0, 1, 16),), (False,)).backward()
+    assert torch.equal(pred.grad, torch.zeros_like(pred))  # the sqrt of a sum of squares gave NaN here
+
+
+def test_decode_is_the_affine_inverse_of_encode():
+    from oplab.data.normalize import ChannelNormalizer
+
+    norm = ChannelNormalizer(3).set(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 0.1, 3.0]))
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    s = (1, -1, 1, 1)
+    expected = x * (norm.std.view(s) + norm.eps) + norm.mean.view(s)
+    torch.testing.assert_close(norm.decode(x), expected.to(norm.decode(x).dtype), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(norm.encode(norm.decode(x.float())), x.float(), rtol=1e-5, atol=1e-5)

@@ -307,3 +307,21 @@ def test_a_checkpoint_is_never_written_with_non_finite_weights(darcy, tmp_path):
     for which in ("last", "best"):
         w = load_file(str(tmp_path / f"p/checkpoints/{which}/weights.safetensors"))
         assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_metrics_are_buffered_but_every_finished_epoch_reaches_the_file(darcy, tmp_path):
+    """metrics.jsonl is written in batches (issue 22, item 4: no file append per one-step epoch), yet
+    a finished run has one line per epoch and a run stopped by an error keeps its finished epochs."""
+    data, _ = darcy
+    run(cfg(data, tmp_path / "all", epochs=4, eval_every=10, checkpoint_seconds=1000), log=quiet)
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "all/metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+
+    class Fail(Callback):  # before Checkpointing (order 90) sees epoch 2
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 2:
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(cfg(data, tmp_path / "cut", epochs=4, eval_every=10, checkpoint_seconds=1000), log=quiet,
+            callbacks=[Fail()])
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()] == [0, 1]

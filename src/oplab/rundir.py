@@ -133,9 +133,9 @@ class RunDir:
         return self.path / f"{name}.png"
 
     # ----------------------------------------------------------------- metrics
-    def append_metrics(self, record: dict) -> None:
+    def append_metrics(self, *records: dict) -> None:
         with open(self.path / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write("".join(json.dumps(record) + "\n" for record in records))
 
     def metrics(self, before_epoch: int | None = None, truncate: bool = False) -> list[dict]:
         """The epoch records (those before ``before_epoch``); ``truncate`` rewrites the file to them

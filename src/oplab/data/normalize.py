@@ -41,8 +41,8 @@ class ChannelNormalizer(nn.Module):
         return (x - self.mean.view(s)) / (self.std.view(s) + self.eps)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._shape(x)
-        return x * (self.std.view(s) + self.eps) + self.mean.view(s)
+        s = self._shape(x)  # one fused multiply-add: one node fewer for autograd than x * std + mean
+        return torch.addcmul(self.mean.view(s), x, self.std.view(s) + self.eps)
 
 
 class ChannelStats:

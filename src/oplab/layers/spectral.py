@@ -338,9 +338,12 @@ class SpectralConv(nn.Module):
         dtype = x.dtype
         if dtype in (torch.float16, torch.bfloat16):  # e.g. under autocast: FFTs in float32
             x = x.float()
-        x_ft = torch.fft.rfftn(x, dim=tuple(range(2, d + 2)))[..., : keep[-1][0]]  # [B, I, n_1, ..., k_d]
-        for axis in range(d - 1):
-            x_ft = _gather(x_ft, 2 + axis, *keep[axis], sizes[axis])
+        # forward transform axis by axis, the last (real) axis first, each leading axis transformed
+        # only over the frequencies already retained on the axes after it: the same numbers as
+        # rfftn then truncation (bit for bit on the quickstart's sizes), fewer flops both ways
+        x_ft = torch.fft.rfft(x, dim=-1)[..., : keep[-1][0]]  # [B, I, n_1, ..., k_d]
+        for axis in reversed(range(d - 1)):
+            x_ft = _gather(torch.fft.fft(x_ft, dim=2 + axis), 2 + axis, *keep[axis], sizes[axis])
         # x_ft: [B, I, *M], w: [I, O, *M] with M = (p_1 + q_1, ..., k_d): one batched
         # matrix product over the retained modes, on contiguous mode-major operands
         # (a plain einsum here is up to 3x slower: CPU complex bmm copies each

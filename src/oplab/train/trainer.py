@@ -12,7 +12,8 @@ and checkpoints, early stopping, and any callback a user passes::
     result = trainer.fit()
 
 Determinism and resume: the model is initialised from ``seed`` by the caller;
-the batch order of epoch ``e`` comes from a generator seeded with ``(seed, e)``;
+the batch order of epoch ``e`` comes from a generator seeded with ``(seed, e)`` (a set that
+fits one batch keeps its order);
 the learning rate is a pure function of the epoch. So a run resumed from
 ``checkpoints/last`` after a ``kill -9`` ends with the same weights as an
 uninterrupted one, whichever epoch the checkpoint holds.
@@ -192,6 +193,7 @@ class Trainer:
         cfg = self.cfg
         coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
+        whole = torch.arange(n) if n <= cfg.batch_size and self.dist.world == 1 else None
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
@@ -200,7 +202,10 @@ class Trainer:
                 group["lr"] = lr
             for hook in self._hooks["on_epoch_start"]:
                 hook(self, epoch)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            if whole is not None:  # one batch holds the set: its order would only reorder the loss's sum
+                order = whole
+            else:
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
             plan = [order[s : s + cfg.batch_size][self.dist.rank :: self.dist.world] for s in range(0, n, cfg.batch_size)]
             tic = time.perf_counter()
             total, seen = 0.0, 0
