@@ -28,6 +28,23 @@ def test_observe_interpolates_linear_fields_exactly():
     assert torch.allclose(observe(u, pts, AXES)[0, :, 0], 3 * pts[:, 0] - 2 * pts[:, 1] + 1, atol=1e-12)
 
 
+def test_observe_on_periodic_axes_reads_the_nodes_and_wraps_between_the_last_and_the_first():
+    """A periodic axis's nodes are lo + (hi - lo) j / n (no right end): reading u at its own nodes gives
+    u, and halfway between the last node and hi lies halfway to u[0] (the read was stretched over n - 1
+    intervals before)."""
+    axes = [Axis("x", 8, 0.0, 2.0, periodic=True)]
+    u = torch.arange(8, dtype=torch.float64)[None, None]  # [1, 1, 8]
+    nodes = torch.as_tensor(axes[0].coords())[:, None]
+    assert torch.allclose(observe(u, nodes, axes)[0, :, 0], u[0, 0], atol=1e-12)
+    assert torch.allclose(observe(u, torch.tensor([[1.875]], dtype=torch.float64), axes)[0, 0, 0],
+                          torch.tensor(3.5, dtype=torch.float64))  # between node 7 (value 7) and node 0 (0)
+    axes2 = [Axis("x", 6, 0.0, 1.0, periodic=True), Axis("y", 5, 0.0, 1.0)]
+    x = torch.as_tensor(axes2[0].coords()); y = torch.as_tensor(axes2[1].coords())
+    v = (torch.cos(2 * torch.pi * x)[:, None] * (1 + y[None, :]))[None, None]
+    pts = torch.stack(torch.meshgrid(x, y, indexing="ij"), -1).reshape(-1, 2)
+    assert torch.allclose(observe(v, pts, axes2)[0, :, 0], v.flatten(), atol=1e-12)
+
+
 def test_linear_forward_with_smoothness_prior_matches_the_normal_equations():
     """Forward = a fixed linear map (a blur), every node observed with noise sigma, Tikhonov prior
     ``w mean |grad a|^2``: the minimiser solves ``(L^T L / s^2 + 2 w D^T D) a = L^T d / s^2`` (D: the differences over their count);

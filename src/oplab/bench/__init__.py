@@ -25,6 +25,38 @@ or any YAML file of the same shape::
         protocol: cfdbench         # optional (autoregressive cases): CFDBench's one-step and rollout
                                    # MSE/RMSE/MAE/NMSE too, reported per problem and subset
 
+A case's ``kind`` (default ``train``: the above) says what it measures; the other kinds
+(:mod:`oplab.bench.kinds`, their keys validated like a train case's)::
+
+      - name: porous-ft-lora           # fine-tune a train case of this suite (its run folder) on K samples
+        kind: finetune
+        parent: lemon-pretrain-fno     # run first (also with --only); its weights, its training settings
+        dataset: lemon_porous          # the new data: K train, then n_val validate, n_test from the end
+        n_train: 20
+        n_val: 5
+        n_test: 100
+        method: lora                   # full | lora | head
+        lora: {rank: 8, alpha: 8.0}
+        normalizers: refit             # or parent
+        train: {epochs: 200, budget_minutes: 1}   # overrides of the parent's training settings
+      - name: hypino                   # train a HyPINO hypernetwork on manufactured problems
+        kind: hypino
+        model: {width: 32}             # HyPINO's arguments
+        train: {steps: 1200, problems: 4000, budget_minutes: 4}
+        eval: {problems: 64, rounds: 4}
+      - name: prose                    # train a small PROSE on ODE trajectories + equations
+        kind: prose
+        data: {n_train: 1350, n_val: 135, n_test: 225}
+        model: {d_model: 64}
+        train: {steps: 400, budget_minutes: 4}
+      - name: darcy64-invert-latent    # recover the input field of held-out test samples of a train case
+        kind: invert
+        parent: darcy64-fno
+        prior: latent                  # latent | tv | smooth
+        sensors: 100
+        noise: 0.02                    # x max|u| of each sample
+        samples: 3
+
 ``run_suite`` generates the data sets, runs every case in its own process
 (so peak memory is the case's own, and a crash loses one case), and writes
 ``DIR/report.md`` and ``DIR/report.json``. Each case keeps its run folder
@@ -48,15 +80,33 @@ from ..errors import ParameterError
 SUITES_DIR = Path(__file__).parent / "suites"
 
 _DATASET_KEYS = {"problem", "resolution", "n", "seed", "params"}
-_CASE_KEYS = {"name", "dataset", "test_dataset", "n_train", "n_test", "n_val", "resolution", "test_resolutions",
+_CASE_KEYS = {"name", "kind", "dataset", "test_dataset", "n_train", "n_test", "n_val", "resolution", "test_resolutions",
               "test_datasets", "model", "train", "published", "peer", "note", "compare", "protocol"}
+#: the case kinds: ``train`` (a registered model through the Trainer) and those of :mod:`oplab.bench.kinds`
+KINDS = ("train", "finetune", "hypino", "prose", "invert")
+_COMMON_KEYS = {"name", "kind", "note", "compare"}
+#: the keys each kind takes (``train``: :data:`_CASE_KEYS`); those that are not fields of
+#: :class:`Case` are kept in ``Case.options``
+_KIND_KEYS = {
+    "train": _CASE_KEYS,
+    "finetune": _COMMON_KEYS | {"parent", "dataset", "n_train", "n_val", "n_test", "method", "train", "lora",
+                                "normalizers", "checkpoint"},
+    "hypino": _COMMON_KEYS | {"model", "train", "eval"},
+    "prose": _COMMON_KEYS | {"model", "train", "data", "eval"},
+    "invert": _COMMON_KEYS | {"parent", "prior", "sensors", "noise", "samples", "weight", "bounds", "restarts",
+                              "steps", "lr", "seed", "checkpoint"},
+}
+_REQUIRED = {"train": ("name", "dataset", "model"), "finetune": ("name", "parent", "dataset", "n_train"),
+             "hypino": ("name",), "prose": ("name",), "invert": ("name", "parent")}
+_CASE_FIELDS = {"name", "dataset", "model", "train", "n_train", "n_test", "n_val", "resolution", "test_resolutions",
+                "test_datasets", "test_dataset", "published", "peer", "note", "compare", "protocol", "kind", "parent"}
 
 
 @dataclass
 class Case:
     name: str
-    dataset: str
-    model: dict
+    dataset: str | None = None  # (hypino, prose: none; invert: its parent's)
+    model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     n_train: int | None = None
     n_test: int | None = None
@@ -70,11 +120,14 @@ class Case:
     note: str = ""
     compare: str | None = None  # cases sharing this label are ranked against each other in the report
     protocol: str | None = None  # "cfdbench": also CFDBench's one-step / rollout metrics (oplab.eval.cfdbench)
+    kind: str = "train"  # see KINDS and oplab.bench.kinds
+    parent: str | None = None  # finetune, invert: the train case of the suite whose run they start from
+    options: dict = field(default_factory=dict)  # the kind's other keys (method, prior, sensors, data, eval, ...)
 
     @property
     def datasets(self) -> list[str]:
         """The data sets this case reads: training, test and zero-shot test sets."""
-        return [self.dataset, *self.test_datasets, *([self.test_dataset] if self.test_dataset else [])]
+        return [k for k in (self.dataset, *self.test_datasets, self.test_dataset) if k]
 
 
 @dataclass
@@ -119,17 +172,33 @@ def load_suite(name_or_path: str | Path) -> Suite:
     cases = []
     for i, c in enumerate(raw.get("cases") or []):
         label = f"{where}: cases[{i}] ({c.get('name', '?')})"
-        bad = set(c) - _CASE_KEYS
+        kind = c.get("kind", "train")
+        if kind not in KINDS:
+            raise ParameterError(f"{label}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+        bad = set(c) - _KIND_KEYS[kind]
         if bad:
-            raise ParameterError(f"{label}: unknown key(s) {sorted(bad)}; valid: {sorted(_CASE_KEYS)}")
-        for k in ("name", "dataset", "model"):
+            raise ParameterError(f"{label}: unknown key(s) {sorted(bad)} for kind {kind}; valid: "
+                                 f"{sorted(_KIND_KEYS[kind])}")
+        for k in _REQUIRED[kind]:
             if k not in c:
-                raise ParameterError(f"{label}: {k!r} is required")
-        model = {"name": c["model"]} if isinstance(c["model"], str) else dict(c["model"])
-        case = Case(**{**c, "model": model})
+                raise ParameterError(f"{label}: {k!r} is required (kind {kind})")
+        if kind != "train":
+            from .kinds import validate
+
+            fields = {k: v for k, v in c.items() if k in _CASE_FIELDS}
+            options = {k: v for k, v in c.items() if k not in _CASE_FIELDS}
+            case = Case(**{**fields, "model": dict(c.get("model") or {}), "train": dict(c.get("train") or {}),
+                           "n_val": c.get("n_val"), "options": options})
+            validate(case, label)
+        else:
+            model = {"name": c["model"]} if isinstance(c["model"], str) else dict(c["model"])
+            case = Case(**{**c, "model": model})
         for k in case.datasets:
             if k not in datasets:
                 raise ParameterError(f"{label}: data set {k!r} is not in datasets ({', '.join(datasets)})")
+        if kind != "train":
+            cases.append(case)
+            continue
         from ..train.config import TrainConfig, _section
 
         _section(TrainConfig, case.train, f"{label}: train")  # a typo fails now, not after hours of work
@@ -153,6 +222,14 @@ def load_suite(name_or_path: str | Path) -> Suite:
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ParameterError(f"{where}: case names must be unique")
+    trained = {c.name: c for c in cases if c.kind == "train"}
+    for i, case in enumerate(cases):
+        if case.parent is not None and case.parent not in trained:
+            raise ParameterError(f"{where}: cases[{i}] ({case.name}): parent {case.parent!r} is not a train case of "
+                                 f"this suite (train cases: {', '.join(trained) or 'none'})")
+        if case.kind == "invert" and trained[case.parent].train.get("task", "map") != "map":
+            raise ParameterError(f"{where}: cases[{i}] ({case.name}): invert needs a one-shot operator, but parent "
+                                 f"{case.parent!r} trains task {trained[case.parent].train['task']!r}")
     return Suite(name=raw.get("name", path.stem), description=raw.get("description", ""),
                  datasets=datasets, cases=cases, source=str(path))
 
@@ -213,13 +290,30 @@ def peer_python(explicit: str | None = None) -> str | None:
     return str(guess) if guess.exists() else None
 
 
+def _with_parents(cases: list, suite: Suite) -> list:
+    """``cases`` with the parent of each (finetune, invert) put before it, added where missing
+    (``--only`` a child runs or reuses its parent first)."""
+    by_name = {c.name: c for c in suite.cases}
+    out: list = []
+    for case in cases:
+        if case.parent is not None and by_name[case.parent] not in out:
+            out.append(by_name[case.parent])
+        if case not in out:
+            out.append(case)
+    return out
+
+
 def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float | None = None,
               data_dir: str | Path | None = None, workers: int = 2, peers: str | None = "auto",
-              only: list | None = None, log=print) -> dict:
+              only: list | None = None, log=print, isolate: bool = True) -> dict:
     """Run ``suite`` into folder ``out``; returns the report (also written to ``out``).
 
-    ``budget`` (minutes) replaces every case's training time budget; ``peers``
+    ``budget`` (minutes) replaces every case's training time budget (train, finetune, hypino,
+    prose; an invert case trains nothing); ``peers``
     is the peers' python (``"auto"``: :func:`peer_python`; None: no peers).
+    A case with a ``parent`` runs after it (the parent is run, or its result reused, also when
+    ``only`` names the child alone). ``isolate=False`` runs the cases in this process (tests: no
+    interpreter start per case; peak memory is then the whole process's).
     """
     from .machine import describe
     from .report import write_report
@@ -231,13 +325,14 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     if only and len(cases) != len(set(only)):
         missing = sorted(set(only) - {c.name for c in cases})
         raise ParameterError(f"suite {suite.name}: no case(s) {missing}; cases: {[c.name for c in suite.cases]}")
+    cases = _with_parents(cases, suite)
     keys = sorted({k for c in cases for k in c.datasets})
     made = make_datasets(suite, data_dir, keys, workers=workers, log=log)
     py = peer_python() if peers == "auto" else peers
     results = []
     for case in cases:
         case_dir = out / "cases" / case.name
-        results.append(run_case(case, case_dir, data_dir, suite.datasets, device, budget, log=log))
+        results.append(run_case(case, case_dir, data_dir, suite.datasets, device, budget, log=log, isolate=isolate))
         if case.peer is not None:
             if py is None:
                 results[-1]["peer"] = {"library": case.peer["library"],
@@ -291,24 +386,55 @@ def _case_config(case: Case, data_dir: Path, device: str, budget: float | None, 
     }
 
 
+def _kind_spec(case: Case, case_dir: Path, data_dir: Path, datasets: dict, device: str,
+               budget: float | None) -> dict:
+    """What the child process of a non-train case reads (``case.json``): the case, the device and
+    budget, its data file and, for a case with a parent, the parent's run folder and result."""
+    spec = {"case": case.__dict__, "kind": case.kind, "device": device, "budget": budget,
+            "data_file": str(dataset_path(data_dir, case.dataset)) if case.dataset else None,
+            "dataset": datasets.get(case.dataset) if case.dataset else None}
+    if case.parent is not None:
+        parent_dir = case_dir.parent / case.parent
+        spec["parent"] = {"name": case.parent, "run_dir": str(parent_dir / "run"),
+                          "result": json.loads((parent_dir / "result.json").read_text())}
+    return spec
+
+
 def run_case(case: Case, case_dir: Path, data_dir: Path, datasets: dict, device: str = "cpu",
-             budget: float | None = None, log=print) -> dict:
-    """Run one case in a child process (``python -m oplab.bench.case``); reuse its result if present."""
+             budget: float | None = None, log=print, isolate: bool = True) -> dict:
+    """Run one case in a child process (``python -m oplab.bench.case``; ``isolate=False``: in this
+    process); reuse its result if present. A case whose parent has no result (it failed) is
+    recorded as failed without running."""
     result_path = case_dir / "result.json"
     if result_path.exists():
         log(f"[{case.name}] done before: {result_path}")
         return json.loads(result_path.read_text())
+    if case.parent is not None and not (case_dir.parent / case.parent / "result.json").exists():
+        log(f"[{case.name}] not run: its parent {case.parent} has no result")
+        return {"name": case.name, "kind": case.kind, "case": case.__dict__,
+                "failed": f"parent {case.parent} failed"}
     case_dir.mkdir(parents=True, exist_ok=True)
-    cfg = _case_config(case, data_dir, device, budget, case_dir / "run")
-    spec = {"case": case.__dict__, "config": cfg, "dataset": datasets[case.dataset]}
+    if case.kind == "train":
+        cfg = _case_config(case, data_dir, device, budget, case_dir / "run")
+        spec = {"case": case.__dict__, "config": cfg, "dataset": datasets[case.dataset]}
+        what = f"{case.model.get('name')} on {case.dataset}"
+    else:
+        spec = _kind_spec(case, case_dir, data_dir, datasets, device, budget)
+        what = f"{case.kind}" + (f" from {case.parent}" if case.parent else "") + (
+            f" on {case.dataset}" if case.dataset else "")
     (case_dir / "case.json").write_text(json.dumps(spec, indent=1))
-    log(f"[{case.name}] {case.model.get('name')} on {case.dataset}")
-    proc = subprocess.run([sys.executable, "-m", "oplab.bench.case", str(case_dir)])
-    if proc.returncode != 0 or not result_path.exists():
-        if proc.returncode in (130, -2):
+    log(f"[{case.name}] {what}")
+    if isolate:
+        code = subprocess.run([sys.executable, "-m", "oplab.bench.case", str(case_dir)]).returncode
+    else:
+        from .case import main as case_main
+
+        code = case_main(str(case_dir))
+    if code != 0 or not result_path.exists():
+        if code in (130, -2):
             raise KeyboardInterrupt
-        log(f"[{case.name}] failed (exit {proc.returncode}); see above. Rerun the suite to retry it.")
-        return {"name": case.name, "case": case.__dict__, "failed": f"exit code {proc.returncode}"}
+        log(f"[{case.name}] failed (exit {code}); see above. Rerun the suite to retry it.")
+        return {"name": case.name, "kind": case.kind, "case": case.__dict__, "failed": f"exit code {code}"}
     return json.loads(result_path.read_text())
 
 
@@ -370,4 +496,4 @@ def _peer_errors(spec: dict, peer_dir: Path) -> dict:
     return out
 
 
-__all__ = ["Case", "Suite", "available", "load_suite", "make_datasets", "run_case", "run_suite"]
+__all__ = ["KINDS", "Case", "Suite", "available", "load_suite", "make_datasets", "run_case", "run_suite"]

@@ -14,6 +14,10 @@ cfdbench`` also CFDBench's one-step and rollout metrics there, :mod:`oplab.eval.
 process's maximum resident set on the CPU, which includes torch itself, or
 ``torch.cuda.max_memory_allocated`` on a GPU); how busy the rest of the
 machine was (``foreign_cores``: other programs' mean CPU use while training).
+
+A case of another ``kind`` (finetune, hypino, prose, invert) is run by :mod:`oplab.bench.kinds`,
+which writes the same common fields (name, kind, case, dataset, params, train_seconds, figures)
+and its measurements.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ def main(case_dir: str) -> int:
 
     case_dir = Path(case_dir)
     spec = json.loads((case_dir / "case.json").read_text())
+    if spec["case"].get("kind", "train") != "train":
+        from .kinds import run_kind
+
+        name = spec["case"]["name"]
+        record = run_kind(spec, case_dir, log=lambda text: print(f"[{name}] {text}", flush=True))
+        write_result(case_dir, record)
+        return 0
     cfg = from_dict(spec["config"])
     run_dir = Path(cfg.out)
     name = spec["case"]["name"]
@@ -101,11 +112,23 @@ def main(case_dir: str) -> int:
         "curve": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                    **({"test_l2": r["test"][first_label]["l2"]} if "test" in r else {})} for r in history],
     }
+    write_result(case_dir, record)
+    log("done: L2 " + ", ".join(f"{k} {m['l2']:.4f}" for k, m in final["test"].items()))
+    return 0
+
+
+def write_result(case_dir: Path, record: dict) -> None:
+    """``case_dir/result.json``, atomically (a case without it is not done)."""
     tmp = case_dir / "result.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, case_dir / "result.json")
-    log("done: L2 " + ", ".join(f"{k} {m['l2']:.4f}" for k, m in final["test"].items()))
-    return 0
+
+
+def peak_memory(device: str) -> tuple[float, str]:
+    """The process's peak memory in MiB and what it is (CUDA's max allocated, or the max RSS)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda max allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max RSS"  # KiB on Linux
 
 
 if __name__ == "__main__":

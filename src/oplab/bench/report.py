@@ -1,4 +1,5 @@
-"""``report.md`` and ``report.json`` of a benchmark suite: one table per problem."""
+"""``report.md`` and ``report.json`` of a benchmark suite: one table per problem (train cases), one
+per other case kind (fine-tuning, HyPINO, PROSE, inversion: :mod:`oplab.bench.kinds`)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def render(report: dict, out: Path) -> str:
     lines += cfdbench_tables(report)
     by_problem: dict[str, list] = {}
     for r in report["cases"]:
+        if _kind(r) != "train":
+            continue
         problem = (r.get("dataset") or {}).get("problem") or r.get("case", {}).get("dataset", "?")
         by_problem.setdefault(problem, []).append(r)
     for problem, rows in by_problem.items():
@@ -127,7 +130,158 @@ def render(report: dict, out: Path) -> str:
             figs = " ".join(f"[{k}]({os.path.relpath(v, out)})" for k, v in (r.get("figures") or {}).items())
             lines.append(f"- **{r['name']}**: " + "; ".join(notes) + (f". Figures: {figs}" if figs else ""))
         lines.append("")
+    lines += kind_tables(report, out)
     return "\n".join(lines)
+
+
+def _kind(r: dict) -> str:
+    return r.get("kind") or (r.get("case") or {}).get("kind") or "train"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def _notes(r: dict, out: Path, extra: list | None = None) -> str:
+    notes = list(extra or [])
+    if r.get("foreign_cores") is not None and r["foreign_cores"] > 0.25:
+        notes.append(f"other programs used {r['foreign_cores']:.2f} cores meanwhile: timings are not clean")
+    if (r.get("case") or {}).get("note"):
+        notes.append(r["case"]["note"])
+    figs = " ".join(f"[{k}]({os.path.relpath(v, out)})" for k, v in (r.get("figures") or {}).items())
+    return f"- **{r['name']}**: " + "; ".join(notes) + (f". Figures: {figs}" if figs else "")
+
+
+def kind_tables(report: dict, out: Path) -> list[str]:
+    """One table per case kind other than ``train`` (:mod:`oplab.bench.kinds`), each case's figures
+    and notes below it."""
+    groups: dict[str, list] = {}
+    for r in report["cases"]:
+        if _kind(r) != "train":
+            groups.setdefault(_kind(r), []).append(r)
+    lines: list[str] = []
+    for kind, render_kind in (("finetune", _finetune_table), ("hypino", _hypino_table), ("prose", _prose_table),
+                              ("invert", _invert_table)):
+        rows = groups.get(kind)
+        if not rows:
+            continue
+        head, intro, cells = render_kind(rows)
+        lines += [intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            lines.append(f"| {r['name']} | failed: {r['failed']} |" if "failed" in r
+                         else "| " + " | ".join([r["name"], *cells(r)]) + " |")
+        lines.append("")
+        lines += [_notes(r, out, _extra(r)) for r in rows if "failed" not in r]
+        lines.append("")
+    return lines
+
+
+def _extra(r: dict) -> list:
+    t, m = r.get("train") or {}, r.get("metrics") or {}
+    if _kind(r) == "finetune":
+        return [f"model `{json.dumps(r.get('model'))}` from `{(r.get('parent') or {}).get('run_dir')}` "
+                f"(checkpoint {(r.get('parent') or {}).get('checkpoint')})",
+                f"training: {t.get('optimizer')} lr {t.get('lr')} {t.get('scheduler')}, batch {t.get('batch_size')}, "
+                f"normalisers {m.get('normalizers')}"
+                + (f", LoRA rank {m['lora']['rank']} alpha {m['lora']['alpha']}" if m.get("lora") else "")
+                + (f", head {', '.join(m['head'])}" if m.get("head") else "")
+                + (f", budget {t.get('budget_minutes')} min" if t.get("budget_minutes") else "")]
+    if _kind(r) in ("hypino", "prose"):
+        return [f"model `{json.dumps(r.get('model'))}`", f"training `{json.dumps(t)}`"]
+    if _kind(r) == "invert":
+        per = ", ".join(f"{row['sample']}: {row['coef_l2']:.3f}" for row in m.get("rows", []))
+        return [f"coefficient L2 per test sample (index in the data set) {per}"]
+    return []
+
+
+def _finetune_table(rows):
+    labels = _labels([r for r in rows if "failed" not in r])
+    head = ["case", "parent", "data set", "method", "K", "trainable / total params", "epochs", "train s",
+            "parent L2 (own test)", *[f"parent zero-shot L2@{k}" for k in labels],
+            *[f"fine-tuned L2@{k}" for k in labels], "zero-shot ÷ fine-tuned"]
+    intro = ("## Fine-tuning\n\nThe parent case's run (a train case of this suite) fine-tuned on the first K samples "
+             "of a new data set (`oplab finetune`); the next samples validate and choose the checkpoint, the test "
+             "samples are the data set's last. Parent zero-shot: the parent on the same test samples before "
+             "fine-tuning; the parent's own error is on its own test set.")
+
+    def cells(r):
+        m, par = r.get("metrics") or {}, r.get("parent") or {}
+        d = r.get("dataset") or {}
+        family = (d.get("params") or {}).get("family")
+        zero = [_fmt((par.get("zero_shot", {}).get(k) or {}).get("l2")) for k in labels]
+        tuned = [_fmt((r["test"].get(k) or {}).get("l2")) for k in labels]
+        z, f = m.get("zero_shot_l2"), m.get("l2")
+        return [par.get("case", ""), f"{r['case'].get('dataset')}" + (f" ({family})" if family else ""),
+                str(m.get("method")), str(m.get("k")),
+                f"{_fmt(m.get('trainable_params'), ',')} / {_fmt(m.get('total_params'), ',')}",
+                _fmt(r.get("epochs"), "d"), _fmt(r.get("train_seconds"), ".0f"), _fmt(m.get("parent_l2")), *zero,
+                *tuned, f"{z / f:.2f}x" if z is not None and f else "—"]
+    return head, intro, cells
+
+
+def _hypino_table(rows):
+    ok = [r for r in rows if "failed" not in r]
+    n_rounds = max((r["metrics"]["rounds"] for r in ok), default=0)
+    head = ["case", "params", "steps (best)", "train s", "validation L2", "test problems", "zero-shot",
+            *[f"round {i}" for i in range(1, n_rounds + 1)], "improved by refinement"]
+    intro = ("## HyPINO\n\nA hypernetwork trained on manufactured problems of -Lap u + k u = f on random domains "
+             "(`oplab hypino-train`), tested on held-out manufactured problems (another seed): relative L2 error "
+             "of the generated PINN zero-shot and of the sum of PINNs after each refinement round, median (mean) "
+             "over the test problems; improved: the fraction whose last round beats zero-shot.")
+
+    def cells(r):
+        m = r["metrics"]
+        per = [f"{md:.3f} ({mn:.3f})" for md, mn in zip(m["median"], m["mean"])]
+        per += ["—"] * (n_rounds + 1 - len(per))
+        return [_fmt(r.get("params"), ","), f"{m['steps']} ({m['best_step']})", _fmt(r.get("train_seconds"), ".0f"),
+                _fmt(m.get("val_error")), str(m["test_problems"]), *per, _pct(m.get("improved"))]
+    return head, intro, cells
+
+
+def _prose_table(rows):
+    ok = [r for r in rows if "failed" not in r]
+    modes = []
+    for r in ok:
+        modes += [s for s in r["metrics"]["decoding"] if s not in modes]
+    words = {"none": "data only", "noisy": "noisy equation", "exact": "exact equation"}
+    head = ["case", "params", "steps (best)", "train s", "samples train/val/test", "L2 exact equation",
+            "L2 noisy equation", "L2 data only", "L2 hold last state",
+            *[f"decoded from {words[s]}: exact / valid / structure / within tol" for s in modes]]
+    intro = ("## PROSE\n\nA multimodal transformer trained on ODE trajectories and their equations "
+             "(`oplab.models.prose`); on the test set (its own seed): the mean relative L2 error of the solution "
+             "at the query times given the exact equation, a noisy one (5% per coefficient) or none (data only), "
+             "beside holding the last observed state; and the fractions of equations decoded greedily token for "
+             "token, valid, with the right structure, and with every coefficient within the tolerance.")
+
+    def cells(r):
+        m = r["metrics"]
+        sol = m["solution_rel_l2"]
+        dec = [(lambda d: f"{_pct(d['exact'])} / {_pct(d['valid'])} / {_pct(d['structure'])} / "
+                          f"{_pct(d['within_tol'])}")(m["decoding"][s]) if s in m["decoding"] else "—" for s in modes]
+        return [_fmt(r.get("params"), ","), f"{m['steps']} ({m['best_step']})", _fmt(r.get("train_seconds"), ".0f"),
+                f"{m['n_train']}/{m['n_val']}/{m['n_test']}", *[_fmt(sol[k]["mean"]) for k in
+                                                               ("exact", "noisy", "none", "hold_last")], *dec]
+    return head, intro, cells
+
+
+def _invert_table(rows):
+    head = ["case", "parent (its test L2)", "prior", "sensors", "noise", "test samples", "coefficient L2",
+            "phase accuracy", "chi² per value", "training mean: coefficient L2 / phase / chi²", "s per inversion"]
+    intro = ("## Inversion\n\nThe parent case's operator inverted on its own held-out test samples (`oplab invert`, "
+             "Adam with restarts): sensors drawn uniformly, the true output there plus Gaussian noise of the given "
+             "fraction of max|u|. Coefficient L2: relative error of the estimated input; phase accuracy: the "
+             "fraction of nodes on the right side of the two phases' midpoint (two-phase Darcy only); chi² per "
+             "observed value through the surrogate (about 1 when the data are explained to their noise). The "
+             "training inputs' mean field is the no-data reference. Means over the test samples.")
+
+    def cells(r):
+        m, par = r["metrics"], r.get("parent") or {}
+        return [f"{par.get('case')} ({_fmt(m.get('parent_test_l2'))})", str(m["prior"]), str(m["sensors"]),
+                _pct(m["noise"]) if m["noise"] >= 0.01 else f"{m['noise']:g}", str(m["samples"]),
+                _fmt(m["coef_l2"], ".3f"), _fmt(m.get("phase_accuracy"), ".3f"), _fmt(m["chi2"], ".2f"),
+                f"{_fmt(m['baseline_coef_l2'], '.3f')} / {_fmt(m.get('baseline_phase_accuracy'), '.3f')} / "
+                f"{_fmt(m['baseline_chi2'], '.2f')}", _fmt(m["seconds"], ".1f")]
+    return head, intro, cells
 
 
 def comparisons(report: dict) -> list[str]:

@@ -129,8 +129,11 @@ def observe(u: torch.Tensor, points: torch.Tensor, axes: list[Axis]) -> torch.Te
         raise ParameterError(f"observations on {d}-dimensional grids are not supported (1, 2 or 3)")
     norm = [2.0 * (points[:, i] - ax.lo) / (ax.hi - ax.lo) - 1.0 for i, ax in enumerate(axes)]
     x = u
+    for i, ax in enumerate(axes):  # a periodic axis leaves out its right end: wrap its first node there,
+        if ax.periodic:            # so the n + 1 nodes span [lo, hi] like a closed axis's n
+            x = torch.cat([x, x.narrow(2 + i, 0, 1)], dim=2 + i)
     if d == 1:  # a 2D grid of height 1
-        x, norm = u.unsqueeze(-2), [torch.zeros_like(norm[0]), norm[0]]
+        x, norm = x.unsqueeze(-2), [torch.zeros_like(norm[0]), norm[0]]
     # grid_sample takes the coordinates last axis first; the points as a [1, K] (or [1, 1, K]) grid
     grid = torch.stack(norm[::-1], dim=-1).to(u.dtype)
     grid = grid.view(1, *([1] * (len(norm) - 1)), *grid.shape).expand(u.shape[0], *([-1] * (len(norm) + 1)))
