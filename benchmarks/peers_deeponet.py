@@ -170,6 +170,55 @@ def run_oplab_fit(seed: int, args, data, fused: bool = False, folder: bool = Fal
             "test_rel_l2": rel_l2(pred, data["u_test"])}
 
 
+def run_oplab_train(seed: int, args, data) -> dict:
+    """The same network through ``oplab.train`` (what ``oplab train`` runs): the data from an oplab
+    file, a run folder, the thread count chosen automatically (``--threads`` is not passed on); time
+    per iteration = from the first epoch's start to the last one's end over the iterations (the
+    per-epoch bookkeeping included; the set-up and the figures written after training left out)."""
+    import oplab
+    from oplab.data.generation import generate
+    from oplab.train import Callback
+
+    path = Path(tempfile.gettempdir()) / f"oplab-peers-antiderivative-{args.n_train}-{args.n_test}-{args.data_seed}.h5"
+    problem = oplab.problems.create("antiderivative", resolution=100)
+    generate(problem, args.n_train + args.n_test, path, seed=args.data_seed, resume=True, workers=1)
+    ds = oplab.data.open(path)
+    assert np.allclose(ds.arrays([0])[0][0, 0], data["v_train"][0])  # the same samples as make_data's
+
+    class Clock(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 0:
+                self.start = time.perf_counter()
+
+        def on_fit_end(self, trainer):
+            self.end = time.perf_counter()
+
+    clock, before = Clock(), torch.get_num_threads()
+    model = _oplab_model(seed)
+    env = os.environ.pop("OMP_NUM_THREADS", None)  # the automatic choice, as a user gets it
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tic = time.perf_counter()
+            result = oplab.train(model, ds, out=Path(tmp) / "run", n_train=args.n_train, n_val=0, n_test=args.n_test,
+                                 epochs=args.iterations, batch_size=args.n_train, lr=args.lr, weight_decay=0.0,
+                                 optimizer="adam", scheduler="none", eval_every=10**9, seed=seed, device="cpu",
+                                 log=lambda *a: None, callbacks=[clock])
+            total = time.perf_counter() - tic
+            threads = json.loads((Path(tmp) / "run" / "config.json").read_text())["train"]["threads"]
+    finally:
+        if env is not None:
+            os.environ["OMP_NUM_THREADS"] = env
+        torch.set_num_threads(before)
+    bundle = result["bundle"].eval()
+    coords = (torch.from_numpy(data["grid"]),)
+    with torch.no_grad():
+        pred = bundle(torch.from_numpy(data["v_test"])[:, None], coords)[:, 0].numpy()
+    per_epoch = [h["epoch_seconds"] for h in result["history"]]
+    return {"params": model.n_params(), "iter_seconds_median": statistics.median(per_epoch),
+            "iter_seconds_mean": (clock.end - clock.start) / args.iterations, "train_seconds_total": total,
+            "threads_chosen": threads, "test_rel_l2": rel_l2(pred, data["u_test"])}
+
+
 def summarize(runs: list[dict]) -> dict:
     out = {"params": runs[0]["params"],
            "foreign_cpu_cores_max": max(r["foreign_cpu_cores"] or 0.0 for r in runs),
@@ -192,7 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--models", nargs="+", default=["deepxde", "oplab", "oplab_fit"],
-                   choices=["deepxde", "oplab", "oplab_fit", "oplab_fit_folder", "oplab_fused", "oplab_fit_fused"],
+                   choices=["deepxde", "oplab", "oplab_fit", "oplab_fit_folder", "oplab_train", "oplab_fused",
+                            "oplab_fit_fused"],
                    help="*_fused: what-if, torch's fused Adam kernel (same algorithm) on the oplab side")
     p.add_argument("--out", default=str(HERE / "peers_deeponet.json"))
     args = p.parse_args(argv)
@@ -204,6 +254,7 @@ def main(argv=None) -> int:
     data = make_data(args.n_train, args.n_test, args.data_seed)
     runners = {"deepxde": run_deepxde, "oplab": run_oplab, "oplab_fit": run_oplab_fit,
                "oplab_fit_folder": lambda s, a, d: run_oplab_fit(s, a, d, folder=True),
+               "oplab_train": run_oplab_train,
                "oplab_fused": lambda s, a, d: run_oplab(s, a, d, fused=True),
                "oplab_fit_fused": lambda s, a, d: run_oplab_fit(s, a, d, fused=True)}
     runs = {m: [] for m in args.models}

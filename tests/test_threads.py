@@ -69,3 +69,45 @@ def test_the_chosen_count_is_recorded_for_resume(tmp_path, monkeypatch):
     run(tc.from_dict(raw), log=lambda s: None)
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["threads"] == 1
+
+
+def test_fastest_picks_the_count_whose_step_is_shorter():
+    import time as _time
+
+    before = torch.get_num_threads()
+    try:
+        slow_when_many = lambda: _time.sleep(0.004 if torch.get_num_threads() > 1 else 0.0)  # noqa: E731
+        best, medians = threads.fastest(slow_when_many, [2, 1], repeats=3, warmup=1)
+        assert best == 1 and torch.get_num_threads() == 1 and medians[2] > medians[1] + 0.003
+        slow_when_one = lambda: _time.sleep(0.004 if torch.get_num_threads() == 1 else 0.0)  # noqa: E731
+        assert threads.fastest(slow_when_one, [2, 1], repeats=3, warmup=1)[0] == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_small_models_are_timed_and_the_users_settings_are_not(monkeypatch):
+    """A small one-shot map gets the faster of one thread and the free cores; OMP_NUM_THREADS, a large
+    model or a task other than a plain map keep the count they were given."""
+    from oplab.models.deeponet import DeepONet
+    from oplab.train import api
+    from oplab.train.config import TrainConfig
+    from oplab.train.data import GridData
+
+    x, grid = torch.randn(8, 1, 10), torch.linspace(0, 1, 10)
+    train = GridData(x=x, y=x.cumsum(-1), in_coords=(grid,), out_coords=(grid,), periodic=(False,), n_times=None,
+                     resolution=10)
+    model = DeepONet(n_sensors=10, coord_dim=1, branch_layers=[8], trunk_layers=[8], latent=8, activation="relu")
+    cfg = TrainConfig(batch_size=8)
+    picked = []
+    monkeypatch.setattr(threads, "fastest", lambda step, counts, **kw: (step(), picked.append(counts), (1, {1: 1e-3, 2: 2e-3}))[-1])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    lines = []
+    assert api._small_model_threads(model, train, cfg, 2, lines.append) == 1 and picked == [[2, 1]]
+    assert "on one thread against" in lines[0]
+    assert all(not p.grad_fn for p in model.parameters()) and all(p.grad is None for p in model.parameters())
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert api._small_model_threads(model, train, cfg, 2, lines.append) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert api._small_model_threads(model, train, TrainConfig(task="autoregressive"), 2, lines.append) == 2
+    monkeypatch.setattr(api, "SMALL_MODEL", 100)
+    assert api._small_model_threads(model, train, cfg, 2, lines.append) == 2 and len(picked) == 1

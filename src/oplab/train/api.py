@@ -62,6 +62,7 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
     cpu = resolve_device(cfg.device).type == "cpu"
     with using(cfg.threads, log) if cpu else contextlib.nullcontext() as threads:
         if cpu and not cfg.threads:  # the count chosen is recorded: a resumed run replays its epochs with it
+            threads = _small_model_threads(model, data.train, cfg, threads, log)
             cfg = dataclasses.replace(cfg, threads=threads)
         result = fit(model, data.train, data.tests, cfg, out, info, resume=resume, log=log, progress=progress,
                      val=data.val, callbacks=callbacks)
@@ -76,6 +77,30 @@ def _train(model, data: Prepared, cfg: TrainConfig, out: Path | None, info: dict
         write_plots(out, result["bundle"], first and first.head(cfg.plot_samples), result["history"], info,
                     cfg.plot_samples)
     return result
+
+
+#: models below this many parameters have their thread count timed (one thread against the free cores)
+SMALL_MODEL = 1_000_000
+
+
+def _small_model_threads(model, train, cfg: TrainConfig, threads: int, log) -> int:
+    """For a small model on several free cores, the faster of one thread and ``threads`` for its
+    training step, timed on a throwaway copy (:func:`oplab.train.threads.fastest`); else ``threads``.
+    Not when ``OMP_NUM_THREADS`` or ``--threads`` says how many."""
+    import os
+
+    from .threads import fastest, probe_step
+
+    if threads <= 1 or os.environ.get("OMP_NUM_THREADS") or model.n_params() >= SMALL_MODEL:
+        return threads
+    step = probe_step(model, train, cfg)
+    if step is None:
+        return threads
+    best, medians = fastest(step, [threads, 1])
+    if best != threads:
+        log(f"threads: a training step of this small model takes {1e3 * medians[1]:.2f} ms on one thread against "
+            f"{1e3 * medians[threads]:.2f} ms on {threads}: training on one (--threads N to choose)")
+    return best
 
 
 def task_shapes(cfg: TrainConfig, data: Prepared) -> tuple[tuple, tuple]:

@@ -67,4 +67,50 @@ def choose(threads: int = 0, log=print) -> int:
     return n
 
 
-__all__ = ["busy_cores", "choose", "cores", "using"]
+def fastest(step, counts, repeats: int = 8, warmup: int = 2) -> tuple[int, dict]:
+    """The thread count of ``counts`` under which ``step()`` runs fastest (the median of ``repeats``
+    timed calls after ``warmup``, the counts interleaved call by call so that a change in the
+    machine's load hits them alike), and the medians by count; torch's count is left at the winner."""
+    import statistics
+
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    for i in range(warmup + repeats):
+        for n in counts:
+            torch.set_num_threads(n)
+            tic = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[n].append(time.perf_counter() - tic)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    best = min(medians, key=medians.get)
+    torch.set_num_threads(best)
+    return best, medians
+
+
+def probe_step(model, train, cfg):
+    """One training step of a throwaway copy of ``model`` (a one-shot map on its first batch, the
+    configured loss, the run's optimizer), or None where the run is not a plain map: what :func:`fastest`
+    times to choose between one thread and several for small models, whose steps are too short for
+    several threads to pay (the DeepONet paper's 7,401-parameter model; benchmarks/RESULTS.md)."""
+    import copy
+
+    from .. import losses
+    from .trainer import _optimizer
+
+    if cfg.task != "map" or cfg.points or cfg.physics_weight > 0 or cfg.loss_mask or not train.in_memory:
+        return None
+    net = copy.deepcopy(model)
+    opt = _optimizer(cfg, list(net.parameters()), torch.device("cpu"))
+    loss_fn = losses.get(cfg.loss)
+    x, y = train.x[: cfg.batch_size], train.y[: cfg.batch_size]
+    coords = tuple(train.out_coords)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(x, coords), y, coords, train.periodic).backward()
+        opt.step()
+
+    return step
+
+
+__all__ = ["busy_cores", "choose", "cores", "fastest", "probe_step", "using"]
