@@ -42,7 +42,7 @@ def solver_seconds_per_sample(problem, n: int = 5, seed: int = 12345) -> float:
 
 def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super_resolution: int = 128,
                n_train: int = 1000, n_test: int = 200, n_val: int = 100, budget_minutes: float = 6.0, max_epochs: int = 100,
-               batch_size: int = 10, workers: int = 2, device: str = "auto", model: dict | None = None,
+               batch_size: int = 10, lr: float = 1e-3, workers: int = 2, device: str = "auto", model: dict | None = None,
                log=print, data_progress=None, train_progress=None) -> dict:
     """Run the quickstart into folder ``out``; returns (and writes) the summary."""
     from . import problems
@@ -80,7 +80,7 @@ def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super
         data=DataConfig(train=str(train_file), n_train=n_train + n_val, n_val=n_val, n_test=n_test,
                         test_files=[str(test_file)]),
         model=dict(model or {**DEFAULT_MODEL, "modes": [min(m, resolution // 2) for m in DEFAULT_MODEL["modes"]]}),
-        train=TrainConfig(epochs=max_epochs, budget_minutes=budget_minutes, batch_size=batch_size, lr=1e-3,
+        train=TrainConfig(epochs=max_epochs, budget_minutes=budget_minutes, batch_size=batch_size, lr=lr,
                           scheduler="cosine", optimizer="adamw", eval_every=5, device=device),
         out=str(run_dir))
     tic = time.perf_counter()

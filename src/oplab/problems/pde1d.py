@@ -16,6 +16,10 @@ families and transfer it to unseen ones. This problem draws those families:
 ``unseen``, ``all``); sample ``i`` has family ``families[i % F]``
 (:func:`family_of`).
 
+By name only (:data:`EXTRA_FAMILIES`, in no group, so ``pretrain``, ``unseen``
+and ``all`` are LeMON's twelve as before): ``ks``, the Kuramoto-Sivashinsky
+equation (see the section below).
+
 The conditioning lives in the data
 -----------------------------------
 Inputs are ``[u0, c_u_x, c_u_xx, ...]``: ``u0`` and one constant channel per
@@ -68,6 +72,28 @@ Deviations from LeMON (CPU size, spectral solver)
   (not ``c`` and ``m``), KdV's ``delta^2`` (not ``delta``); initial velocity zero as in LeMON.
 * The abs-value and window variants of ``init_multi`` (10% of LeMON's samples
   each) are left out: they are not smooth or not periodic.
+
+Kuramoto-Sivashinsky (``family=ks``, not a LeMON family)
+--------------------------------------------------------
+``u_t = -u u_X - u_XX - u_XXXX`` on a periodic box ``X in [0, L)``, ``L = 22``
+(the standard chaotic box of Cvitanovic, Davidchack & Siminos 2010, SIAM J. Appl.
+Dyn. Syst. 9, and of Pathak et al. 2018, Phys. Rev. Lett. 120, 024102; the
+semilinear-neural-operator paper, Singh et al. ICLR 2024, assimilates KS). The
+box is mapped onto ``[0, 2)`` by ``x = X / s``, ``s = L / 2``, so the library
+coefficients are ``c_uu_x = -1 / s``, ``c_u_xx = -1 / s^2``, ``c_u_xxxx = -1 / s^4``
+(then times ``tau``); ``L`` is the family's one parameter (varied by ``+-vary``
+like the others; ``vary=0`` keeps 22). Horizon ``T = 40`` KS time units (the
+common ``t_end = 2``, ``tau = 20``), about 1.7 Lyapunov times at the leading
+exponent 0.043 that Pathak et al. report (0.036 measured here from the growth
+of a 1e-7 perturbation over 360 units of one trajectory). Initial states: a
+random smooth zero-mean field (kind ``fourier``: modes ``1..8`` of the box with
+Gaussian amplitudes decaying as ``1 / k``, normalised to ``max |u| = ic_scale``)
+run for ``KS_SPINUP = 100`` KS time units by the same solver and step rule (the
+``dt`` and ``oversample`` parameters), so ``u0`` lies on the chaotic attractor
+(``|u| <~ 3``; ``ic_scale`` only sets the transient's start). The mean of ``u``
+is an invariant (zero). Not in :data:`FAMILIES` (LeMON's twelve, which
+``benchmarks/pde1d_families.py`` and the tests enumerate) but in
+:data:`EXTRA_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -113,6 +139,8 @@ class Family:
     second_order: bool = False
     pretrain: bool = True
     check: str = ""  # how tests/test_pde1d.py verifies it
+    #: time (the family's own units) the initial state is run by the solver before it becomes u0
+    spinup: float = 0.0
 
     @property
     def tau(self) -> float:
@@ -197,6 +225,25 @@ FAMILIES: dict[str, Family] = {
         check="mass, maximum principle, temporal order"),
 }
 
+#: the Kuramoto-Sivashinsky box length (KS units) and the initial states' spin-up time
+KS_LENGTH = 22.0
+KS_SPINUP = 100.0
+
+
+def _ks(p: dict) -> dict:
+    s = p["L"] / LENGTH  # X = s x maps [0, 2) onto [0, L)
+    return {"uu_x": -1.0 / s, "u_xx": -1.0 / s**2, "u_xxxx": -1.0 / s**4}
+
+
+#: families selectable by name only: in no group, so pretrain / unseen / all are unchanged
+EXTRA_FAMILIES: dict[str, Family] = {
+    "ks": Family(
+        "ks", "u_t + u u_X + u_XX + u_XXXX = 0 on X in [0, L), L = 22, mapped onto [0, 2)", {"L": KS_LENGTH},
+        _ks, 40.0, "fourier", {"k_max": 8}, pretrain=False, spinup=KS_SPINUP,
+        check="mean invariant, ETDRK4 temporal order (tests/test_pde1d_ks.py)"),
+}
+_KNOWN: dict[str, Family] = {**FAMILIES, **EXTRA_FAMILIES}
+
 GROUPS = {
     "pretrain": tuple(n for n, f in FAMILIES.items() if f.pretrain),
     "unseen": tuple(n for n, f in FAMILIES.items() if not f.pretrain),
@@ -213,11 +260,11 @@ def parse_families(text: str) -> tuple[str, ...]:
             continue
         if key in GROUPS:
             names.extend(GROUPS[key])
-        elif key in FAMILIES:
+        elif key in _KNOWN:
             names.append(key)
         else:
             raise ParameterError(
-                f"pde1d: unknown family {part.strip()!r}; available: {', '.join(FAMILIES)} "
+                f"pde1d: unknown family {part.strip()!r}; available: {', '.join(_KNOWN)} "
                 f"(or {', '.join(GROUPS)})")
     if not names:
         raise ParameterError(f"pde1d: parameter 'family' names no family; available: {', '.join(FAMILIES)}")
@@ -268,6 +315,13 @@ def initial_condition(kind: str, options: dict, rng: np.random.Generator, x: np.
     if kind == "gaussian":  # Fokker-Planck: a density, not normalised
         mean, std = rng.uniform(0.5, 1.5), rng.uniform(0.1, 0.5)
         return scale * _periodic_gauss(x, mean, std**2)
+    if kind == "fourier":  # Kuramoto-Sivashinsky (before its spin-up): zero mean, smooth
+        k = np.arange(1, options["k_max"] + 1)
+        amp = rng.standard_normal(len(k)) / k
+        phase = rng.uniform(0.0, 2 * np.pi, size=len(k))
+        u = (amp[:, None] * np.cos(np.pi * k[:, None] * x[None] + phase[:, None])).sum(0)
+        u -= u.mean()
+        return u * (scale / max(float(np.abs(u).max()), 1e-300))
     if kind == "bump":  # porous medium
         a, centre, std = rng.uniform(9, 11), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1)
         bump = _normalise(_periodic_gauss(x, centre, 2 * std**2 / a), 1.0)
@@ -289,7 +343,7 @@ class PDE1D(Problem):
     params_spec = (
         Param("family", "pretrain",
               "family name or comma-separated list (sample i has the (i mod F)-th family); also pretrain, unseen, all; "
-              "names: " + ", ".join(FAMILIES)),
+              "names: " + ", ".join(FAMILIES) + "; by name only (in no group): " + ", ".join(EXTRA_FAMILIES)),
         Param("vary", 0.1, "relative spread of each coefficient, uniform per sample (LeMON: 0.1)",
               check=lambda v: 0 <= v < 1, expect="in [0, 1)"),
         positive("t_end", COMMON_T, "final time on the common axis; 2 runs each family to its LeMON horizon"),
@@ -333,11 +387,14 @@ class PDE1D(Problem):
         return self.families[int(index) % len(self.families)]
 
     def sample_inputs(self, rng: np.random.Generator, family: str | None = None) -> np.ndarray:
-        fam = FAMILIES[family or self.families[0]]
+        fam = _KNOWN[family or self.families[0]]
         params = fam.draw(rng, self.params["vary"])
         c = fam.library(params)
         x = self.input_axes()[0].coords()
         u0 = initial_condition(fam.ic, fam.ic_options, rng, x, self.params["ic_scale"])
+        if fam.spinup:  # onto the attractor (KS), by the solver and step rule of the data
+            u0 = core.solve(u0, c, fam.spinup / fam.tau, length=LENGTH, dt=self.params["dt"] or None,
+                            oversample=self.params["oversample"] or None)
         out = np.empty((1 + core.K, self.resolution))
         out[0] = u0
         out[1:] = c[:, None]
@@ -361,17 +418,17 @@ class PDE1D(Problem):
         info = super().describe()
         info["families"] = list(self.families)
         info["family_rule"] = "sample i has family families[i % len(families)]"
-        info["equations"] = {name: FAMILIES[name].text for name in dict.fromkeys(self.families)}
-        info["time_scale"] = {name: FAMILIES[name].tau for name in dict.fromkeys(self.families)}
+        info["equations"] = {name: _KNOWN[name].text for name in dict.fromkeys(self.families)}
+        info["time_scale"] = {name: _KNOWN[name].tau for name in dict.fromkeys(self.families)}
         info["terms"] = [t.text for t in core.TERMS]
         return info
 
 
 def default_coefficients(family: str) -> np.ndarray:
     """The library vector of ``family`` at its default parameters (on the common time axis)."""
-    fam = FAMILIES[parse_families(family)[0]]
+    fam = _KNOWN[parse_families(family)[0]]
     return fam.library(dict(fam.defaults))
 
 
-__all__ = ["FAMILIES", "GROUPS", "PDE1D", "Family", "default_coefficients", "equation", "family_of",
-           "initial_condition", "parse_families"]
+__all__ = ["EXTRA_FAMILIES", "FAMILIES", "GROUPS", "KS_LENGTH", "KS_SPINUP", "PDE1D", "Family", "default_coefficients",
+           "equation", "family_of", "initial_condition", "parse_families"]
