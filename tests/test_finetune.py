@@ -246,3 +246,15 @@ def test_a_frozen_evonorm_b0_keeps_the_parents_statistics():
     frozen = layer(x)
     assert torch.equal(layer.running_var, before)
     assert torch.allclose(frozen, layer.eval()(x))  # frozen in train mode = eval mode
+
+
+def test_lora_larger_than_the_model_is_reported(parent, shifted, tmp_path):
+    """Rank-64 adapters on a small FNO hold more parameters than the model: full fine-tuning costs no more."""
+    lines = []
+    finetune(parent, shifted, "lora", 8, tmp_path / "big", n_val=4, n_test=4, epochs=1, lora_rank=64, threads=1,
+             **{**QUIET, "log": lines.append})
+    assert any(line.startswith("warning: the rank-64 adapters hold") for line in lines), lines
+    lines.clear()
+    finetune(parent, shifted, "lora", 8, tmp_path / "small", n_val=4, n_test=4, epochs=1, lora_rank=1, threads=1,
+             **{**QUIET, "log": lines.append})
+    assert not any(line.startswith("warning:") for line in lines)

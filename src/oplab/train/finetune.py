@@ -437,6 +437,9 @@ def finetune(parent: str | Path, data: str | Path, method: str = "full", n_train
         f"{ft['trainable_params']:,} of {ft['total_params']:,} parameters trainable; {k} training samples, "
         f"{n_val} validation; parent's validation error on the new data "
         f"{parent_errors.get('val', {}).get('l2', float('nan')):.4f}")
+    if method == "lora" and ft["trainable_params"] >= ft["total_params"]:
+        log(f"warning: the rank-{lora_rank} adapters hold {ft['trainable_params']:,} parameters, as many as the "
+            f"whole model ({ft['total_params']:,}): full fine-tuning costs no more (a lower --lora-rank saves)")
     info = {"model": dict(source.model), "data": {**dataclasses.asdict(data_cfg), **prepared.info(),
                                                  "train_input_shape": list(x_shape), "train_output_shape": list(y_shape)},
             "finetune": ft}
