@@ -237,7 +237,8 @@ def main() -> None:
 
     from oplab import models, problems
     from oplab.data.generation import generate
-    from oplab.inverse.assimilation import Observer, assimilate, simulate_observations, train_observer
+    from oplab.inverse.assimilation import (Observer, assimilate, lattice_sensors, simulate_observations,
+                                            train_observer)
     from oplab.solvers import pde1d as core
 
     n, n_times = args.n, args.n_times
@@ -266,7 +267,7 @@ def main() -> None:
           f"one-step {pred_info['one_step_val']:.4f}", flush=True)
 
     noise = args.noise * float(train[:, 1:].std())
-    sensors = torch.arange(0, n, n // args.sensors)
+    sensors = lattice_sensors(n, args.sensors)  # (args.sensors evenly spread; 16 of 64: every 4th node)
     torch.manual_seed(1)
     net = models.create("fno", in_channels=3, out_channels=1, modes=[16], width=32)
     if args.zero_init:  # the observer starts as the open loop (no correction), not as a random one

@@ -29,7 +29,6 @@ VARIANTS = {
     "h1": {"lr": 1e-3, "loss": "h1"},
     "onecycle3e-3": {"lr": 3e-3, "scheduler": "onecycle"},
     "lr4e-3b20": {"lr": 4e-3, "batch_size": 20},
-    "lr4e-3wd0": {"lr": 4e-3, "weight_decay": 0.0},
 }
 
 

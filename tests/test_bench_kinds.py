@@ -125,6 +125,8 @@ def test_every_kind_runs_end_to_end_and_reports(tmp_path, one_thread):
     ("{name: a, kind: invert, parent: p, prior: gauss}", r"\(a\): prior must be one of latent, tv, smooth"),
     ("{name: a, kind: invert, parent: p, noise: 1e-2}", r"\(a\): noise must be a positive number.*5.0e-3"),
     ("{name: a, kind: hypino, model: {widht: 8}}", r"\(a\): unknown model key\(s\) \['widht'\]"),
+    ("{name: a, kind: hypino, model: hypino}", r"\(a\): model must be a mapping of settings \(kind hypino\)"),
+    ("{name: a, kind: prose, train: 5}", r"\(a\): train must be a mapping of settings \(kind prose\)"),
     ("{name: a, kind: prose, eval: {decode: [all]}}", r"\(a\): eval.decode must be a list of none, noisy, exact"),
 ])
 def test_bad_cases_are_one_line_errors(tmp_path, case, message):

@@ -220,7 +220,12 @@ def test_cli_bad_inputs(darcy, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["deeponet", "pod_deeponet", "multionet"])
-def test_point_operators_train_through_the_same_loop(tmp_path, model):
+def test_point_operators_train_through_the_same_loop(tmp_path, model, monkeypatch):
+    from oplab.train import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # two idle cores: small models time their step
+    monkeypatch.setattr(threads, "cores", lambda: 2)      # (a POD basis is fitted after that timing: it
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)  # must not run the unfitted model)
     data = tmp_path / "anti.h5"
     generate(problems.create("antiderivative", resolution=40), 60, data, seed=0)
     raw = {"data": {"train": str(data), "n_train": 50, "n_test": 10}, "model": {"name": model},

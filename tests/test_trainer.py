@@ -321,6 +321,17 @@ def test_metrics_are_buffered_but_every_finished_epoch_reaches_the_file(darcy, t
             if record["epoch"] == 2:
                 raise RuntimeError("boom")
 
+    class LateStop(Callback):  # after Checkpointing: the last epoch's record is written at the end
+        order = 95
+
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 1:
+                trainer.stop("late")
+
+    run(cfg(data, tmp_path / "late", epochs=4, eval_every=10, checkpoint_seconds=1000), log=quiet,
+        callbacks=[LateStop()])
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "late/metrics.jsonl").read_text().splitlines()] == [0, 1]
+
     with pytest.raises(RuntimeError, match="boom"):
         run(cfg(data, tmp_path / "cut", epochs=4, eval_every=10, checkpoint_seconds=1000), log=quiet,
             callbacks=[Fail()])

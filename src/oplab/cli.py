@@ -180,7 +180,7 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", metavar="LR"),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE"),
-    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="CPU threads (default: the cores free when training starts; OMP_NUM_THREADS, when set, stands)."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="CPU threads (default: the cores free when training starts, or one where a small model's step is faster on one; OMP_NUM_THREADS, when set, stands)."),
     physics_only: bool = typer.Option(False, "--physics-only", help="Train from the inputs alone with the problem's residual loss (no solution is read)."),
     physics_weight: Optional[float] = typer.Option(None, "--physics-weight", metavar="W", help="Add the physics residual loss with this weight (PINO-style with data)."),
     logger: List[str] = typer.Option([], "--logger", metavar="tensorboard|mlflow", help="Also log to TensorBoard (RUN/tensorboard) or MLflow (RUN/mlflow.db); repeatable."),

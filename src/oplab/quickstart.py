@@ -42,8 +42,8 @@ def solver_seconds_per_sample(problem, n: int = 5, seed: int = 12345) -> float:
 
 def quickstart(out: str | Path = "oplab-quickstart", resolution: int = 64, super_resolution: int = 128,
                n_train: int = 1000, n_test: int = 200, n_val: int = 100, budget_minutes: float = 6.0, max_epochs: int = 100,
-               batch_size: int = 10, lr: float = 1e-3, workers: int = 2, device: str = "auto", model: dict | None = None,
-               log=print, data_progress=None, train_progress=None) -> dict:
+               batch_size: int = 10, workers: int = 2, device: str = "auto", model: dict | None = None,
+               log=print, data_progress=None, train_progress=None, lr: float = 1e-3) -> dict:
     """Run the quickstart into folder ``out``; returns (and writes) the summary."""
     from . import problems
     from .data.generation import generate

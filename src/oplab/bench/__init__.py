@@ -185,6 +185,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
         if kind != "train":
             from .kinds import validate
 
+            for key in ("model", "train"):
+                if c.get(key) is not None and not isinstance(c[key], dict):
+                    raise ParameterError(f"{label}: {key} must be a mapping of settings (kind {kind}), "
+                                         f"got {c[key]!r}")
             fields = {k: v for k, v in c.items() if k in _CASE_FIELDS}
             options = {k: v for k, v in c.items() if k not in _CASE_FIELDS}
             case = Case(**{**fields, "model": dict(c.get("model") or {}), "train": dict(c.get("train") or {}),
@@ -313,7 +317,8 @@ def run_suite(suite: Suite, out: str | Path, device: str = "cpu", budget: float 
     is the peers' python (``"auto"``: :func:`peer_python`; None: no peers).
     A case with a ``parent`` runs after it (the parent is run, or its result reused, also when
     ``only`` names the child alone). ``isolate=False`` runs the cases in this process (tests: no
-    interpreter start per case; peak memory is then the whole process's).
+    interpreter start per case; peak memory is then the whole process's, and a case that raises
+    ends the whole suite instead of being recorded as failed).
     """
     from .machine import describe
     from .report import write_report

@@ -91,12 +91,7 @@ def main(case_dir: str) -> int:
                 cfdbench = cfdbench_scores(bundle, test_data, [names.index("u"), names.index("v")],
                                            names.index("mask") if "mask" in names else None, task_cfg.window,
                                            task_cfg.bundle, task_cfg.first_state)
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        peak_kind = "cuda max allocated"
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        peak_kind = "max RSS"
+    peak, peak_kind = peak_memory(device)
     epoch_s = [r["epoch_seconds"] for r in history]
     info = saved.config
     record = {

@@ -93,10 +93,14 @@ def _small_model_threads(model, train, cfg: TrainConfig, threads: int, log) -> i
 
     if threads <= 1 or os.environ.get("OMP_NUM_THREADS") or model.n_params() >= SMALL_MODEL:
         return threads
-    step = probe_step(model, train, cfg)
-    if step is None:
+    try:  # a speed choice: whatever goes wrong in it, the run trains with the free cores
+        step = probe_step(model, train, cfg)
+        if step is None:
+            return threads
+        best, medians = fastest(step, [threads, 1])
+    except Exception:  # noqa: BLE001  (the real step reports real errors, with the run's context)
+        torch.set_num_threads(threads)
         return threads
-    best, medians = fastest(step, [threads, 1])
     if best != threads:
         log(f"threads: a training step of this small model takes {1e3 * medians[1]:.2f} ms on one thread against "
             f"{1e3 * medians[threads]:.2f} ms on {threads}: training on one (--threads N to choose)")

@@ -233,6 +233,9 @@ class Checkpointing(Callback):
     def on_exception(self, trainer, exc):
         self._flush(trainer)  # the finished epochs' records
 
+    def on_fit_end(self, trainer):
+        self._flush(trainer)  # (a callback after this one may have stopped the run)
+
     def on_epoch_end(self, trainer, record):
         from ..checkpoint import optimizer_to_flat
 

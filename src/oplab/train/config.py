@@ -94,9 +94,10 @@ class TrainConfig:
     loggers: list = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    #: CPU threads of the training process: 0 chooses the cores free at the start (OMP_NUM_THREADS,
-    #: when set, stands) and records the choice in the run folder, so that a resumed run replays its
-    #: epochs with the same count; oplab.train.threads says why
+    #: CPU threads of the training process: 0 chooses the cores free at the start, or one where a
+    #: small model's timed step is faster on one (OMP_NUM_THREADS, when set, stands), and records the
+    #: choice in the run folder, so that a resumed run replays its epochs with the same count;
+    #: oplab.train.threads says why
     threads: int = 0
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)

@@ -7,7 +7,9 @@ cores the other's working threads need, and an epoch can take many times longer 
 issue's 4 s against 184 s on this 2-core machine; ``benchmarks/threads.py`` measures it). A
 training process therefore takes the cores that are free when it starts (``train.threads: 0``, the
 default), or the number it is told (``--threads N``), and says in its log when other programs
-hold cores.
+hold cores. A small model (under ``oplab.train.api.SMALL_MODEL`` parameters, a one-shot map) times
+its training step on a throwaway copy at one thread and at that count and trains with the faster
+(:func:`fastest`): a DeepONet's millisecond steps do not pay for a second thread.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ def choose(threads: int = 0, log=print) -> int:
     return n
 
 
-def fastest(step, counts, repeats: int = 8, warmup: int = 2) -> tuple[int, dict]:
+def fastest(step, counts, repeats: int = 8, warmup: int = 2, limit: float = 0.05) -> tuple[int, dict]:
     """The thread count of ``counts`` under which ``step()`` runs fastest (the median of ``repeats``
     timed calls after ``warmup``, the counts interleaved call by call so that a change in the
-    machine's load hits them alike), and the medians by count; torch's count is left at the winner."""
+    machine's load hits them alike), and the medians by count; torch's count is left at the winner.
+    A step longer than ``limit`` seconds on the first count ends the timing there: the first count
+    wins (steps that long use several threads well, and the timing would cost seconds)."""
     import statistics
 
     times: dict[int, list[float]] = {n: [] for n in counts}
@@ -79,8 +83,12 @@ def fastest(step, counts, repeats: int = 8, warmup: int = 2) -> tuple[int, dict]
             torch.set_num_threads(n)
             tic = time.perf_counter()
             step()
+            spent = time.perf_counter() - tic
+            if n == counts[0] and spent > limit:
+                torch.set_num_threads(counts[0])
+                return counts[0], {counts[0]: spent}
             if i >= warmup:
-                times[n].append(time.perf_counter() - tic)
+                times[n].append(spent)
     medians = {n: statistics.median(t) for n, t in times.items()}
     best = min(medians, key=medians.get)
     torch.set_num_threads(best)
@@ -97,7 +105,8 @@ def probe_step(model, train, cfg):
     from .. import losses
     from .trainer import _optimizer
 
-    if cfg.task != "map" or cfg.points or cfg.physics_weight > 0 or cfg.loss_mask or not train.in_memory:
+    if (cfg.task != "map" or cfg.points or cfg.physics_weight > 0 or cfg.loss_mask or not train.in_memory
+            or hasattr(model, "fit_data")):  # (a POD basis is fitted by the Trainer, after this)
         return None
     net = copy.deepcopy(model)
     opt = _optimizer(cfg, list(net.parameters()), torch.device("cpu"))
@@ -106,9 +115,10 @@ def probe_step(model, train, cfg):
     coords = tuple(train.out_coords)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(net(x, coords), y, coords, train.periodic).backward()
-        opt.step()
+        with torch.random.fork_rng():  # (dropout draws nothing from the run's random state)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x, coords), y, coords, train.periodic).backward()
+            opt.step()
 
     return step
 
