@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import timing  # benchmarks/timing.py (the script's folder is on the path)
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -146,12 +148,8 @@ def main() -> None:
     # the forecast's own cost, robust to a loaded machine: one step of the 32-member ensemble, the
     # minimum over 30 repeats, the two models interleaved
     ensemble = np.stack([prob.sample_inputs(rng) for _ in range(args.members)])
-    forecast_ms = {k: float("inf") for k in forecasts}
-    for _ in range(30):
-        for name, forecast in forecasts.items():
-            tic = time.perf_counter()
-            forecast(ensemble)
-            forecast_ms[name] = min(forecast_ms[name], 1e3 * (time.perf_counter() - tic))
+    runs = timing.interleaved(forecasts, ensemble, rounds=30, repeats=1)  # (each round after 2 warm-up calls)
+    forecast_ms = {k: 1e3 * min(v) for k, v in runs.items()}
     print(f"one ensemble forecast step (min of 30): solver {forecast_ms['solver']:.2f} ms, "
           f"surrogate {forecast_ms['surrogate']:.2f} ms", flush=True)
 

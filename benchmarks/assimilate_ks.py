@@ -53,6 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import timing  # benchmarks/timing.py (the script's folder is on the path)
+
 ROOT = Path(__file__).resolve().parent
 TAU = 20.0  # KS time units per unit of the pde1d problem's common axis (family ks: horizon 40 = t_end 2)
 DT_SOLVER = 0.0125  # the problem's fixed step on its common axis: 0.25 KS units
@@ -176,12 +178,8 @@ def run_enkfs(args, coeffs, interval, train, val, y, y_val, noise, sensors, step
           np.stack(means["surrogate"]), seconds["surrogate"])
     # the forecast's own cost, robust to a loaded machine: one ensemble step, min of 20 repeats, interleaved
     ensemble = prior(123)
-    forecast_ms = {k: float("inf") for k in forecasts}
-    for _ in range(20):
-        for name, forecast in forecasts.items():
-            tic = time.perf_counter()
-            forecast(ensemble)
-            forecast_ms[name] = min(forecast_ms[name], 1e3 * (time.perf_counter() - tic))
+    runs = timing.interleaved(forecasts, ensemble, rounds=20, repeats=1)  # (each round after 2 warm-up calls)
+    forecast_ms = {k: 1e3 * min(v) for k, v in runs.items()}
     print(f"one {args.members}-member forecast step (min of 20): solver {forecast_ms['solver']:.2f} ms, "
           f"surrogate {forecast_ms['surrogate']:.2f} ms", flush=True)
 

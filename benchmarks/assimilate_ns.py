@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import timing  # benchmarks/timing.py (the script's folder is on the path)
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -202,12 +204,8 @@ def main() -> None:
             score(f"{label} ({tag})", np.stack(means[name]), seconds[name])
     # one forecast step of the ensemble, the minimum over 10 repeats, the two models interleaved
     ensemble = priors(1, 2)[0] if forecasts else None
-    forecast_ms = {k: float("inf") for k in forecasts}
-    for _ in range(10):
-        for name, forecast in forecasts.items():
-            tic = time.perf_counter()
-            forecast(ensemble)
-            forecast_ms[name] = min(forecast_ms[name], 1e3 * (time.perf_counter() - tic))
+    runs = timing.interleaved(forecasts, ensemble, rounds=10, repeats=1)  # (each round after 2 warm-up calls)
+    forecast_ms = {k: 1e3 * min(v) for k, v in runs.items()}
     print("one ensemble forecast step (min of 10): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in forecast_ms.items()), flush=True)
 

@@ -32,14 +32,10 @@ def double_conv(dim: int, in_channels: int, out_channels: int, mid_channels: int
     """(3x3 same-size convolution, GroupNorm, GELU) twice: ``[B, in, *S] -> [B, mid, *S] -> [B, out, *S]``
     (``mid`` defaults to ``out``). ``norm``: the normalisation-activation after each convolution,
     ``"group"`` (GroupNorm + GELU) or an EvoNorm (:func:`oplab.layers.norms.norm_activation`)."""
+    from .norms import norm_activation
+
     mid = mid_channels or out_channels
     conv = CONV[dim]
-    if norm == "group":  # the default, built exactly as before the option existed
-        return nn.Sequential(
-            conv(in_channels, mid, 3, padding=1, bias=bias), group_norm(mid), nn.GELU(),
-            conv(mid, out_channels, 3, padding=1, bias=bias), group_norm(out_channels), nn.GELU(),
-        )
-    from .norms import norm_activation
 
     return nn.Sequential(
         conv(in_channels, mid, 3, padding=1, bias=bias), *norm_activation(norm, mid),

@@ -105,7 +105,9 @@ def norm_activation(name: str, channels: int) -> list[nn.Module]:
     """The layers that normalise ``channels`` channels and apply the activation, by ``name``
     (:data:`NORMS`): ``[GroupNorm(gcd(C, 8)), GELU]``, ``[EvoNormB0]`` or ``[EvoNormS0]``."""
     if name == "group":
-        return [nn.GroupNorm(math.gcd(channels, 8), channels), nn.GELU()]
+        from .conv import group_norm
+
+        return [group_norm(channels), nn.GELU()]
     if name == "evonorm_b0":
         return [EvoNormB0(channels)]
     if name == "evonorm_s0":

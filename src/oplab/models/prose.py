@@ -228,7 +228,7 @@ def _compile(node, dim: int):
     if head == "sin":
         return lambda y: np.sin(a(y))
     if head == "pow2":
-        return lambda y: a(y) * a(y)
+        return lambda y: np.square(a(y))
     return lambda y: a(y) ** 3
 
 

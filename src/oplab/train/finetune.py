@@ -235,9 +235,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter of :func:`add_lora` into its weight and remove it (in place): the model of
     the original architecture and state-dict keys, every parameter trainable again."""
     for name, m in list(model.named_modules()):
-        if isinstance(m, (LoRAPointwise, LoRAConv)):
-            _set_child(model, name, m.merged())
-        elif isinstance(m, LoRASpectralWeight):
+        if isinstance(m, (LoRAPointwise, LoRAConv, LoRASpectralWeight)):
             _set_child(model, name, m.merged())
     peft_layers = [(name, m) for name, m in model.named_modules() if type(m).__module__.startswith("peft.")
                    and hasattr(m, "get_base_layer")]
