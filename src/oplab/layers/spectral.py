@@ -351,7 +351,9 @@ class SpectralConv(nn.Module):
         batch, modes = x.shape[0], x_ft.shape[2:]
         xm = x_ft.reshape(batch, self.in_channels, -1).permute(2, 0, 1).contiguous()  # [M, B, I]
         wm = self._mode_major(keep, x_ft.dtype)  # [M, I, O]
-        y = torch.bmm(xm, wm).permute(1, 2, 0).reshape(batch, self.out_channels, *modes)  # [B, O, *M]
+        product = (_ModeProduct.apply if torch.is_grad_enabled() and (xm.requires_grad or wm.requires_grad)
+                   and not torch.jit.is_tracing() else torch.bmm)  # (a jit trace holds no Python Function)
+        y = product(xm, wm).permute(1, 2, 0).reshape(batch, self.out_channels, *modes)  # [B, O, *M]
         # inverse transform axis by axis: zero-fill the dropped frequencies of one
         # axis, then transform it, so the FFTs of the leading axes only run over
         # the retained columns of the last axis; irfft zero-pads that one itself
@@ -432,6 +434,29 @@ class SpectralConv(nn.Module):
         k = torch.arange(keep[-1][0], device=x.device)
         half = torch.where((k == 0) | (2 * k == n), 1.0, 2.0).to(dtype) / n  # irfft's weights
         return re @ (c * half).T - im @ (s * half).T
+
+
+class _ModeProduct(torch.autograd.Function):
+    """``torch.bmm(x, w)`` whose backward hands the batched product contiguous, conjugation-resolved
+    operands: autograd's own backward of a complex ``bmm`` gets the output gradient permuted and
+    the operands as conjugate views, which on CPU falls into one small product per mode (about 2x
+    slower per layer, benchmarks/RESULTS.md, issue 22). Same numbers, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.bmm(x, w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        grad = grad.contiguous()
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.bmm(grad, w.transpose(1, 2).conj().resolve_conj().contiguous())
+        if ctx.needs_input_grad[1]:
+            gw = torch.bmm(x.transpose(1, 2).conj().resolve_conj().contiguous(), grad)
+        return gx, gw
 
 
 def _dft_basis(n, p: int, q: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
