@@ -86,6 +86,14 @@ class TrainConfig:
     #: out of the training loss and of the validation and test errors (relative errors over the domain
     #: only; Kumar, Goswami et al. 2024, multi-task DeepONet's masked loss). "": every point counts
     loss_mask: str = ""
+    #: random symmetries of the training data, one draw per batch applied to its inputs and outputs alike
+    #: (symmetry augmentation: Brandstetter, Welling & Worrall 2022, "Lie point symmetry data augmentation
+    #: for neural PDE solvers", ICML): ``flips`` reverses each spatial axis with probability 1/2;
+    #: ``dihedral`` also swaps the two axes of a square 2D grid (the 8 symmetries of the square). Valid only
+    #: where the PDE, its boundary conditions and its input distribution are invariant and every channel
+    #: is a scalar: Darcy with constant forcing on the unit square, yes; a velocity component, no. Drawn
+    #: from a generator seeded by (seed, epoch), so a resumed run replays it. "none": off
+    augment: str = "none"
     eval_every: int = 10  # evaluate on the validation and test sets every K epochs (and at the end)
     #: write the resumable ``last`` checkpoint at least this often (seconds), and at every
     #: evaluation and at the end; a resumed run replays the epochs after it exactly
@@ -117,7 +125,7 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw"), "scheduler": ("cosine", "step", "onecycle", "none"), "loss": ("l2", "channel_l2", "h1", "hm1", "mse"),
-                   "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive", "spacetime")}
+                   "physics_norm": ("preconditioned", "residual", "weak"), "task": ("map", "autoregressive", "spacetime"), "augment": ("none", "flips", "dihedral")}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ParameterError(f"train.{key} must be one of {list(valid)}, got {getattr(self, key)!r}")

@@ -79,6 +79,9 @@ class GridData:
     def batches(self, plan):
         """``(x, y)`` of each batch of ``plan`` (a list of sample positions per batch)."""
         for idx in plan:
+            if isinstance(idx, range) and idx.step == 1:  # consecutive samples: views, no copy
+                yield self.x[idx.start : idx.stop], self.y[idx.start : idx.stop]
+                continue
             idx = torch.as_tensor(idx)
             yield self.x[idx], self.y[idx]
 

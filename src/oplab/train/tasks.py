@@ -72,6 +72,7 @@ class MapTask(Task):
         self.train, self.cfg = train, cfg
         self.in_channels, self.out_channels = train.x_shape[0], train.y_shape[0]
         self.mask = mask_channel(cfg, input_channels, train.x_shape, train.y_shape)
+        self.symmetries = Symmetries(cfg, train.x_shape, train.y_shape) if cfg.augment != "none" else None
 
     def __len__(self) -> int:
         return len(self.train)
@@ -94,13 +95,15 @@ class MapTask(Task):
     def loss(self, trainer, net, batch, coords):
         """The batch's loss (data and physics terms as configured) and its sample count."""
         cfg, device = self.cfg, trainer.device
-        xb = batch[0].to(device)
+        xb, yb = batch[0].to(device), batch[1]
+        if self.symmetries is not None:
+            xb, yb = self.symmetries(trainer.epoch, xb, yb)
         if cfg.points:
-            return self._points_loss(trainer, net, xb, batch[1].to(device), coords), len(xb)
+            return self._points_loss(trainer, net, xb, yb.to(device), coords), len(xb)
         pred = trainer.forward(net, xb, coords)
         loss = 0.0
         if not cfg.physics_only:  # no solutions: nothing to move
-            pred, yb = pred.float(), batch[1].to(device)
+            pred, yb = pred.float(), yb.to(device)
             if self.mask is not None:
                 pred, yb = masked(xb, self.mask, pred, yb)
             loss = cfg.data_weight * trainer.loss_fn(pred, yb, coords, self.train.periodic)
@@ -146,6 +149,43 @@ class MapTask(Task):
     def sample_inputs(cfg, data, k: int) -> torch.Tensor:
         """The model's inputs for the first ``k`` samples of ``data`` (timing)."""
         return data.head(k).x
+
+
+class Symmetries:
+    """``train.augment``: a random symmetry of the grid per training batch, the same for its inputs and
+    outputs: each spatial axis reversed with probability 1/2 and, for ``dihedral``, the two axes of a
+    square 2D grid swapped with probability 1/2. The draws of epoch ``e`` come from a generator seeded
+    by ``(seed, e)``, one per batch in order, so a run resumed at an epoch boundary replays them."""
+
+    def __init__(self, cfg, x_shape, y_shape):
+        self.cfg, self.dim = cfg, len(y_shape) - 1
+        if len(x_shape) != len(y_shape):
+            raise ParameterError(f"train.augment {cfg.augment}: the inputs {list(x_shape[1:])} and outputs "
+                                 f"{list(y_shape[1:])} must be on grids of the same dimension")
+        if cfg.augment == "dihedral" and not (self.dim == 2 and x_shape[1] == x_shape[2] and y_shape[1] == y_shape[2]):
+            raise ParameterError(f"train.augment dihedral swaps the two axes of a square 2D grid; the data's grids "
+                                 f"are {list(x_shape[1:])} (inputs) and {list(y_shape[1:])} (outputs)")
+        self.epoch, self.generator = None, None
+
+    def draw(self, epoch: int) -> tuple[list[int], bool]:
+        """The next batch's symmetry: the spatial axes to reverse and whether to swap the two axes."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 0x5EED)
+        bits = torch.randint(0, 2, (self.dim + 1,), generator=self.generator).tolist()
+        flips = [2 + axis for axis in range(self.dim) if bits[axis]]
+        return flips, bool(bits[-1]) and self.cfg.augment == "dihedral"
+
+    def __call__(self, epoch: int, *fields: torch.Tensor) -> list[torch.Tensor]:
+        flips, swap = self.draw(epoch)
+        out = []
+        for f in fields:
+            if flips:
+                f = f.flip(flips)
+            if swap:
+                f = f.transpose(-1, -2).contiguous()
+            out.append(f)
+        return out
 
 
 class Autoregressive(Task):
@@ -343,6 +383,8 @@ def make(train, cfg, input_channels=None):
     for ``train.loss_mask``)."""
     if cfg.task == "map":
         return MapTask(train, cfg, input_channels)
+    if cfg.augment != "none":
+        raise ParameterError(f"train.augment {cfg.augment} works with train.task map, not {cfg.task}")
     return TASKS[cfg.task](train, cfg)
 
 

@@ -193,7 +193,7 @@ class Trainer:
         cfg = self.cfg
         coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
-        whole = torch.arange(n) if n <= cfg.batch_size and self.dist.world == 1 else None
+        whole = range(n) if n <= cfg.batch_size and self.dist.world == 1 else None  # (batches of views)
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
