@@ -264,3 +264,45 @@ def test_mode_product_matches_autograd_bmm():
     x = x0.clone().requires_grad_(True)
     _ModeProduct.apply(x, w0).abs().sum().backward()
     assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
+
+
+@pytest.mark.parametrize("modes, padding", [([6, 5], 0.0), ([6, 5], 0.1), ([5], 0.0)])
+def test_fno_layer_sum_with_the_bias_as_zero_frequency_matches_the_plain_sum(modes, padding):
+    """The FNO layer's ``K v + W v + b`` computed with ``b`` as K's zero frequency and ``W v`` accumulated
+    in place (issue 22) equals the plain sum, values and gradients, and SpectralConv's ``bias`` argument
+    equals adding the constant afterwards."""
+    from oplab.models.fno import FNO
+    from oplab.layers.grid import append_positions
+
+    torch.manual_seed(5)
+    d = len(modes)
+    model = FNO(in_channels=1, out_channels=1, modes=modes, width=8, padding=padding).double()
+    for skip in model.skips:
+        torch.nn.init.normal_(skip.bias)
+    x = torch.randn(3, 1, *[12] * d, dtype=torch.float64)
+    coords = [torch.linspace(0, 1, 12, dtype=torch.float64)] * d
+
+    def plain(x):
+        sizes = x.shape[2:]
+        v = model.lifting(append_positions(x, coords, "FNO"))
+        pads = model._pads(sizes)
+        v = torch.nn.functional.pad(v, [p for pad in reversed(pads) for p in (0, pad)])
+        for t, spectral in enumerate(model.spectral):
+            out = spectral(v) + model.skips[t](v)
+            v = model.activation(out) if t < len(model.spectral) - 1 else out
+        return model.projection(v[(slice(None), slice(None), *[slice(0, n) for n in sizes])])
+
+    grads = []
+    for f in (plain, lambda x: model(x, coords)):
+        model.zero_grad()
+        y = f(x)
+        y.square().sum().backward()
+        grads.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=1e-12)
+    for new, old in zip(grads[1][1], grads[0][1]):
+        torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
+    layer, bias = model.spectral[0], torch.randn(8, dtype=torch.float64)
+    v = torch.randn(2, 8, *[10] * d, dtype=torch.float64)
+    torch.testing.assert_close(layer(v, bias=bias), layer(v) + bias.reshape(-1, *[1] * d), rtol=1e-12, atol=1e-12)
+    layer.dft = "matmul"
+    torch.testing.assert_close(layer(v, bias=bias), layer(v) + bias.reshape(-1, *[1] * d), rtol=1e-12, atol=1e-12)

@@ -63,6 +63,14 @@ class Pointwise(nn.Module):
             y = torch.baddbmm(self.bias[None, :, None], weight, flat)  # [B, C_out, prod(S)]
         return y.reshape(batch, -1, *sizes)
 
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``y += W x`` in place, without the bias (the caller has added it), and ``y``: one batched
+        GEMM accumulating into ``y`` instead of a product, a bias fill and a sum (issue 22). ``y``:
+        a contiguous ``[B, C_out, *S]`` that autograd does not keep for its own backward."""
+        batch, channels = x.shape[:2]
+        y.view(batch, y.shape[1], -1).baddbmm_(self.weight.expand(batch, *self.weight.shape), x.reshape(batch, channels, -1))
+        return y
+
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, bias={self.bias is not None}"
 

@@ -327,12 +327,16 @@ class SpectralConv(nn.Module):
         out.append((min(self._n_modes[-1], sizes[-1] // 2 + 1), 0))
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``K x``, plus ``bias`` (``[out]``, one constant per channel) when given: added as the zero
+        frequency of the spectrum, which costs no pass over the output (the FNO layer's ``W v + b``
+        uses it, issue 22)."""
         d = self.dim
         if x.ndim != d + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"SpectralConv: expected input [B, {self.in_channels}, *S] with {d} spatial axes, got {list(x.shape)}")
         if self.dft == "matmul" or (self.dft == "auto" and torch.compiler.is_exporting()):
-            return self._forward_matmul(x)
+            y = self._forward_matmul(x)
+            return y if bias is None else y + bias.reshape(-1, *[1] * d).to(y.dtype)
         sizes = tuple(x.shape[2:])
         keep = self.kept(sizes)
         dtype = x.dtype
@@ -354,6 +358,8 @@ class SpectralConv(nn.Module):
         product = (_ModeProduct.apply if torch.is_grad_enabled() and (xm.requires_grad or wm.requires_grad)
                    and not torch.jit.is_tracing() else torch.bmm)  # (a jit trace holds no Python Function)
         y = product(xm, wm).permute(1, 2, 0).reshape(batch, self.out_channels, *modes)  # [B, O, *M]
+        if bias is not None:  # a constant c is the zero frequency c * prod(S) (the inverse divides by it)
+            y.select(-1, 0)[(slice(None), slice(None), *[0] * (d - 1))].add_(bias.to(y.real.dtype) * math.prod(sizes))
         # inverse transform axis by axis: zero-fill the dropped frequencies of one
         # axis, then transform it, so the FFTs of the leading axes only run over
         # the retained columns of the last axis; irfft zero-pads that one itself

@@ -209,11 +209,16 @@ class FNO(Operator):
             pads = self._pads(sizes)
             v = F.pad(v, [p for pad in reversed(pads) for p in (0, pad)])  # [B, width, *(S + pad)]
         for t, spectral in enumerate(self.spectral):
-            out = spectral(v)
-            if self.residual_scale != 1.0:
-                out = self.residual_scale * out
-            if self.skips is not None:
-                out = out + self.skips[t](v)
+            skip = self.skips[t] if self.skips is not None else None
+            if hasattr(skip, "add_to") and self.residual_scale == 1.0:  # Pointwise (LoRA's too)
+                # K v + W v + b without extra passes: b as K's zero frequency, W v accumulated into K v
+                out = skip.add_to(spectral(v, bias=skip.bias), v)
+            else:
+                out = spectral(v)
+                if self.residual_scale != 1.0:
+                    out = self.residual_scale * out
+                if skip is not None:
+                    out = out + skip(v)
             v = self.activation(out) if t < len(self.spectral) - 1 else out
         if self.padding:
             v = v[(slice(None), slice(None), *[slice(0, n) for n in sizes])]  # [B, width, *S]

@@ -97,9 +97,20 @@ class LoRAPointwise(nn.Module):
     def delta(self) -> torch.Tensor:
         return self.scale * (self.lora_B @ self.lora_A)  # [C_out, C_in]
 
+    @property
+    def bias(self):
+        return self.base.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, *sizes = x.shape
         return self.base(x) + (self.delta() @ x.reshape(batch, channels, -1)).reshape(batch, -1, *sizes)
+
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``y += (W + (alpha / r) B A) x`` in place, without the bias (the FNO layer's fused sum)."""
+        batch, channels = x.shape[:2]
+        delta = self.delta()
+        return self.base.add_to(y, x).view(batch, y.shape[1], -1).baddbmm_(
+            delta.expand(batch, *delta.shape), x.reshape(batch, channels, -1)).view(y.shape)
 
     @torch.no_grad()
     def merged(self) -> nn.Module:
