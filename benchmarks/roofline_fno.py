@@ -160,7 +160,10 @@ def analytic(model_cfg: dict, n_params: int) -> dict:
     maps += [(W, H_out), (H_out, model_cfg["out_channels"])] if H_out else [(W, model_cfg["out_channels"])]
     for k, (ci, co) in enumerate(maps):
         fl = 2.0 * ci * co * N
-        add("pointwise", "fwd", fl + co * N, f4 * (ci * N + co * N + ci * co + co))
+        if 0 < k - (2 if H_in else 1) + 1 <= L:  # a skip W v: accumulated into K v (+ b as K's zero frequency)
+            add("pointwise", "fwd", fl + co * N, f4 * (ci * N + 2 * co * N + ci * co + co))
+        else:
+            add("pointwise", "fwd", fl + co * N, f4 * (ci * N + co * N + ci * co + co))
         if k > 0:  # gradient of the input (the lifting's input needs none)
             add("pointwise", "bwd", fl, f4 * (co * N + ci * co + ci * N))
         add("pointwise", "bwd", fl, f4 * (co * N + ci * N + B * ci * co))  # weight gradient per sample
@@ -172,9 +175,9 @@ def analytic(model_cfg: dict, n_params: int) -> dict:
         add("activation", "fwd", 10.0 * c * N, 2 * f4 * c * N)
         add("activation", "bwd", 15.0 * c * N, 3 * f4 * c * N)
 
-    # elementwise: skip adds (and their gradient sums), normalisers and loss on [B, 1, S]
+    # elementwise: the skips' gradient sums, normalisers and loss on [B, 1, S] (the forward sum K v + W v + b
+    # is the skip GEMM's accumulation since issue 22: counted with the 1x1 maps)
     for _ in range(L):
-        add("elementwise", "fwd", W * N, 3 * f4 * W * N)
         add("elementwise", "bwd", W * N, 3 * f4 * W * N)  # v feeds K and W: the two gradients add
         add("elementwise", "bwd", 2 * fields * RES * (half - 2), 2 * c8 * fields * RES * (half - 2))  # c2r bwd: x2
     add("elementwise", "fwd", 11 * N, 11 * 3 * f4 * N)  # encode 2, decode 2, loss 7 ops

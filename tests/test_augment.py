@@ -57,3 +57,43 @@ def test_grids_and_tasks_the_option_cannot_transform_are_refused():
         TrainConfig(augment="rotate")
     with pytest.raises(ParameterError, match="task map"):
         tasks.make(None, TrainConfig(augment="flips", task="autoregressive"))
+
+
+def test_grids_whose_points_the_symmetries_do_not_map_onto_themselves_are_refused():
+    n = 9
+    square = torch.linspace(0, 1, n)
+    Symmetries(TrainConfig(augment="dihedral"), (1, n, n), (1, n, n), [(square, square)])  # accepted
+    with pytest.raises(ParameterError, match="same points"):
+        Symmetries(TrainConfig(augment="dihedral"), (1, n, n), (1, n, n), [(square, 2 * square)])  # a 1 x 2 box
+    chebyshev = torch.cos(torch.linspace(0, 1, n) * 3.14159265 / 2)  # not mirrored about its middle
+    with pytest.raises(ParameterError, match="axis 0"):
+        Symmetries(TrainConfig(augment="flips"), (1, n), (1, n), [(chebyshev,)])
+
+
+def test_the_map_tasks_loss_trains_on_the_turned_batch():
+    from types import SimpleNamespace
+
+    from oplab.train.data import GridData
+
+    n = 6
+    grid = torch.linspace(0, 1, n)
+    x = torch.arange(4 * n * n, dtype=torch.float32).reshape(4, 1, n, n)
+    data = GridData(x=x, y=2 * x, in_coords=(grid, grid), out_coords=(grid, grid), periodic=(False, False),
+                    n_times=None, resolution=n)
+    seen = []
+
+    def forward(net, xb, coords):
+        seen.append(xb)
+        return 2 * xb
+
+    trainer = SimpleNamespace(device=torch.device("cpu"), epoch=0, forward=forward, physics=None,
+                              bundle=SimpleNamespace(model=None),
+                              loss_fn=lambda p, y, c, per: (p - y).abs().max())
+    for augment in ("none", "dihedral"):
+        task = tasks.make(data, TrainConfig(augment=augment, seed=1))
+        for epoch in range(4):
+            trainer.epoch = epoch
+            loss, _ = task.loss(trainer, None, (x, 2 * x), (grid, grid))
+            assert float(loss) == 0.0  # the outputs turned with the inputs
+    plain, turned = seen[:4], seen[4:]
+    assert all(torch.equal(s, x) for s in plain) and not all(torch.equal(s, x) for s in turned)

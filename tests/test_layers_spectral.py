@@ -306,3 +306,39 @@ def test_fno_layer_sum_with_the_bias_as_zero_frequency_matches_the_plain_sum(mod
     torch.testing.assert_close(layer(v, bias=bias), layer(v) + bias.reshape(-1, *[1] * d), rtol=1e-12, atol=1e-12)
     layer.dft = "matmul"
     torch.testing.assert_close(layer(v, bias=bias), layer(v) + bias.reshape(-1, *[1] * d), rtol=1e-12, atol=1e-12)
+
+
+def test_fno_fused_sum_under_autocast_torch_func_forward_ad_and_hooks():
+    """The fused layer sum steps aside where it would change what users see: autocast (mixed dtypes),
+    forward hooks on the spectral layer; ``torch.func`` and forward-mode AD go through the contraction."""
+    from oplab.models.fno import FNO
+
+    torch.manual_seed(6)
+    model = FNO(in_channels=1, out_channels=1, modes=[4, 3], width=8).double()
+    x = torch.randn(2, 1, 10, 10, dtype=torch.float64)
+    coords = [torch.linspace(0, 1, 10, dtype=torch.float64)] * 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model.float()(x.float(), [c.float() for c in coords])
+    model.double()
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.double(), model(x, coords), rtol=0.05, atol=0.05 * float(low.detach().abs().max()))
+    # torch.func.grad (vmap rule generated) and forward-mode AD through the contraction, against autograd
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    loss = lambda p: torch.func.functional_call(model, p, (x, coords)).square().sum()  # noqa: E731
+    grads = torch.func.grad(loss)(params)
+    model.zero_grad()
+    loss(dict(model.named_parameters())).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-10, atol=1e-12)
+    tangent = torch.randn_like(x)
+    f = lambda inp: model(inp, coords)  # noqa: E731
+    _, jvp = torch.func.jvp(f, (x,), (tangent,))
+    with torch.no_grad():
+        fd = (f(x + 1e-6 * tangent) - f(x - 1e-6 * tangent)) / 2e-6
+    torch.testing.assert_close(jvp, fd, rtol=1e-5, atol=1e-7)
+    # a hook on a spectral layer sees K v, not the layer's sum
+    seen = {}
+    handle = model.spectral[1].register_forward_hook(lambda m, args, out: seen.update(v=args[0], out=out.clone()))
+    model(x, coords)
+    handle.remove()
+    torch.testing.assert_close(seen["out"], model.spectral[1](seen["v"]), rtol=1e-12, atol=1e-12)

@@ -275,6 +275,8 @@ class Distillation(MapTask):
 
     def loss(self, trainer, net, batch, coords):
         x, y, t = (b.to(trainer.device) for b in batch)
+        if self.symmetries is not None:  # train.augment: the teacher's outputs turn with the rest
+            x, y, t = self.symmetries(trainer.epoch, x, y, t)
         pred = self.forward(trainer, net, x, coords).float()
         if self.mask is not None:  # train.loss_mask: the points outside the domain count nowhere
             pred, y, t = masked(x, self.mask, pred, y, t)

@@ -259,7 +259,8 @@ class SpectralConv(nn.Module):
         rank: for factorized weights, a float fraction of the dense parameter
             count or an int rank (see :func:`spectral_weight`).
 
-    Shapes: ``[B, in, *S] -> [B, out, *S]`` for any ``S``; the layer has no bias.
+    Shapes: ``[B, in, *S] -> [B, out, *S]`` for any ``S``; the layer has no bias of its own
+    (``forward(x, bias)`` adds a given one as the zero frequency).
     Half-precision inputs (autocast) are transformed in float32 and the result
     cast back.
 
@@ -446,12 +447,19 @@ class _ModeProduct(torch.autograd.Function):
     """``torch.bmm(x, w)`` whose backward hands the batched product contiguous, conjugation-resolved
     operands: autograd's own backward of a complex ``bmm`` gets the output gradient permuted and
     the operands as conjugate views, which on CPU falls into one small product per mode (about 2x
-    slower per layer, benchmarks/RESULTS.md, issue 22). Same numbers, bit for bit."""
+    slower per layer, benchmarks/RESULTS.md, issue 22). The same numbers; ``torch.func`` transforms
+    (a generated vmap rule) and forward-mode AD (``jvp``) work through it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
+    def forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return torch.bmm(x, w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -463,6 +471,14 @@ class _ModeProduct(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(x.transpose(1, 2).conj().resolve_conj().contiguous(), grad)
         return gx, gw
+
+    @staticmethod
+    def jvp(ctx, dx, dw):
+        x, w = ctx.saved_tensors
+        out = torch.bmm(dx, w) if dx is not None else None
+        if dw is not None:
+            out = torch.bmm(x, dw) if out is None else out + torch.bmm(x, dw)
+        return out
 
 
 def _dft_basis(n, p: int, q: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:

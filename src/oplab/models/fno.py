@@ -210,7 +210,9 @@ class FNO(Operator):
             v = F.pad(v, [p for pad in reversed(pads) for p in (0, pad)])  # [B, width, *(S + pad)]
         for t, spectral in enumerate(self.spectral):
             skip = self.skips[t] if self.skips is not None else None
-            if hasattr(skip, "add_to") and self.residual_scale == 1.0:  # Pointwise (LoRA's too)
+            if (hasattr(skip, "add_to") and self.residual_scale == 1.0 and not _autocast(v)
+                    and all(p.dtype == v.dtype for p in skip.parameters())
+                    and not _hooked(spectral) and not _hooked(skip)):  # Pointwise (LoRA's too)
                 # K v + W v + b without extra passes: b as K's zero frequency, W v accumulated into K v
                 out = skip.add_to(spectral(v, bias=skip.bias), v)
             else:
@@ -223,6 +225,19 @@ class FNO(Operator):
         if self.padding:
             v = v[(slice(None), slice(None), *[slice(0, n) for n in sizes])]  # [B, width, *S]
         return self.projection(v)  # [B, C_out, *S]
+
+
+def _autocast(t: torch.Tensor) -> bool:
+    """Whether autocast is on for ``t``'s device (its casts do not apply to in-place products)."""
+    return torch.is_autocast_enabled(t.device.type)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether forward hooks would see ``module``'s output (then the layer sum is not fused into it)."""
+    from torch.nn.modules import module as m
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks)
 
 
 @register("tfno")

@@ -72,7 +72,8 @@ class MapTask(Task):
         self.train, self.cfg = train, cfg
         self.in_channels, self.out_channels = train.x_shape[0], train.y_shape[0]
         self.mask = mask_channel(cfg, input_channels, train.x_shape, train.y_shape)
-        self.symmetries = Symmetries(cfg, train.x_shape, train.y_shape) if cfg.augment != "none" else None
+        self.symmetries = (Symmetries(cfg, train.x_shape, train.y_shape, (train.in_coords, train.out_coords))
+                           if cfg.augment != "none" else None)
 
     def __len__(self) -> int:
         return len(self.train)
@@ -157,7 +158,7 @@ class Symmetries:
     square 2D grid swapped with probability 1/2. The draws of epoch ``e`` come from a generator seeded
     by ``(seed, e)``, one per batch in order, so a run resumed at an epoch boundary replays them."""
 
-    def __init__(self, cfg, x_shape, y_shape):
+    def __init__(self, cfg, x_shape, y_shape, grids=()):
         self.cfg, self.dim = cfg, len(y_shape) - 1
         if len(x_shape) != len(y_shape):
             raise ParameterError(f"train.augment {cfg.augment}: the inputs {list(x_shape[1:])} and outputs "
@@ -165,6 +166,16 @@ class Symmetries:
         if cfg.augment == "dihedral" and not (self.dim == 2 and x_shape[1] == x_shape[2] and y_shape[1] == y_shape[2]):
             raise ParameterError(f"train.augment dihedral swaps the two axes of a square 2D grid; the data's grids "
                                  f"are {list(x_shape[1:])} (inputs) and {list(y_shape[1:])} (outputs)")
+        for coords in grids:  # the index maps must be symmetries of the coordinates too
+            offsets = [torch.as_tensor(c, dtype=torch.float64) for c in coords]
+            offsets = [c - c[0] for c in offsets]
+            for axis, c in enumerate(offsets):
+                if not torch.allclose(c, c[-1] - c.flip(0), rtol=1e-6, atol=1e-9 * float(c[-1].abs() + 1)):
+                    raise ParameterError(f"train.augment {cfg.augment}: axis {axis} of the grid is not symmetric "
+                                         f"under reflection (its points are not evenly mirrored)")
+            if cfg.augment == "dihedral" and not torch.allclose(offsets[0], offsets[1], rtol=1e-6, atol=1e-12):
+                raise ParameterError("train.augment dihedral swaps the two axes: they must have the same points "
+                                     "(a square domain), and the data's differ")
         self.epoch, self.generator = None, None
 
     def draw(self, epoch: int) -> tuple[list[int], bool]:
