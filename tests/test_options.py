@@ -119,24 +119,27 @@ def _cfg(data, out, **train):
     return tc.from_dict(raw)
 
 
-def test_a_resumed_noisy_run_ends_with_the_same_weights(darcy, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"grad_noise": 0.0, "augment": "dihedral"}])
+def test_a_resumed_noisy_run_ends_with_the_same_weights(darcy, tmp_path, extra):
+    """Gradient noise, and the symmetry augmentation's draws, replay exactly in a resumed run."""
     from safetensors.torch import load_file
 
-    run(_cfg(darcy, tmp_path / "full"), log=lambda s: None)
+    run(_cfg(darcy, tmp_path / "full", **extra), log=lambda s: None)
 
     def crash(line):
         if line.startswith("epoch    1"):
             raise KeyboardInterrupt  # after epoch 1's metrics, before its checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        run(_cfg(darcy, tmp_path / "cut", checkpoint_seconds=0), log=crash)
+        run(_cfg(darcy, tmp_path / "cut", checkpoint_seconds=0, **extra), log=crash)
     assert json.loads((tmp_path / "cut/checkpoints/last/state.json").read_text())["epoch"] == 0
     resume_run(tmp_path / "cut", log=lambda s: None)
     a = load_file(str(tmp_path / "full/checkpoints/last/weights.safetensors"))
     b = load_file(str(tmp_path / "cut/checkpoints/last/weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     config = json.loads((tmp_path / "full/config.json").read_text())
-    assert config["train"]["grad_noise"] == 0.05 and config["train"]["grad_noise_gamma"] == 0.55
+    assert config["train"]["grad_noise"] == extra.get("grad_noise", 0.05) and config["train"]["grad_noise_gamma"] == 0.55
+    assert config["train"]["augment"] == extra.get("augment", "none")
 
 
 # ------------------------------------------------------------------ EvoNorm
