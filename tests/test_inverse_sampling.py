@@ -103,7 +103,7 @@ def test_sampling_errors_are_one_line():
     prior = Smooth((1, N), (1 / (N - 1),), weight=0.1)
     with pytest.raises(ParameterError, match="sampler must be multistart, langevin"):
         invert(forward, AXES, obs, prior, restarts=1, steps=2, sampler="hmc")
-    with pytest.raises(ParameterError, match="langevin: samples must be an int >= 1"):
+    with pytest.raises(ParameterError, match="langevin: samples must be a positive int"):
         langevin(lambda p: p.square().sum(1), torch.zeros(1, 2), samples=0)
     with pytest.raises(ParameterError, match="langevin: step must be a positive number"):
         langevin(lambda p: p.square().sum(1), torch.zeros(1, 2), step=-1.0)

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int
 
 HYPINO_TRAIN = {"steps", "problems", "val_problems", "batch", "lr", "w_phys", "budget_minutes", "seed"}
 HYPINO_EVAL = {"problems", "rounds", "n_eval"}
@@ -78,8 +78,7 @@ def _keys(label: str, key: str, value, valid: set) -> dict:
 
 
 def _int(label: str, key: str, value, minimum: int = 1) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ParameterError(f"{label}: {key} must be an integer >= {minimum}, got {value!r}")
+    check_int(label, key, value, minimum, optional=True)
 
 
 def _positive(label: str, key: str, value) -> None:

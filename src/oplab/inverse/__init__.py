@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataFileError, ParameterError
+from ..errors import DataFileError, ParameterError, check_int
 from ..problems.base import Axis
 
 
@@ -174,8 +174,7 @@ def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 
     deviation (the posterior's, in place of the multi-start spread), ``posterior_mean`` their mean,
     and ``sampling`` records the chain (acceptance, step, seconds). ``estimate`` stays the MAP."""
     for name, value in (("restarts", restarts), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(f"invert: {name} must be a positive int, got {value!r}")
+        check_int("invert", name, value)
     if optimizer not in ("adam", "lbfgs"):
         raise ParameterError(f"invert: optimizer must be adam or lbfgs, got {optimizer!r}")
     if sampler not in ("multistart", "langevin", "mala", "ula"):
@@ -183,8 +182,7 @@ def invert(forward, axes: list[Axis], obs: Observations, prior, restarts: int = 
     if sampler != "multistart":
         for name, value, low in (("samples", samples, 1), ("chains", chains, 1), ("burn_in", burn_in, 0),
                                  ("thin", thin, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ParameterError(f"invert: {name} must be an int >= {low}, got {value!r}")
+            check_int("invert", name, value, low)
     points = torch.as_tensor(obs.points, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     params = prior.init(restarts, gen).to(dtype).requires_grad_(True)

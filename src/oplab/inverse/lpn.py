@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int
 
 
 def _per_channel(value, channels: int, name: str) -> list[float]:
@@ -91,8 +91,7 @@ class LPN(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden", hidden), ("layers", layers),
                             ("kernel_size", kernel_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(f"LPN: {name} must be a positive int, got {value!r}")
+            check_int("LPN", name, value)
         if dim not in (1, 2):
             raise ParameterError(f"LPN: dim must be 1 or 2 (spatial axes), got {dim!r}")
         if kernel_size % 2 == 0:
@@ -290,8 +289,7 @@ def train_lpn(fields, sigma: float, *, hidden: int = 32, layers: int = 4, kernel
     if pretrain_loss not in ("l1", "l2"):
         raise ParameterError(f"train_lpn: pretrain_loss must be l1 or l2, got {pretrain_loss!r}")
     for name, value in (("pretrain_steps", pretrain_steps), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ParameterError(f"train_lpn: {name} must be an int >= 0, got {value!r}")
+        check_int("train_lpn", name, value, 0)
     n, c, dim = x_all.shape[0], x_all.shape[1], x_all.ndim - 2
     g0 = float(sigma if gamma[0] is None else gamma[0])
     g1 = float(sigma / 8.0 if gamma[1] is None else gamma[1])
@@ -373,8 +371,7 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
     ``change`` (the relative size of the update every 10 steps), ``step_size``, ``seconds``."""
     from . import misfit as data_misfit
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"pnp: steps must be a positive int, got {steps!r}")
+    check_int("pnp", "steps", steps)
     if step_size is None:
         if lpn.config.get("sigma") is None:
             raise ParameterError("pnp: the LPN does not know its training noise; pass step_size")
@@ -461,8 +458,7 @@ def pnp_admm(forward, axes, obs, lpn: LPN, steps: int = 50, rho: float | None = 
     from . import misfit as data_misfit
 
     for name, value in (("steps", steps), ("inner_steps", inner_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(f"pnp_admm: {name} must be a positive int, got {value!r}")
+        check_int("pnp_admm", name, value)
     if rho is None:
         if lpn.config.get("sigma") is None:
             raise ParameterError("pnp_admm: the LPN does not know its training noise; pass rho")

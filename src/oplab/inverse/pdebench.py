@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int
 from ..solvers.spectral import etdrk4_step
 
 #: PDEBench's gradient-based inverse settings (``pdebench/models/config/config.yaml``)
@@ -108,9 +108,7 @@ def recover_initial(forward, y: torch.Tensor, mean, std, latent: int | None = 64
     and ``history`` (mean loss every 10 steps)."""
     if y.ndim != 3 or y.shape[1] != 1:
         raise ParameterError(f"recover_initial: y must be [B, 1, n] (one channel), got {list(y.shape)}")
-    for name, value in (("steps", steps),):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(f"recover_initial: {name} must be a positive int, got {value!r}")
+    check_int("recover_initial", "steps", steps)
     b, _, n = y.shape
     m = n if latent is None else int(latent)
     if not 1 <= m <= n:

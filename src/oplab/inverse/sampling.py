@@ -37,16 +37,14 @@ import time
 
 import torch
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_int
 
 SAMPLERS = ("mala", "ula")
 TARGET_ACCEPTANCE = 0.574  # MALA's optimal acceptance rate (Roberts & Rosenthal 1998)
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(f"langevin: {name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int("langevin", name, value, minimum)
 
 
 def langevin(objective, start: torch.Tensor, samples: int = 200, chains: int = 4, burn_in: int = 200, thin: int = 5,
