@@ -123,12 +123,7 @@ def render(report: dict, out: Path) -> str:
             pub, pub_res, src = _published(r["case"])
             if pub is not None:
                 notes.append(f"published {pub} at {pub_res}: {src}")
-            if r.get("foreign_cores") is not None and r["foreign_cores"] > 0.25:
-                notes.append(f"other programs used {r['foreign_cores']:.2f} cores meanwhile: timings are not clean")
-            if r["case"].get("note"):
-                notes.append(r["case"]["note"])
-            figs = " ".join(f"[{k}]({os.path.relpath(v, out)})" for k, v in (r.get("figures") or {}).items())
-            lines.append(f"- **{r['name']}**: " + "; ".join(notes) + (f". Figures: {figs}" if figs else ""))
+            lines.append(_notes(r, out, notes))
         lines.append("")
     lines += kind_tables(report, out)
     return "\n".join(lines)
