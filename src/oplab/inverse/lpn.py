@@ -378,19 +378,7 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
         step_size = lpn.config["sigma"] ** 2
     if not step_size > 0:
         raise ParameterError(f"pnp: step_size must be > 0, got {step_size!r}")
-    shape_note = f"[{lpn.config['in_channels']}, {', '.join('S' * lpn.config['dim'])}]"
-    points = torch.as_tensor(obs.points, dtype=dtype)
-    net_dtype = next(lpn.parameters()).dtype
-    if init is None:  # the mean field on the output grid (forward's input grid is its output grid, as in invert)
-        x = torch.zeros(1, lpn.config["in_channels"], *(a.n for a in axes), dtype=dtype)
-    else:
-        a0 = torch.as_tensor(init, dtype=dtype)
-        a0 = a0[None] if a0.ndim == lpn.config["dim"] + 1 else a0
-        if a0.ndim != lpn.config["dim"] + 2 or a0.shape[:2] != (1, lpn.config["in_channels"]):
-            raise ParameterError(f"pnp: init must be {shape_note} (one field), got {list(a0.shape)}")
-        x = lpn.normalise(a0)
-    if x.ndim != lpn.config["dim"] + 2:
-        raise ParameterError(f"pnp: the LPN works on {lpn.config['dim']} spatial axis/axes; pass init {shape_note}")
+    points, net_dtype, x = _pnp_start("pnp", lpn, axes, obs, init, dtype)
 
     def misfit(x_):
         return data_misfit(forward, lpn.denormalise(x_).to(dtype), points, obs, axes).sum()
@@ -426,6 +414,26 @@ def pnp(forward, axes, obs, lpn: LPN, steps: int = 100, step_size: float | None 
     return {"estimate": estimate, "spread": torch.zeros_like(estimate), "samples": estimate[None],
             "misfit": final * 2.0 / obs.values.size, "history": history, "change": change,
             "step_size": float(step_size), "seconds": time.perf_counter() - tic}
+
+
+def _pnp_start(owner: str, lpn: LPN, axes, obs, init, dtype):
+    """What both plug-and-play iterations start from: the sensor points, the LPN's dtype and the
+    starting field in the LPN's units ``[1, C, *S]`` (``init`` physical, ``[C, *S]`` or ``[1, C, *S]``;
+    default the mean field, ``x = 0``, on the grid of ``axes``: forward's input grid is its output
+    grid, as in ``invert``)."""
+    c, dim = lpn.config["in_channels"], lpn.config["dim"]
+    shape_note = f"[{c}, {', '.join('S' * dim)}]"
+    if init is None:
+        x = torch.zeros(1, c, *(a.n for a in axes), dtype=dtype)
+    else:
+        a0 = torch.as_tensor(init, dtype=dtype)
+        a0 = a0[None] if a0.ndim == dim + 1 else a0
+        if a0.ndim != dim + 2 or a0.shape[:2] != (1, c):
+            raise ParameterError(f"{owner}: init must be {shape_note} (one field), got {list(a0.shape)}")
+        x = lpn.normalise(a0)
+    if x.ndim != dim + 2:
+        raise ParameterError(f"{owner}: the LPN works on {dim} spatial axis/axes; pass init {shape_note}")
+    return torch.as_tensor(obs.points, dtype=dtype), next(lpn.parameters()).dtype, x
 
 
 # -- plug-and-play ADMM -------------------------------------------------------------------------------
@@ -465,20 +473,7 @@ def pnp_admm(forward, axes, obs, lpn: LPN, steps: int = 50, rho: float | None = 
         rho = 1.0 / lpn.config["sigma"] ** 2
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
         raise ParameterError(f"pnp_admm: rho must be a positive number, got {rho!r}")
-    c, dim = lpn.config["in_channels"], lpn.config["dim"]
-    shape_note = f"[{c}, {', '.join('S' * dim)}]"
-    points = torch.as_tensor(obs.points, dtype=dtype)
-    net_dtype = next(lpn.parameters()).dtype
-    if init is None:
-        z = torch.zeros(1, c, *(a.n for a in axes), dtype=dtype)
-    else:
-        a0 = torch.as_tensor(init, dtype=dtype)
-        a0 = a0[None] if a0.ndim == dim + 1 else a0
-        if a0.ndim != dim + 2 or a0.shape[:2] != (1, c):
-            raise ParameterError(f"pnp_admm: init must be {shape_note} (one field), got {list(a0.shape)}")
-        z = lpn.normalise(a0)
-    if z.ndim != dim + 2:
-        raise ParameterError(f"pnp_admm: the LPN works on {dim} spatial axis/axes; pass init {shape_note}")
+    points, net_dtype, z = _pnp_start("pnp_admm", lpn, axes, obs, init, dtype)
     x, w = z.clone(), torch.zeros_like(z)
     evaluations = [0]
 
