@@ -165,6 +165,22 @@ def interpolate_lattice(values: torch.Tensor, sensors, n) -> torch.Tensor:
     return cube
 
 
+def grid_nodes(shape) -> torch.Tensor:
+    """The grid's nodes in grid spacings, ``[N, d]`` (float64, row-major order)."""
+    mesh = torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in shape], indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], 1)
+
+
+def periodic_d2(p: torch.Tensor, q: torch.Tensor, shape) -> torch.Tensor:
+    """Squared periodic distances ``[len(p), len(q)]`` between points ``[., d]`` in grid spacings on the
+    periodic grid ``shape``."""
+    d2 = torch.zeros(len(p), len(q), dtype=torch.float64)
+    for j, s in enumerate(shape):
+        diff = (p[:, None, j] - q[None, :, j]).abs()
+        d2 += torch.minimum(diff, s - diff).square()
+    return d2
+
+
 def kernel_weights(sensors, n, width: float | None = None, dtype=torch.float32) -> torch.Tensor:
     """The normalised-convolution weights ``[K, N]`` (module docstring): column ``x`` is
     ``g(x - s_k) / sum_k g(x - s_k)``, periodic Gaussian ``g`` of ``width`` grid spacings."""
@@ -174,12 +190,7 @@ def kernel_weights(sensors, n, width: float | None = None, dtype=torch.float32) 
         width = 0.5 * (math.prod(shape) / len(coords)) ** (1.0 / len(shape))
     if not width > 0:
         raise ParameterError(f"kernel width must be > 0 grid spacings, got {width!r}")
-    mesh = torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in shape], indexing="ij")
-    nodes = torch.stack([m.reshape(-1) for m in mesh], 1)  # [N, d]
-    d2 = torch.zeros(len(coords), len(nodes), dtype=torch.float64)
-    for j, s in enumerate(shape):
-        diff = (nodes[None, :, j] - coords[:, None, j]).abs()
-        d2 += torch.minimum(diff, s - diff).square()
+    d2 = periodic_d2(coords, grid_nodes(shape), shape)  # [K, N]
     logw = -(d2 - d2.min(0, keepdim=True).values) / (2.0 * width**2)  # the nearest sensor weighs 1: no underflow
     w = logw.exp()
     return (w / w.sum(0, keepdim=True)).to(dtype)
@@ -216,7 +227,7 @@ class Observer(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, sensors, n, scale: float = 1.0, spread: str = "auto",
                  width: float | None = None):
         super().__init__()
-        self.net, self.n = net, n
+        self.net = net
         self.shape = grid_shape(n)
         self.register_buffer("sensors", check_sensors(sensors, self.shape))  # the observations' column order
         self.register_buffer("order", self.sensors.argsort())  # columns sorted along the periodic grid (1D)
@@ -336,16 +347,11 @@ def localization_weights(sensors, n, radius: float) -> tuple[np.ndarray, np.ndar
     if not radius > 0:
         raise ParameterError(f"enkf: localization must be > 0 grid spacings (or None), got {radius!r}")
     shape = grid_shape(n)
-    coords = sensor_coordinates(sensors, shape).numpy().astype(np.float64)
-    mesh = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")
-    nodes = np.stack([m.reshape(-1) for m in mesh], 1)
+    coords = sensor_coordinates(sensors, shape).to(torch.float64)
+    nodes = grid_nodes(shape)
 
     def dist(p, q):
-        d2 = np.zeros((len(p), len(q)))
-        for j, s in enumerate(shape):
-            diff = np.abs(p[:, None, j] - q[None, :, j])
-            d2 += np.minimum(diff, s - diff) ** 2
-        return np.sqrt(d2)
+        return periodic_d2(p, q, shape).sqrt().numpy()
 
     return gaspari_cohn(dist(nodes, coords) / radius), gaspari_cohn(dist(coords, coords) / radius)
 
