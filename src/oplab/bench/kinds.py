@@ -424,11 +424,12 @@ def _invert(spec: dict, case_dir: Path, log) -> dict:
     prior_name = opts.get("prior", "latent")
     bounds = opts.get("bounds")
     if bounds is None and prior_name != "latent":
-        bounds = inverse._input_range(run.data.get("train"))
+        bounds = inverse.input_range(run.data.get("train"))
     k, level, seed = opts.get("sensors", 100), opts.get("noise", 0.02), opts.get("seed", 0)
     two_phase = "contrast_low" in params and "contrast_high" in params
     mid = 0.5 * (params["contrast_low"] + params["contrast_high"]) if two_phase else None
     forward = inverse.surrogate(op)
+    prior = inverse.make_prior(prior_name, axes, c_in, opts.get("weight", 1.0), bounds, params)  # (stateless: shared)
     rows, first = [], None
     for i in range(len(test_idx)):
         a_true, u_true = data.x[i].float(), data.y[i].float()
@@ -438,7 +439,6 @@ def _invert(spec: dict, case_dir: Path, log) -> dict:
         sigma = level * float(u_true.abs().max())
         obs = inverse.Observations(pts, clean + sigma * rng.standard_normal(clean.shape), np.full(clean.shape, sigma),
                                    list(range(clean.shape[1])))
-        prior = inverse.make_prior(prior_name, axes, c_in, opts.get("weight", 1.0), bounds, params)
         got = inverse.invert(forward, axes, obs, prior, restarts=opts.get("restarts", 4), steps=opts.get("steps", 400),
                              lr=opts.get("lr", 0.1), seed=seed + i)
         est = got["estimate"].float()

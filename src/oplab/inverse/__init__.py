@@ -335,7 +335,7 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
             raise ParameterError("--rho is the lpn prior's (plug-and-play ADMM penalty); "
                                  "the other priors take --weight")
         if bounds is None and prior != "latent":
-            bounds = _input_range(RunDir.open(run_dir).data.get("train"))
+            bounds = input_range(RunDir.open(run_dir).data.get("train"))
         p = make_prior(prior, op.in_axes, c_in, weight, bounds, op.data.get("params"))
         result = invert(surrogate(op), op.in_axes, obs, p, restarts=restarts, steps=steps, lr=lr, seed=seed,
                         log=log, sampler=sampler, samples=samples, burn_in=burn_in, thin=thin)
@@ -356,7 +356,7 @@ def run(run_dir, observations, out, prior: str = "latent", weight: float = 1.0, 
     return {**record, "estimate": result["estimate"], "spread": result["spread"]}
 
 
-def _input_range(train_file) -> tuple | None:
+def input_range(train_file) -> tuple | None:
     """The smallest and largest input value of the run's training file (the bounds of the pixel priors)."""
     from ..data import open as open_data
 
@@ -388,5 +388,5 @@ def _plot(path: Path, result: dict, obs: Observations, axes: list[Axis]) -> None
     plt.close(fig)
 
 
-__all__ = ["Observations", "invert", "load_observations", "make_prior", "observe", "run", "save_observations",
+__all__ = ["Observations", "input_range", "invert", "load_observations", "make_prior", "observe", "run", "save_observations",
            "surrogate"]
