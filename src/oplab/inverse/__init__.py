@@ -388,5 +388,5 @@ def _plot(path: Path, result: dict, obs: Observations, axes: list[Axis]) -> None
     plt.close(fig)
 
 
-__all__ = ["Observations", "input_range", "invert", "load_observations", "make_prior", "observe", "run", "save_observations",
-           "surrogate"]
+__all__ = ["Observations", "input_range", "invert", "load_observations", "make_prior", "observe", "run",
+           "save_observations", "surrogate"]
