@@ -117,12 +117,12 @@ class NaNGuard(Callback):
     order = 0
 
     def on_loss(self, trainer, batch, loss):
-        if not math.isfinite(loss.item()):  # (a float test: a tenth of isfinite's cost on a CPU step)
+        if not math.isfinite(trainer.loss_value):  # (the Trainer's one read of the loss; a float test)
             run = trainer.run
             where = (f"{run.path}/checkpoints/last" if run is not None and run.has_checkpoint("last")
                      else "none yet")
             raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {trainer.epoch}, batch {batch}; stopped. Last good checkpoint: "
+                f"loss is {trainer.loss_value} at epoch {trainer.epoch}, batch {batch}; stopped. Last good checkpoint: "
                 f"{where} (lower train.lr or set train.grad_clip)")
 
 

@@ -85,6 +85,7 @@ class Trainer:
         self.start_epoch, self.epoch = 0, 0
         self.best = math.inf
         self.history: list[dict] = []
+        self.loss_value = math.nan  # the current batch's loss (set every step)
         self.should_stop, self.stop_reason = False, ""
         self._eval_requested = False
         self.callbacks = cb.default_callbacks(self, progress) + list(callbacks)
@@ -211,6 +212,8 @@ class Trainer:
             total, seen = 0.0, 0
             for k, batch in enumerate(self.task.batches(plan)):
                 loss, size = self.task.loss(self, net, batch, coords)
+                #: the current batch's loss as a float (read once: one host synchronisation per step on a GPU)
+                self.loss_value = value = loss.item()
                 for hook in self._hooks["on_loss"]:
                     hook(self, k, loss)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -221,7 +224,6 @@ class Trainer:
                     add_gradient_noise(self.params, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed,
                                        epoch * len(plan) + k)
                 self.optimizer.step()
-                value = loss.item()
                 total += value * size
                 seen += size
                 for hook in self._hooks["on_batch_end"]:
