@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 import timing  # benchmarks/timing.py (the script's folder is on the path)
+from assimilation_curves import print_results  # benchmarks/assimilation_curves.py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -154,11 +155,7 @@ def main() -> None:
           f"surrogate {forecast_ms['surrogate']:.2f} ms", flush=True)
 
     show = [0, 4, 9, 19, 39]
-    print(f"\n| estimator | error at t = {', '.join(f'{(k + 1) * dt:g}' for k in show)} | mean over t | ms per trajectory |")
-    print("|---|---|---|---|")
-    for name, r in results.items():
-        errors = " / ".join(f"{r['per_step'][k]:.3f}" for k in show)
-        print(f"| {name} | {errors} | {r['mean']:.3f} | {1e3 * r['seconds_per_trajectory']:.1f} |")
+    print_results(results, show, [(k + 1) * dt for k in show])
     metrics = [json.loads(line) for line in (args.work / "predictor" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     out = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
            "torch_threads": 1, "args": {k: str(v) for k, v in vars(args).items()}, "noise_std": noise,

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 import timing  # benchmarks/timing.py (the script's folder is on the path)
+from assimilation_curves import print_results  # benchmarks/assimilation_curves.py
 
 ROOT = Path(__file__).resolve().parent
 TAU = 20.0  # KS time units per unit of the pde1d problem's common axis (family ks: horizon 40 = t_end 2)
@@ -326,12 +327,7 @@ def main() -> None:
                                                         step, errors, score, n)
     show = [0, 4, 9, 19, 29, n_times - 1]
 
-    print(f"\n| estimator | relative L2 at t = {' / '.join(f'{(k + 1) * args.every:g}' for k in show)} "
-          f"| mean over the {n_times} states | ms per trajectory |")
-    print("|---|---|---|---|")
-    for name, r in results.items():
-        errs = " / ".join(f"{r['per_step'][k]:.3f}" for k in show)
-        print(f"| {name} | {errs} | {r['mean']:.3f} | {1e3 * r['seconds_per_trajectory']:.1f} |")
+    print_results(results, show, [(k + 1) * args.every for k in show], f"mean over the {n_times} states")
     out = {"date": datetime.date.today().isoformat(),
            "machine": f"the shared 2-core VM, loaded by other jobs ({platform.processor() or platform.machine()})",
            "command": command(args),

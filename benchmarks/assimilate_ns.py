@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 import timing  # benchmarks/timing.py (the script's folder is on the path)
+from assimilation_curves import print_results  # benchmarks/assimilation_curves.py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -210,12 +211,7 @@ def main() -> None:
           + ", ".join(f"{k} {v:.1f} ms" for k, v in forecast_ms.items()), flush=True)
 
     show = sorted({0, 1, 4, 9, args.steps - 1} & set(range(args.steps)))
-    print(f"\n| estimator | relative L2 at t = {' / '.join(f'{(k + 1) * dt:g}' for k in show)} | mean over t "
-          f"| ms per trajectory |")
-    print("|---|---|---|---|")
-    for name, r in results.items():
-        errors = " / ".join(f"{r['per_step'][k]:.3f}" for k in show)
-        print(f"| {name} | {errors} | {r['mean']:.3f} | {1e3 * r['seconds_per_trajectory']:.0f} |")
+    print_results(results, show, [(k + 1) * dt for k in show], ms=".0f")
     metrics = [json.loads(line) for line in (args.work / "predictor" / "metrics.jsonl").read_text().splitlines()
                if line.strip()]
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
