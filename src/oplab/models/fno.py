@@ -46,6 +46,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module  # the global forward hooks
 
 from ..errors import ParameterError, check_choice, check_int, check_ints, is_int
 from ..layers.grid import append_positions, check_channels
@@ -234,10 +235,8 @@ def _autocast(t: torch.Tensor) -> bool:
 
 def _hooked(module: nn.Module) -> bool:
     """Whether forward hooks would see ``module``'s output (then the layer sum is not fused into it)."""
-    from torch.nn.modules import module as m
-
-    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks
-                or m._global_forward_pre_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or _torch_module._global_forward_hooks
+                or _torch_module._global_forward_pre_hooks)
 
 
 @register("tfno")
