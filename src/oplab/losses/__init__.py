@@ -18,6 +18,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
+
+from .._fused import plain_autograd
 
 Coords = Sequence[torch.Tensor]
 
@@ -81,9 +84,40 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, period
     zero gradient (not NaN) where the error vanishes; the weights' roots are cached with them
     (the whole loss took 0.24 ms of forward and backward per DeepONet step before, 0.15 ms after)."""
     root = quadrature_weights(coords, periodic, root=True).to(pred.dtype)  # .to: a no-op on a matching dtype
-    num = torch.linalg.vector_norm(((pred - target) * root).reshape(pred.shape[0], -1), dim=1)
-    err = num / torch.linalg.vector_norm((target * root).reshape(target.shape[0], -1), dim=1).clamp_min(1e-30)
+    if reduce and pred.requires_grad and not target.requires_grad and plain_autograd(pred.device.type):
+        return _RelativeL2.apply(pred, target, root)  # a training step's loss: one autograd node
+    num, den = _relative_l2_parts(pred, target, root)[1:]
+    err = num / den
     return err.mean() if reduce else err
+
+
+def _relative_l2_parts(pred, target, root):
+    """The scaled difference ``[B, N]``, its norms ``[B]`` and the target's (clamped) norms ``[B]``."""
+    d = ((pred - target) * root).reshape(pred.shape[0], -1)
+    den = torch.linalg.vector_norm((target * root).reshape(target.shape[0], -1), dim=1).clamp_min(1e-30)
+    return d, torch.linalg.vector_norm(d, dim=1), den
+
+
+class _RelativeL2(torch.autograd.Function):
+    """The batch mean of :func:`relative_l2` with its gradient in the prediction written out,
+    ``d err_i / d pred = w (pred - target)_i / (B ||pred - target||_i ||target||_i)`` and 0 where the
+    error vanishes: one autograd node instead of eight (0.15 ms of a 1.2 ms DeepONet step). First
+    order only; :func:`oplab._fused.plain_autograd` says when it is used."""
+
+    @staticmethod
+    def forward(ctx, pred, target, root):
+        d, num, den = _relative_l2_parts(pred, target, root)
+        ctx.save_for_backward(root, d, num, den)
+        ctx.shape = pred.shape
+        return (num / den).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        root, d, num, den = ctx.saved_tensors
+        scale = (g / d.shape[0]) / (num * den)
+        scale = scale.masked_fill_(num == 0, 0.0)
+        return (d * scale[:, None]).view(ctx.shape) * root, None, None
 
 
 def channel_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],

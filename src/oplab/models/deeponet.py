@@ -47,7 +47,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as _global_hooks
 
+from .._fused import plain_autograd
 from .._memo import TensorMemo
 from ..errors import ParameterError, check_choice, check_floats, check_int, check_ints
 from ..layers.grid import grid_points
@@ -113,10 +116,21 @@ class _BranchTrunk(Operator):
         coords = [torch.as_tensor(c) for c in coords]
         points = _POINTS.get(coords, (weight.dtype, str(weight.device)),
                              lambda: grid_points(coords, dtype=weight.dtype, device=weight.device))  # [P, d]
-        b = self._branch(self._sensors(x))  # [B, C, K]
+        u = self._sensors(x)
+        chains = self._dense_chains(u, points)
+        if chains is not None:  # one autograd node with a hand-written backward (see _dense_forward)
+            y = _dense_forward(u, self._embed(points), self.bias, chains, self.out_channels)
+            return y.reshape(x.shape[0], self.out_channels, *shape)
+        b = self._branch(u)  # [B, C, K]
         t = self._trunk(points)  # [P, C, K]
         y = torch.einsum("bck,pck->bcp", b, t)  # [B, C, P]
         return self._add_bias(y).reshape(x.shape[0], self.out_channels, *shape)
+
+    def _dense_chains(self, u: torch.Tensor, points: torch.Tensor):
+        """The branch and trunk as plain chains (see :func:`_chain`) when the fused forward applies,
+        else None (subclasses, stacked nets, hooks, autocast, ``torch.func``, forward-mode AD and
+        inputs that require grad take the module path)."""
+        return None
 
     def forward_points(self, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Per-sample query points ``[B, P, d]`` (or shared ``[P, d]``) -> ``[B, C_out, P]``."""
@@ -234,6 +248,15 @@ class DeepONet(_BranchTrunk):
     def _branch(self, u: torch.Tensor) -> torch.Tensor:
         return self.branch(u).reshape(u.shape[0], self.out_channels, self.latent)  # [B, C, p]
 
+    def _dense_chains(self, u: torch.Tensor, points: torch.Tensor):
+        if (type(self)._branch is not DeepONet._branch or type(self)._trunk is not DeepONet._trunk
+                or u.requires_grad or points.requires_grad or self._forward_hooks or self._forward_pre_hooks
+                or _global_hooks._global_forward_hooks or _global_hooks._global_forward_pre_hooks
+                or (torch.is_grad_enabled() and not plain_autograd(u.device.type))):
+            return None
+        branch, trunk = _chain(self.branch), _chain(self.trunk)
+        return None if branch is None or trunk is None else (branch, trunk)
+
     def _embed(self, points: torch.Tensor) -> torch.Tensor:
         """The trunk's input: scaled points ``[..., d]``, then their Fourier features."""
         y = points * self.coord_factors.to(points.dtype)
@@ -245,6 +268,161 @@ class DeepONet(_BranchTrunk):
     def _trunk(self, points: torch.Tensor) -> torch.Tensor:
         t = self.trunk(self._embed(points))  # [..., C*p] or [..., C, p]
         return t.reshape(*points.shape[:-1], self.out_channels, self.latent)
+
+
+# ----------------------------------------------------------------------------- the fused forward
+
+# The activations the fused path differentiates by hand: module -> (its name, whether its backward
+# reads the layer's output rather than the pre-activation).
+_DENSE_ACTS = {
+    nn.ReLU: lambda m: ("relu", True),
+    nn.Tanh: lambda m: ("tanh", True),
+    nn.GELU: lambda m: ("gelu-" + m.approximate, False),
+    nn.SiLU: lambda m: ("silu", False),
+}
+
+
+def _chain(mlp: nn.Module):
+    """``[(weight, bias, activation or None), ...]`` for an :class:`MLP` made of exactly
+    ``nn.Linear`` (with bias) and the activations of ``_DENSE_ACTS``, none with forward hooks; else
+    None: a LoRA-wrapped or parametrized layer (its class is not ``nn.Linear``), a sine or any other
+    module takes the module path. (Written for speed: it runs every forward, about 5 us.)"""
+    if type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks:
+        return None
+    out = []
+    for layer in mlp._modules.values():
+        kind = type(layer)
+        if layer._forward_hooks or layer._forward_pre_hooks:
+            return None
+        if kind is nn.Linear and layer.bias is not None:
+            out.append([layer.weight, layer.bias, None])
+        elif kind in _DENSE_ACTS and out and out[-1][2] is None:
+            out[-1][2] = _DENSE_ACTS[kind](layer)
+        else:
+            return None
+    return out
+
+
+def _activate(h: torch.Tensor, act) -> torch.Tensor:
+    name = act[0]
+    if name == "relu":
+        return torch.relu(h)
+    if name == "tanh":
+        return torch.tanh(h)
+    if name == "silu":
+        return nn.functional.silu(h)
+    return nn.functional.gelu(h, approximate=name[5:])
+
+
+def _activate_backward(g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor, act) -> torch.Tensor:
+    name, aten = act[0], torch.ops.aten
+    if name == "relu":
+        return aten.threshold_backward(g, out, 0)
+    if name == "tanh":
+        return aten.tanh_backward(g, out)
+    if name == "silu":
+        return aten.silu_backward(g, pre)
+    return aten.gelu_backward(g, pre, approximate=name[5:])
+
+
+def _chain_run(h: torch.Tensor, chain, keep: list | None) -> torch.Tensor:
+    """``h`` through the chain; ``keep`` collects each layer's (input, pre-activation, output)."""
+    for weight, bias, act in chain:
+        pre = torch.addmm(bias, h, weight.t())
+        out = pre if act is None else _activate(pre, act)
+        if keep is not None:
+            keep.append((h, pre if act is not None and not act[1] else None, out))
+        h = out
+    return h
+
+
+def _chain_backward(g: torch.Tensor, chain, kept, needs) -> list:
+    """The gradients of the chain's weights and biases (None where ``needs`` says not wanted)."""
+    grads = [None] * (2 * len(chain))
+    for i in reversed(range(len(chain))):
+        weight, bias, act = chain[i]
+        h, pre, out = kept[i]
+        if act is not None:
+            g = _activate_backward(g, pre, out, act)
+        if needs[2 * i]:
+            grads[2 * i] = g.t().mm(h)
+        if needs[2 * i + 1]:
+            grads[2 * i + 1] = g.sum(0)
+        if i > 0:
+            g = g.mm(weight)
+    return grads
+
+
+def _product(b: torch.Tensor, t: torch.Tensor, bias, channels: int) -> torch.Tensor:
+    """``y[n, c, p] = sum_k b[n, c k] t[p, c k] + bias[c]`` from ``b [B, C p]`` and ``t [P, C p]``."""
+    if channels == 1:
+        y = torch.addmm(bias, b, t.t()) if bias is not None else b.mm(t.t())
+        return y[:, None]
+    bb = b.view(b.shape[0], channels, -1).transpose(0, 1)  # [C, B, p]
+    tt = t.view(t.shape[0], channels, -1).permute(1, 2, 0)  # [C, p, P]
+    y = torch.bmm(bb, tt) if bias is None else torch.baddbmm(bias[:, None, None], bb, tt)
+    return y.transpose(0, 1)  # [B, C, P]
+
+
+class _DenseDeepONet(torch.autograd.Function):
+    """The Cartesian-product DeepONet with plain MLP branch and trunk nets as one autograd node:
+    the forward of both nets and their product, and a hand-written backward (``addmm`` / ``mm`` and
+    the activations' own backward kernels). The same operations as the module path, without its
+    roughly 20 autograd nodes and their views (a small DeepONet's step is mostly that overhead:
+    benchmarks/RESULTS.md, issue 22). Its backward is not differentiable again; the module path
+    serves inputs that require grad (physics-informed losses), ``torch.func`` and forward-mode AD."""
+
+    @staticmethod
+    def forward(ctx, u, z, bias, acts, channels, *params):
+        branch, trunk = _rebuild(acts, params)
+        kb, kt = [], []
+        b = _chain_run(u, branch, kb)
+        t = _chain_run(z, trunk, kt)
+        ctx.acts, ctx.channels, ctx.n_params = acts, channels, len(params)
+        # the layers' (input, pre-activation, output) are saved with the inputs: autograd frees them
+        # after the backward (unless the graph is retained) and checks the inputs for in-place changes
+        ctx.save_for_backward(bias, *params, *(t_ for k in kb + kt for t_ in k))
+        return _product(b, t, bias, channels)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        bias, *rest = ctx.saved_tensors
+        params, flat = rest[: ctx.n_params], rest[ctx.n_params :]
+        kept = [flat[3 * i : 3 * i + 3] for i in range(len(flat) // 3)]
+        branch, trunk = _rebuild(ctx.acts, params)
+        kb, kt = kept[: len(branch)], kept[len(branch) :]
+        b, t, c = kb[-1][2], kt[-1][2], ctx.channels
+        if c == 1:
+            g2 = g.reshape(g.shape[0], g.shape[2])  # [B, P]
+            gb, gt = g2.mm(t), g2.t().mm(b)
+        else:
+            gc = g.transpose(0, 1)  # [C, B, P]
+            gb = torch.bmm(gc, t.view(t.shape[0], c, -1).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
+            gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, -1).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
+        needs = ctx.needs_input_grad[5:]
+        nb = 2 * len(branch)
+        gbias = g.sum((0, 2)) if bias is not None and ctx.needs_input_grad[2] else None
+        grads = _chain_backward(gb, branch, kb, needs[:nb]) + _chain_backward(gt, trunk, kt, needs[nb:])
+        return (None, None, gbias, None, None, *grads)
+
+
+def _rebuild(acts, params) -> tuple:
+    """The two chains from their activations (``(branch's, trunk's)``) and the flat weights."""
+    chains, k = [], 0
+    for names in acts:
+        chains.append([(params[k + 2 * i], params[k + 2 * i + 1], a) for i, a in enumerate(names)])
+        k += 2 * len(names)
+    return tuple(chains)
+
+
+def _dense_forward(u, z, bias, chains, channels: int) -> torch.Tensor:
+    """``[B, C, P]``: through :class:`_DenseDeepONet` when autograd records, else directly."""
+    params = [p for chain in chains for layer in chain for p in layer[:2]]
+    if torch.is_grad_enabled() and (any(p.requires_grad for p in params) or (bias is not None and bias.requires_grad)):
+        acts = tuple(tuple(layer[2] for layer in chain) for chain in chains)
+        return _DenseDeepONet.apply(u, z, bias, acts, channels, *params)
+    return _product(_chain_run(u, chains[0], None), _chain_run(z, chains[1], None), bias, channels)
 
 
 # ----------------------------------------------------------------------------- sequence DeepONet
