@@ -174,3 +174,62 @@ def test_model_classes_are_importable_from_the_package():
     assert models.get("fno") is FNO and models.get("deeponet") is DeepONet
     with pytest.raises(AttributeError):
         models.NoSuchModel
+
+
+# ----------------------------------------------------------------------------- the FFT's period
+
+
+def _smooth_field(n: int):
+    """A smooth field on ``n`` x ``n`` nodes holding both ends of [0, 1] (oplab's non-periodic grids)."""
+    x = torch.linspace(0, 1, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(x, x, indexing="ij")
+    return (torch.sin(2 * gx + 1) * torch.cos(3 * gy) + gx * gy)[None, None], (x, x)
+
+
+def test_period_leaves_the_training_grid_unchanged_bit_for_bit():
+    from oplab.models.fno import grid_period
+
+    torch.manual_seed(0)
+    a, coords = _smooth_field(17)
+    model = models.create("fno", in_channels=1, out_channels=1, modes=[6, 6], width=8, n_layers=2).double()
+    with torch.no_grad():
+        plain = model(a, coords)
+        model.period = tuple(grid_period(coords))
+        assert torch.equal(model(a, coords), plain)
+        assert model._gaps((33, 33), _smooth_field(33)[1]) == [1, 1]  # 17/16 of the interval = 34 cells of 1/32
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_period_makes_a_finer_node_grid_agree_with_the_training_grid(seed):
+    """On grids holding both ends of the interval the FFT spans n h = n / (n - 1): 17/16 on 17 nodes,
+    33/32 on 33. With the 17-node grid's period the 33-node grid is embedded in the same torus (one
+    interpolated sample in the wrap gap), and the outputs at the common nodes agree about twice as well
+    (untrained model, smooth input; a trained Darcy FNO: benchmarks/RESULTS.md, issue 22)."""
+    from oplab.models.fno import grid_period
+
+    torch.manual_seed(seed)
+    model = models.create("fno", in_channels=1, out_channels=1, modes=[6, 6], width=8, n_layers=2).double()
+    (a17, c17), (a33, c33) = _smooth_field(17), _smooth_field(33)
+    gaps = {}
+    for label, period in (("native", None), ("period", tuple(grid_period(c17)))):
+        model.period = period
+        with torch.no_grad():
+            coarse, fine = model(a17, c17), model(a33, c33)[..., ::2, ::2]
+        gaps[label] = ((fine - coarse).norm() / coarse.norm()).item()
+    assert gaps["period"] < 0.6 * gaps["native"], gaps
+
+
+def test_training_sets_the_period_from_the_training_grid():
+    from oplab.models.presets import derive
+
+    coords = (torch.linspace(0, 1, 16), torch.linspace(0, 2, 16))
+    cfg = derive({"name": "fno"}, (4, 1, 16, 16), (4, 1, 16, 16), coords, (False, False))
+    assert cfg["period"] == pytest.approx([16 / 15, 32 / 15])
+    assert derive({"name": "fno", "period": None}, (4, 1, 16, 16), (4, 1, 16, 16), coords, (False, False))["period"] is None
+    assert "period" not in derive({"name": "unet"}, (4, 1, 16, 16), (4, 1, 16, 16), coords, (False, False))
+    model = models.from_config(cfg)
+    assert models.from_config(models.config_of(model)).period == model.period
+    with pytest.raises(ParameterError, match="period"):
+        models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], period=[1.0, 0.0])
+    with pytest.raises(ParameterError, match="period"):
+        models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], period=[1.0])

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _torch_module  # the global forward hooks
 
-from ..errors import ParameterError, check_choice, check_int, check_ints, is_int
+from .._memo import TensorMemo
+from ..errors import ParameterError, check_choice, check_floats, check_int, check_ints, is_int
 from ..layers.grid import append_positions, check_channels
 from ..layers.pointwise import ACTIVATIONS, Pointwise, channel_mlp, make_activation
 from ..layers.spectral import SpectralConv
@@ -121,6 +122,7 @@ class FNO(Operator):
         skip: str = "linear",
         last_modes: list[int] | None = None,
         residual_scale: float | str = 1.0,
+        period: Sequence[float] | None = None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -141,6 +143,11 @@ class FNO(Operator):
             raise ParameterError(f"{name}: residual_scale must be a finite number > 0 or 'depth' (1/sqrt(n_layers)), "
                                  f"got {residual_scale!r}")
         self.residual_scale = float(residual_scale)
+        if period is not None:
+            period = tuple(check_floats(name, "period", period, len(modes)))
+            if min(period) <= 0:
+                raise ParameterError(f"{name}: period must be lengths > 0 (one per axis), got {list(period)}")
+        self.period = period
 
         self.dim = len(modes)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -206,6 +213,9 @@ class FNO(Operator):
         if self.positional:
             x = append_positions(x, coords, name)  # [B, C_in + d, *S]
         v = self.lifting(x)  # [B, width, *S]
+        gaps = self._gaps(sizes, coords)
+        if any(gaps):  # this grid in the training grid's torus: samples between its last and first point
+            v = _fill_gaps(v, gaps)
         if self.padding:
             pads = self._pads(sizes)
             v = F.pad(v, [p for pad in reversed(pads) for p in (0, pad)])  # [B, width, *(S + pad)]
@@ -223,9 +233,49 @@ class FNO(Operator):
                 if skip is not None:
                     out = out + skip(v)
             v = self.activation(out) if t < len(self.spectral) - 1 else out
-        if self.padding:
+        if self.padding or any(gaps):
             v = v[(slice(None), slice(None), *[slice(0, n) for n in sizes])]  # [B, width, *S]
         return self.projection(v)  # [B, C_out, *S]
+
+    def _gaps(self, sizes, coords) -> list[int]:
+        """Samples to insert after the last point of each axis so that the transforms span ``period``:
+        ``round(period / spacing) - n`` (0 on the grid the period came from, without a period or
+        without coordinates)."""
+        if self.period is None or coords is None or torch.jit.is_tracing():
+            return [0] * len(sizes)
+        coords = [torch.as_tensor(c) for c in coords]
+        return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), lambda: [
+            max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
+            for p, c, n in zip(self.period, coords, sizes)])
+
+
+_GAPS = TensorMemo()  # the gap samples per grid (reading the spacing off a device tensor would synchronise)
+
+
+def grid_period(coords) -> list[float]:
+    """The length the FFT spans on each axis of the grid ``coords`` (its points, uniformly spaced):
+    ``n`` times the spacing. On a grid that holds both ends of an interval (``n`` nodes from ``lo`` to
+    ``hi``) that is the interval and one cell more, so it changes with the resolution: an FNO given
+    its training grid's :func:`grid_period` as ``period`` keeps it on every grid (issue 22)."""
+    out = []
+    for c in coords:
+        c = torch.as_tensor(c, dtype=torch.float64)
+        if c.numel() < 2:
+            raise ParameterError(f"grid_period: an axis of {c.numel()} point(s) has no spacing")
+        out.append(float(c.numel() * (c[1] - c[0]).abs()))
+    return out
+
+
+def _fill_gaps(v: torch.Tensor, gaps: Sequence[int]) -> torch.Tensor:
+    """``v [B, C, *S]`` with ``gaps[i]`` samples appended to axis ``i``, interpolated linearly from its
+    last point to its first: the periodic continuation the transforms see, over a gap of fixed length."""
+    for axis, e in enumerate(gaps):
+        if e:
+            dim = 2 + axis
+            first, last = v.narrow(dim, 0, 1), v.narrow(dim, v.shape[dim] - 1, 1)
+            t = torch.arange(1, e + 1, dtype=v.dtype, device=v.device) / (e + 1)
+            v = torch.cat([v, torch.lerp(last, first, t.view([-1 if d == dim else 1 for d in range(v.dim())]))], dim=dim)
+    return v
 
 
 def _autocast(t: torch.Tensor) -> bool:
@@ -270,9 +320,10 @@ class TFNO(FNO):
         rank: float = 0.1,
         skip: str = "linear",
         last_modes: list[int] | None = None,
+        period: Sequence[float] | None = None,
     ):
         super().__init__(
             in_channels, out_channels, modes, width=width, n_layers=n_layers, lifting_channels=lifting_channels,
             projection_channels=projection_channels, positional=positional, padding=padding, activation=activation,
-            factorization=factorization, rank=rank, skip=skip, last_modes=last_modes,
+            factorization=factorization, rank=rank, skip=skip, last_modes=last_modes, period=period,
         )

@@ -71,6 +71,10 @@ def derive(kwargs: dict, x_shape, y_shape, out_coords, periodic) -> dict:
                 f"model {name!r} maps a grid to the same grid, but the data maps inputs on {list(s_in)} "
                 f"to outputs on {list(s_out)}; use a point operator (deeponet, multionet, ffn)")
         defaults = {"in_channels": c_in, "out_channels": c_out, **cls.defaults(s_out, tuple(periodic), given)}
+        if out_coords is not None and len(out_coords) == d and min(s_out) > 1:  # (the FNO family's ``period``)
+            from .fno import grid_period
+
+            defaults["period"] = grid_period(out_coords)
     else:
         defaults = {"n_sensors": c_in * math.prod(s_in), "in_channels": c_in, "coord_dim": d, "out_channels": c_out,
                     "n_points": math.prod(s_out), **cls.defaults(s_out, tuple(periodic), given)}
