@@ -342,3 +342,25 @@ def test_fno_fused_sum_under_autocast_torch_func_forward_ad_and_hooks():
     model(x, coords)
     handle.remove()
     torch.testing.assert_close(seen["out"], model.spectral[1](seen["v"]), rtol=1e-12, atol=1e-12)
+
+
+def test_auto_transform_takes_the_products_only_at_slow_fft_lengths_without_grad(monkeypatch):
+    """``dft="auto"`` runs the truncated DFT as matrix products on a CPU when an axis length has a prime
+    factor above 7 and autograd is off (inference); the numbers are the FFT's to float rounding."""
+    from oplab.layers import spectral
+
+    torch.manual_seed(3)
+    layer = SpectralConv(4, 5, [4, 3]).double()
+    calls = []
+    monkeypatch.setattr(layer, "_forward_matmul", lambda x, _f=layer._forward_matmul: calls.append(x.shape) or _f(x))
+    for n, slow in ((16, False), (20, False), (21, False), (22, True), (17, True)):
+        x = torch.randn(2, 4, n, n, dtype=torch.float64)
+        assert spectral._slow_fft(x) is False  # autograd on: the FFT (the products lose with the backward)
+        with torch.no_grad():
+            assert spectral._slow_fft(x) is slow
+            calls.clear()
+            auto = layer(x)
+            assert bool(calls) is slow
+            layer.dft = "fft"
+            torch.testing.assert_close(auto, layer(x), rtol=1e-10, atol=1e-12)
+            layer.dft = "auto"

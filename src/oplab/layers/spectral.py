@@ -289,7 +289,9 @@ class SpectralConv(nn.Module):
         shape = (self.in_channels, self.out_channels, *[2 * m for m in modes[:-1]], modes[-1])
         self.weight = spectral_weight(shape, factorization, rank, scale=1.0 / (self.in_channels * self.out_channels))
         #: how the truncated transforms run: ``"fft"``, ``"matmul"`` (real matrix products, see
-        #: :meth:`_forward_matmul`) or ``"auto"`` (FFT, matmul while exporting); not in the state dict
+        #: :meth:`_forward_matmul`) or ``"auto"`` (FFT; matmul while exporting, and on a CPU for an
+        #: axis whose length has a prime factor above 7, where the FFT is slow: :func:`_slow_fft`);
+        #: not in the state dict
         self.dft = "auto"
         #: the weight as a real constant ``[I, O, *2m, m_d, 2]`` (see :meth:`freeze`), or None
         self.frozen: torch.Tensor | None = None
@@ -335,7 +337,7 @@ class SpectralConv(nn.Module):
         d = self.dim
         if x.ndim != d + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"SpectralConv: expected input [B, {self.in_channels}, *S] with {d} spatial axes, got {list(x.shape)}")
-        if self.dft == "matmul" or (self.dft == "auto" and torch.compiler.is_exporting()):
+        if self.dft == "matmul" or (self.dft == "auto" and (torch.compiler.is_exporting() or _slow_fft(x))):
             y = self._forward_matmul(x)
             return y if bias is None else y + bias.reshape(-1, *[1] * d).to(y.dtype)
         sizes = tuple(x.shape[2:])
@@ -479,6 +481,26 @@ class _ModeProduct(torch.autograd.Function):
         if dw is not None:
             out = torch.bmm(x, dw) if out is None else out + torch.bmm(x, dw)
         return out
+
+
+def _slow_fft(x: torch.Tensor) -> bool:
+    """Whether, without autograd on a CPU, ``x``'s spatial axes include a length with a prime factor
+    above 7. The FFT's cost grows with the prime factors, the truncated DFT's with the retained modes:
+    for one layer of the quickstart's FNO (width 32, 12 x 12 modes, 10 samples, 2 threads) on n x n
+    grids the products took 0.42-0.9x the FFT's time at n = 85, 97, 127, 129, 131, 255, 257 and
+    1.6-4.6x at n = 64, 100, 128 (benchmarks/RESULTS.md, issue 22). With the backward the products
+    lose at 85 (1.22x), so training keeps the FFT. A grid embedded in a torus by ``FNO.period`` (129
+    for a model trained at 64 and run at 128) is such a length."""
+    if torch.is_grad_enabled() or x.device.type != "cpu" or torch.jit.is_tracing():
+        return False
+    for n in x.shape[2:]:
+        n = int(n)
+        for p in (2, 3, 5, 7):
+            while n % p == 0:
+                n //= p
+        if n > 1:
+            return True
+    return False
 
 
 def _dft_basis(n, p: int, q: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:

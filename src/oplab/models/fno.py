@@ -37,6 +37,22 @@ periodic grid, compared at the common points):
 * none where the padding is a different fraction of the domain on the two
   grids: it is ``round(padding * n)`` cells, and no rounding keeps
   ``pad(2n) = 2 pad(n)`` for every ``n`` (0.25 of 10 cells is 2.5).
+
+The FFT's period (``period``). The transforms treat the ``n`` samples of an
+axis as one period of length ``n h`` (spacing ``h``). On a periodic grid that
+is the domain at every resolution, but on a grid holding both ends of an
+interval (oplab's non-periodic axes: ``n`` nodes from ``lo`` to ``hi``) it is
+the interval and one cell more, ``n / (n - 1)`` of it: 64/63 on 64 nodes,
+128/127 on 128. A model trained on one grid and run on another then applies
+its learned spectral weights at frequencies off by that ratio. With
+``period`` (one length per axis, in the coordinates' units) the forward
+embeds any grid in a torus of that length: ``round(period / h) - n`` samples
+are appended after the last point, interpolated linearly back to the first,
+and cropped after the Fourier layers; on the grid the period came from none
+are. Training through oplab sets it to the training grid's (:func:`grid_period`,
+by :func:`oplab.models.presets.derive`); ``period: null`` keeps each grid's
+own. On the quickstart's Darcy FNO trained at 64 it halves the zero-shot
+error at 128 (benchmarks/RESULTS.md, issue 22).
 """
 
 from __future__ import annotations
