@@ -121,6 +121,28 @@ def test_export_answers_like_the_predictor_at_two_resolutions(fno_run, tmp_path,
         assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
 
 
+def test_an_fno_with_a_period_exports_at_its_training_grid(darcy17, tmp_path_factory, tmp_path, one_thread):
+    """Trained through the CLI's path (``derive``) an FNO keeps its training grid's FFT period on other
+    grids by appending a size-dependent number of samples: the exporter cannot keep the sizes
+    symbolic, says why in its log and writes a file for the training grid that answers like the model."""
+    from oplab.deploy.export import runner
+    from oplab.models.fno import grid_period
+
+    torch.manual_seed(0)
+    ds = oplab.data.open(darcy17)
+    coords = tuple(torch.as_tensor(c, dtype=torch.float32) for c in ds.output_grid)
+    model = oplab.models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], width=8,
+                                period=grid_period(coords))
+    run = tmp_path_factory.mktemp("export") / "run-period"
+    oplab.train(model, ds, epochs=1, batch_size=8, n_train=40, n_test=8, out=run, log=lambda s: None)
+    said = []
+    report = export(run, "onnx", tmp_path / "m", log=said.append)
+    assert report["dynamic"] == ["batch"] and report["max_rel_diff"] < 1e-5
+    assert any("period" in line and "[17, 17]" in line for line in said), said
+    a = _inputs((17, 17), 3)
+    np.testing.assert_allclose(runner(tmp_path / "m.onnx", "onnx")(a), oplab.load(run)(a), rtol=1e-5, atol=1e-5)
+
+
 def test_torchscript_keeps_the_training_grid(fno_run, tmp_path, one_thread):
     from oplab.deploy.export import runner
 

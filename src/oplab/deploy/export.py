@@ -15,7 +15,9 @@ normaliser and the grid coordinates, computed in the graph from the input's size
 
 The batch axis is dynamic in every format; the spatial axes are dynamic in ``onnx`` and
 ``exported-program`` where the model allows it (a grid operator whose code holds for symbolic
-sizes; spectral layers need at least ``2 m`` points per axis to keep all ``m`` modes). Every
+sizes; spectral layers need at least ``2 m`` points per axis to keep all ``m`` modes). An FNO with
+a ``period`` (set by training: it keeps the training grid's FFT length on other grids) appends a
+number of samples that depends on the size, so its file answers at the training grid. Every
 export is checked against ``oplab.load(RUN)`` on the run's own inputs (random fields of the
 training distribution are not needed: the check feeds the normaliser's mean plus noise) at the
 training resolution and, where dynamic, at a second resolution; the largest relative difference
@@ -60,6 +62,9 @@ class Exportable(nn.Module):
                 layer.dft, layer.weight = "matmul", nn.Module()
         self.axes = [tuple(a) for a in axes]
         self.point = point_coords is not None
+        for m in self.bundle.modules():  # an FNO's period needs the spacing: from the axes, not graph values
+            if hasattr(m, "export_spans"):
+                m.export_spans = [(hi - lo, periodic) for lo, hi, periodic in axes]
         for i, c in enumerate(point_coords or ()):  # the training grid's coordinates, as buffers
             self.register_buffer(f"coord{i}", c, persistent=False)
 
@@ -156,7 +161,8 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
                 first = "" if "INTERNAL ASSERT" in first else f": {first[:160]}"
                 raise OplabError(f"{op.run_dir}: the {type(op.bundle.model).__name__} model does not export to "
                                  f"{fmt} ({type(exc).__name__}{first})") from None
-            log(f"dynamic resolution refused by the exporter ({type(exc).__name__}); exporting at {list(train)}")
+            why = str(exc).splitlines()[0] if isinstance(exc, OplabError) else type(exc).__name__  # ours: say it
+            log(f"dynamic resolution refused by the exporter ({why}); exporting at {list(train)}")
             spatial = False
     seconds = time.perf_counter() - t0
     tmp.replace(out)

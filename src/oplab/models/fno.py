@@ -164,6 +164,9 @@ class FNO(Operator):
             if min(period) <= 0:
                 raise ParameterError(f"{name}: period must be lengths > 0 (one per axis), got {list(period)}")
         self.period = period
+        #: ``[(hi - lo, periodic)]`` per axis while exporting (set by oplab.deploy.export): the spacing
+        #: the period is measured in, from the grid's size alone
+        self.export_spans = None
 
         self.dim = len(modes)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -230,7 +233,7 @@ class FNO(Operator):
             x = append_positions(x, coords, name)  # [B, C_in + d, *S]
         v = self.lifting(x)  # [B, width, *S]
         gaps = self._gaps(sizes, coords)
-        if any(gaps):  # this grid in the training grid's torus: samples between its last and first point
+        if any(gaps):  # this grid in the training grid's torus: samples after its last point
             v = _fill_gaps(v, gaps)
         if self.padding:
             pads = self._pads(sizes)
@@ -257,8 +260,17 @@ class FNO(Operator):
         """Samples to insert after the last point of each axis so that the transforms span ``period``:
         ``round(period / spacing) - n`` (0 on the grid the period came from, without a period or
         without coordinates)."""
-        if self.period is None or coords is None or torch.jit.is_tracing():
+        if self.period is None or coords is None:
             return [0] * len(sizes)
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # the coordinates are graph values:
+            spans = self.export_spans  # the exporter's grid description instead (deploy/export.py)
+            if spans is None:
+                return [0] * len(sizes)
+            if any(isinstance(n, torch.SymInt) for n in sizes):  # the export falls back to one grid
+                raise ParameterError(f"{type(self).__name__}: with a period the samples appended depend on the "
+                                     f"grid's size, so the sizes cannot stay symbolic")
+            return [max(round(p * (int(n) - (0 if periodic else 1)) / span) - int(n), 0)
+                    for p, (span, periodic), n in zip(self.period, spans, sizes)]
         coords = [torch.as_tensor(c) for c in coords]
         return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), lambda: [
             max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
