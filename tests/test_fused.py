@@ -75,7 +75,8 @@ def test_frozen_parameters_get_no_gradient_and_the_rest_are_right():
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("variant", ["stacked", "independent", "sine", "input_grad", "hook_on_layer"])
+@pytest.mark.parametrize("variant", ["stacked", "independent", "sine", "input_grad", "hook_on_layer",
+                                     "backward_hook_on_layer", "backward_pre_hook_on_trunk", "global_backward_hook"])
 def test_what_the_fused_path_cannot_serve_takes_the_module_path(variant):
     model, x, coords, target = _case(
         activation="relu", channels=2, stacked=variant == "stacked",
@@ -86,8 +87,22 @@ def test_what_the_fused_path_cannot_serve_takes_the_module_path(variant):
         x.requires_grad_(True)
     if variant == "hook_on_layer":
         model.branch[0].register_forward_hook(lambda *a: None)
-    out = model(x, coords)
-    assert "_DenseDeepONetBackward" not in _node_names(out)
+    fired = []
+    if variant == "backward_hook_on_layer":
+        model.branch[0].register_full_backward_hook(lambda *a: fired.append(1))
+    if variant == "backward_pre_hook_on_trunk":
+        model.trunk.register_full_backward_pre_hook(lambda *a: fired.append(1))
+    handle = (torch.nn.modules.module.register_module_full_backward_hook(lambda m, *a: fired.append(type(m)))
+              if variant == "global_backward_hook" else None)
+    try:
+        out = model(x, coords)
+        assert "_DenseDeepONetBackward" not in _node_names(out)
+        if "backward" in variant:
+            out.square().sum().backward()
+            assert fired and (variant != "global_backward_hook" or torch.nn.Linear in fired)
+    finally:
+        if handle is not None:
+            handle.remove()
     if variant == "input_grad":
         (gx,) = torch.autograd.grad(out.square().sum(), x)
         assert gx.abs().sum() > 0
@@ -109,6 +124,29 @@ def test_torch_func_and_forward_mode_take_the_module_path():
     plus = torch.func.functional_call(model, {k: v + eps * tangent[k] for k, v in params.items()}, (x, coords))
     minus = torch.func.functional_call(model, {k: v - eps * tangent[k] for k, v in params.items()}, (x, coords))
     torch.testing.assert_close(jvp, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-7)
+
+
+def test_autocast_takes_the_module_path_with_or_without_grad():
+    model, x, coords, _ = _case(activation="relu")
+    model, x = model.float(), x.float()
+    coords = tuple(c.float() for c in coords)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            plain = model(x, coords)
+        handle = _module_path(model)
+        with torch.no_grad():
+            ref = model(x, coords)
+        handle.remove()
+    assert plain.dtype == ref.dtype and torch.equal(plain, ref)
+
+
+def test_an_empty_query_grid_with_several_channels():
+    model, x, _, _ = _case(channels=2)
+    empty = (torch.zeros(0, dtype=torch.float64), torch.linspace(0, 1, 4, dtype=torch.float64))
+    assert model(x, empty).shape == (5, 2, 0, 4)
+    out = model(x, empty)
+    assert out.sum().requires_grad
+    out.sum().backward()
 
 
 def test_the_fused_backward_refuses_a_second_derivative():
@@ -179,3 +217,18 @@ def test_relative_l2_with_a_target_that_requires_grad_differentiates_both():
     loss = losses.relative_l2(pred, target, coords, (False,))
     assert "_RelativeL2Backward" not in _node_names(loss)
     assert torch.autograd.gradcheck(lambda p, t: losses.relative_l2(p, t, coords, (False,)), (pred, target))
+
+
+def test_relative_l2_node_stays_finite_for_a_zero_target_like_autograd():
+    """A zero target's norm is clamped to 1e-30; the gradient is then huge but finite in float32, as
+    autograd's (the unit direction first, then the large factor)."""
+    coords = (torch.linspace(0, 1, 9),)
+    target = torch.randn(2, 1, 9)
+    target[0] = 0
+    pred = (target + 1e-10).requires_grad_(True)
+    (g,) = torch.autograd.grad(losses.relative_l2(pred, target, coords, (False,)), pred)
+    root = losses.quadrature_weights(coords, (False,), root=True)
+    n, d = losses._relative_l2_parts(pred, target, root)[1:]
+    (r,) = torch.autograd.grad((n / d).mean(), pred)
+    assert torch.isfinite(g).all() and torch.isfinite(r).all()
+    torch.testing.assert_close(g, r, rtol=1e-5, atol=0)

@@ -346,21 +346,22 @@ def test_fno_fused_sum_under_autocast_torch_func_forward_ad_and_hooks():
 
 def test_auto_transform_takes_the_products_only_at_slow_fft_lengths_without_grad(monkeypatch):
     """``dft="auto"`` runs the truncated DFT as matrix products on a CPU when an axis length has a prime
-    factor above 7 and autograd is off (inference); the numbers are the FFT's to float rounding."""
+    factor of 13 or more and few frequencies are kept on it, with autograd off (inference); the numbers
+    are the FFT's to float rounding."""
     from oplab.layers import spectral
 
     torch.manual_seed(3)
-    layer = SpectralConv(4, 5, [4, 3]).double()
-    calls = []
-    monkeypatch.setattr(layer, "_forward_matmul", lambda x, _f=layer._forward_matmul: calls.append(x.shape) or _f(x))
-    for n, slow in ((16, False), (20, False), (21, False), (22, True), (17, True)):
-        x = torch.randn(2, 4, n, n, dtype=torch.float64)
-        assert spectral._slow_fft(x) is False  # autograd on: the FFT (the products lose with the backward)
+    cases = [([4, 3], (16, 16), False), ([4, 3], (22, 22), False), ([4, 3], (26, 26), True), ([4, 3], (17, 20), True),
+             ([20], (83,), True), ([40], (83,), False), ([4, 3], (33, 64), False)]
+    for modes, sizes, slow in cases:
+        layer = SpectralConv(4, 5, modes).double()
+        calls = []
+        monkeypatch.setattr(layer, "_forward_matmul", lambda x, _f=layer._forward_matmul: calls.append(x.shape) or _f(x))
+        x = torch.randn(2, 4, *sizes, dtype=torch.float64)
+        assert spectral._slow_fft(x, layer) is False  # autograd on: the FFT (the products lose with the backward)
         with torch.no_grad():
-            assert spectral._slow_fft(x) is slow
-            calls.clear()
+            assert spectral._slow_fft(x, layer) is slow, (modes, sizes)
             auto = layer(x)
             assert bool(calls) is slow
             layer.dft = "fft"
             torch.testing.assert_close(auto, layer(x), rtol=1e-10, atol=1e-12)
-            layer.dft = "auto"

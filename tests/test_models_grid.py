@@ -233,3 +233,33 @@ def test_training_sets_the_period_from_the_training_grid():
         models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], period=[1.0, 0.0])
     with pytest.raises(ParameterError, match="period"):
         models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], period=[1.0])
+
+
+def test_exporting_an_fno_with_a_period_needs_the_grids_spacing():
+    """``torch.export`` sees the coordinates as graph values: without the exporter's grid description
+    (``export_spans``, which ``oplab export`` sets) an FNO with a period refuses, rather than silently
+    answering with each grid's own period; ``torch.jit.trace`` reads its concrete coordinates."""
+    from oplab.models.fno import grid_period
+
+    torch.manual_seed(0)
+    model = models.create("fno", in_channels=1, out_channels=1, modes=[4, 4], width=8, n_layers=1,
+                          period=grid_period((torch.linspace(0, 1, 17),) * 2)).eval()
+    x, coords = torch.randn(1, 1, 33, 33), (torch.linspace(0, 1, 33),) * 2
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x, (torch.linspace(0, 1, 33),) * 2)
+
+    with pytest.raises(Exception, match="export_spans"):
+        torch.export.export(Fixed(), (x,), strict=False)
+    with torch.no_grad():
+        want = model(x, coords)
+        traced = torch.jit.trace(Fixed(), (x,), check_trace=False)
+        torch.testing.assert_close(traced(x), want, rtol=1e-5, atol=1e-6)
+        model.export_spans = [(1.0, False), (1.0, False)]
+        program = torch.export.export(Fixed(), (x,), strict=False)
+        torch.testing.assert_close(program.module()(x), want, rtol=1e-5, atol=1e-6)

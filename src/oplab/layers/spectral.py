@@ -337,7 +337,7 @@ class SpectralConv(nn.Module):
         d = self.dim
         if x.ndim != d + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"SpectralConv: expected input [B, {self.in_channels}, *S] with {d} spatial axes, got {list(x.shape)}")
-        if self.dft == "matmul" or (self.dft == "auto" and (torch.compiler.is_exporting() or _slow_fft(x))):
+        if self.dft == "matmul" or (self.dft == "auto" and (torch.compiler.is_exporting() or _slow_fft(x, self))):
             y = self._forward_matmul(x)
             return y if bias is None else y + bias.reshape(-1, *[1] * d).to(y.dtype)
         sizes = tuple(x.shape[2:])
@@ -483,22 +483,26 @@ class _ModeProduct(torch.autograd.Function):
         return out
 
 
-def _slow_fft(x: torch.Tensor) -> bool:
-    """Whether, without autograd on a CPU, ``x``'s spatial axes include a length with a prime factor
-    above 7. The FFT's cost grows with the prime factors, the truncated DFT's with the retained modes:
-    for one layer of the quickstart's FNO (width 32, 12 x 12 modes, 10 samples, 2 threads) on n x n
-    grids the products took 0.42-0.9x the FFT's time at n = 85, 97, 127, 129, 131, 255, 257 and
-    1.6-4.6x at n = 64, 100, 128 (benchmarks/RESULTS.md, issue 22). With the backward the products
-    lose at 85 (1.22x), so training keeps the FFT. A grid embedded in a torus by ``FNO.period`` (129
-    for a model trained at 64 and run at 128) is such a length."""
+def _slow_fft(x: torch.Tensor, layer: "SpectralConv") -> bool:
+    """Whether, without autograd on a CPU, an axis of ``x`` has a length whose largest prime factor
+    ``p`` is 13 or more while the layer keeps at most ``min(p, 32)`` frequencies on it. The FFT's cost
+    grows with the prime factors, the truncated DFT's with the frequencies kept. For one layer of the
+    quickstart's FNO (width 32, 12 x 12 modes, 10 samples, 2 threads) on n x n grids the products took
+    0.42-0.9x the FFT's time at n = 85, 97, 127, 129, 131, 255, 257, and 1.5-4.6x at n = 44, 64, 88,
+    100, 121, 128 (factors up to 11); with 256 modes at n = 1031, 1.9x, and with 64 x 64 modes at 257,
+    1.1x (benchmarks/RESULTS.md, issue 22). With the backward the products lose at 85 (1.22x), so
+    training keeps the FFT. A grid embedded in a torus by ``FNO.period`` (129 for a model trained at 64
+    and run at 128) is such a length."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or torch.jit.is_tracing():
         return False
-    for n in x.shape[2:]:
-        n = int(n)
-        for p in (2, 3, 5, 7):
-            while n % p == 0:
-                n //= p
-        if n > 1:
+    sizes = tuple(int(n) for n in x.shape[2:])
+    for n, (p, q) in zip(sizes, layer.kept(sizes)):
+        largest, m = 1, n
+        for f in range(2, int(m**0.5) + 1):
+            while m % f == 0:
+                largest, m = f, m // f
+        largest = max(largest, m)
+        if largest >= 13 and p + q <= min(largest, 32):
             return True
     return False
 

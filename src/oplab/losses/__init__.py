@@ -115,9 +115,9 @@ class _RelativeL2(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         root, d, num, den = ctx.saved_tensors
-        scale = (g / d.shape[0]) / (num * den)
-        scale = scale.masked_fill_(num == 0, 0.0)
-        return (d * scale[:, None]).view(ctx.shape) * root, None, None
+        # autograd's order: d / |d| first (at most 1), then 1 / |target| (up to 1e30 for a zero target)
+        unit = d * (1.0 / num).masked_fill_(num == 0, 0.0)[:, None]
+        return (unit * ((g / d.shape[0]) / den)[:, None]).view(ctx.shape) * root, None, None
 
 
 def channel_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],

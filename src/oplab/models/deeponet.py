@@ -128,8 +128,8 @@ class _BranchTrunk(Operator):
 
     def _dense_chains(self, u: torch.Tensor, points: torch.Tensor):
         """The branch and trunk as plain chains (see :func:`_chain`) when the fused forward applies,
-        else None (subclasses, stacked nets, hooks, autocast, ``torch.func``, forward-mode AD and
-        inputs that require grad take the module path)."""
+        else None (subclasses, stacked nets, forward or backward hooks, autocast, ``torch.func``,
+        forward-mode AD and inputs that require grad take the module path)."""
         return None
 
     def forward_points(self, x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -250,8 +250,9 @@ class DeepONet(_BranchTrunk):
 
     def _dense_chains(self, u: torch.Tensor, points: torch.Tensor):
         if (type(self)._branch is not DeepONet._branch or type(self)._trunk is not DeepONet._trunk
-                or u.requires_grad or points.requires_grad or self._forward_hooks or self._forward_pre_hooks
-                or _global_hooks._global_forward_hooks or _global_hooks._global_forward_pre_hooks
+                or u.requires_grad or points.requires_grad or _hooked(self) or _global_hooks._global_forward_hooks
+                or _global_hooks._global_forward_pre_hooks or _global_hooks._global_backward_hooks
+                or _global_hooks._global_backward_pre_hooks or torch.is_autocast_enabled(u.device.type)
                 or (torch.is_grad_enabled() and not plain_autograd(u.device.type))):
             return None
         branch, trunk = _chain(self.branch), _chain(self.trunk)
@@ -282,17 +283,23 @@ _DENSE_ACTS = {
 }
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` has forward or backward hooks of its own (the fused path would skip them)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
 def _chain(mlp: nn.Module):
     """``[(weight, bias, activation or None), ...]`` for an :class:`MLP` made of exactly
-    ``nn.Linear`` (with bias) and the activations of ``_DENSE_ACTS``, none with forward hooks; else
+    ``nn.Linear`` (with bias) and the activations of ``_DENSE_ACTS``, none with hooks; else
     None: a LoRA-wrapped or parametrized layer (its class is not ``nn.Linear``), a sine or any other
     module takes the module path. (Written for speed: it runs every forward, about 5 us.)"""
-    if type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks:
+    if type(mlp) is not MLP or _hooked(mlp):
         return None
     out = []
     for layer in mlp._modules.values():
         kind = type(layer)
-        if layer._forward_hooks or layer._forward_pre_hooks:
+        if _hooked(layer):
             return None
         if kind is nn.Linear and layer.bias is not None:
             out.append([layer.weight, layer.bias, None])
@@ -358,8 +365,9 @@ def _product(b: torch.Tensor, t: torch.Tensor, bias, channels: int) -> torch.Ten
     if channels == 1:
         y = torch.addmm(bias, b, t.t()) if bias is not None else b.mm(t.t())
         return y[:, None]
-    bb = b.view(b.shape[0], channels, -1).transpose(0, 1)  # [C, B, p]
-    tt = t.view(t.shape[0], channels, -1).permute(1, 2, 0)  # [C, p, P]
+    p = b.shape[1] // channels  # (explicit: -1 cannot be inferred on an empty grid)
+    bb = b.view(b.shape[0], channels, p).transpose(0, 1)  # [C, B, p]
+    tt = t.view(t.shape[0], channels, p).permute(1, 2, 0)  # [C, p, P]
     y = torch.bmm(bb, tt) if bias is None else torch.baddbmm(bias[:, None, None], bb, tt)
     return y.transpose(0, 1)  # [B, C, P]
 
@@ -397,9 +405,9 @@ class _DenseDeepONet(torch.autograd.Function):
             g2 = g.reshape(g.shape[0], g.shape[2])  # [B, P]
             gb, gt = g2.mm(t), g2.t().mm(b)
         else:
-            gc = g.transpose(0, 1)  # [C, B, P]
-            gb = torch.bmm(gc, t.view(t.shape[0], c, -1).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
-            gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, -1).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
+            gc, p = g.transpose(0, 1), b.shape[1] // c  # [C, B, P], the latent width
+            gb = torch.bmm(gc, t.view(t.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
+            gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
         needs = ctx.needs_input_grad[5:]
         nb = 2 * len(branch)
         gbias = g.sum((0, 2)) if bias is not None and ctx.needs_input_grad[2] else None

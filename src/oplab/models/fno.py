@@ -46,10 +46,12 @@ the interval and one cell more, ``n / (n - 1)`` of it: 64/63 on 64 nodes,
 128/127 on 128. A model trained on one grid and run on another then applies
 its learned spectral weights at frequencies off by that ratio. With
 ``period`` (one length per axis, in the coordinates' units) the forward
-embeds any grid in a torus of that length: ``round(period / h) - n`` samples
+embeds a grid in a torus of that length: ``round(period / h) - n`` samples
 are appended after the last point, interpolated linearly back to the first,
 and cropped after the Fourier layers; on the grid the period came from none
-are. Training through oplab sets it to the training grid's (:func:`grid_period`,
+are. Finer grids are embedded; a non-periodic grid coarser than the training
+grid spans more than the period less one cell and keeps its own (32 nodes:
+32/31 of the interval against 64/63). Training through oplab sets it to the training grid's (:func:`grid_period`,
 by :func:`oplab.models.presets.derive`); ``period: null`` keeps each grid's
 own. On the quickstart's Darcy FNO trained at 64 it halves the zero-shot
 error at 128 (benchmarks/RESULTS.md, issue 22).
@@ -259,19 +261,24 @@ class FNO(Operator):
     def _gaps(self, sizes, coords) -> list[int]:
         """Samples to insert after the last point of each axis so that the transforms span ``period``:
         ``round(period / spacing) - n`` (0 on the grid the period came from, without a period or
-        without coordinates)."""
+        without coordinates, and on a grid coarser than the period allows: there the points already
+        span more than the period less one cell, and the grid keeps its own)."""
         if self.period is None or coords is None:
             return [0] * len(sizes)
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # the coordinates are graph values:
-            spans = self.export_spans  # the exporter's grid description instead (deploy/export.py)
-            if spans is None:
-                return [0] * len(sizes)
+        spans = self.export_spans  # the exporter's grid description (deploy/export.py), else the coordinates
+        if torch.compiler.is_exporting() and spans is None:  # the coordinates are graph values there
+            raise ParameterError(f"{type(self).__name__}: with a period, exporting needs the grid's spacing: use "
+                                 f"`oplab export`, or set export_spans = [(hi - lo, periodic), ...] per axis")
+        if spans is not None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
             if any(isinstance(n, torch.SymInt) for n in sizes):  # the export falls back to one grid
                 raise ParameterError(f"{type(self).__name__}: with a period the samples appended depend on the "
                                      f"grid's size, so the sizes cannot stay symbolic")
             return [max(round(p * (int(n) - (0 if periodic else 1)) / span) - int(n), 0)
                     for p, (span, periodic), n in zip(self.period, spans, sizes)]
         coords = [torch.as_tensor(c) for c in coords]
+        if torch.jit.is_tracing():  # concrete coordinates: the trace keeps the counts of this grid
+            return [max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 else 0
+                    for p, c, n in zip(self.period, coords, sizes)]
         return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), lambda: [
             max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
             for p, c, n in zip(self.period, coords, sizes)])
