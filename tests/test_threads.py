@@ -81,6 +81,10 @@ def test_fastest_picks_the_count_whose_step_is_shorter():
         assert best == 1 and torch.get_num_threads() == 1 and medians[2] > medians[1] + 0.003
         slow_when_one = lambda: _time.sleep(0.004 if torch.get_num_threads() == 1 else 0.0)  # noqa: E731
         assert threads.fastest(slow_when_one, [2, 1], repeats=3, warmup=1)[0] == 2
+        # a larger count must be faster by more than the margin: a near tie goes to fewer threads
+        near_tie = lambda: _time.sleep(0.0100 if torch.get_num_threads() > 1 else 0.0105)  # noqa: E731
+        best, medians = threads.fastest(near_tie, [2, 1], repeats=3, warmup=1)
+        assert best == 1 and medians[2] < medians[1]
     finally:
         torch.set_num_threads(before)
 
