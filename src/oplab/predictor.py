@@ -103,12 +103,23 @@ class Predictor:
         return tuple(torch.tensor(Axis(a.name, n, a.lo, a.hi, a.periodic).coords(), dtype=torch.float32)
                      for a, n in zip(self.out_axes, sizes))
 
+    def _device_coords(self, in_spatial: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """:meth:`coords_for` on the device, kept per grid (private to ``__call__``, never handed out):
+        the same tensors call after call, so values derived from them stay cached (an FNO's period
+        reads the spacing once per grid, not once per call with a device synchronisation)."""
+        kept = self.__dict__.setdefault("_coords_kept", {})
+        if in_spatial not in kept:
+            if len(kept) >= 4:
+                kept.pop(next(iter(kept)))
+            kept[in_spatial] = tuple(c.to(self.device) for c in self.coords_for(in_spatial))
+        return kept[in_spatial]
+
     def __call__(self, a):
         """``a``: ``[C_in, *S]`` or ``[B, C_in, *S]`` (for a one-channel operator also ``[*S]`` or
         ``[B, *S]``, answered without the channel axis), numpy or torch; returns the same kind."""
         x, form = self.batch_of(a)
         with torch.inference_mode():  # (no autograd bookkeeping; the spectral weights stay prepared)
-            y = self.bundle(x.to(self.device), tuple(c.to(self.device) for c in self.coords_for(tuple(x.shape[2:]))))
+            y = self.bundle(x.to(self.device), self._device_coords(tuple(x.shape[2:])))
         y = self.unbatch(self.shaped(y.cpu()), form)
         return y.numpy() if isinstance(a, np.ndarray) else y.clone()  # (a clone is an ordinary tensor, usable with autograd)
 
