@@ -223,6 +223,7 @@ class Checkpointing(Callback):
     def on_fit_start(self, trainer):
         self.saved = self.flushed = time.perf_counter()
         self.pending: list[dict] = []
+        self.checkpointed = trainer.start_epoch - 1  # the epoch ``last`` holds (a resumed run's)
 
     def _flush(self, trainer) -> None:
         if self.pending:
@@ -235,10 +236,10 @@ class Checkpointing(Callback):
 
     def on_fit_end(self, trainer):
         self._flush(trainer)  # (a callback after this one may have stopped the run)
+        if trainer.history and trainer.history[-1]["epoch"] != self.checkpointed:  # ... after its epoch's save
+            self._save_last(trainer, trainer.history[-1]["epoch"])
 
     def on_epoch_end(self, trainer, record):
-        from ..checkpoint import optimizer_to_flat
-
         run, epoch = trainer.run, record["epoch"]
         self.pending.append(record)
         now = time.perf_counter()
@@ -248,23 +249,35 @@ class Checkpointing(Callback):
             self._flush(trainer)
         if not (due or record.get("best")):
             return
+        weights = self._finite_weights(trainer, epoch)
+        if record.get("best"):
+            run.save_checkpoint("best", weights)
+        if due:
+            self._save_last(trainer, epoch, weights)
+
+    @staticmethod
+    def _finite_weights(trainer, epoch: int) -> dict:
         weights = trainer.bundle.state_dict()
         bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:  # a checkpoint is only ever written with finite weights
+            run = trainer.run
             last = f"{run.path}/checkpoints/last" if run.has_checkpoint("last") else "none yet"
             raise TrainingDiverged(f"weights became NaN or Inf in epoch {epoch} ({bad[0]}, {len(bad)} tensors); "
                                    f"stopped. Last good checkpoint: {last} (lower train.lr or set train.grad_clip)")
-        if record.get("best"):
-            run.save_checkpoint("best", weights)
-        if not due:
-            return
+        return weights
+
+    def _save_last(self, trainer, epoch: int, weights: dict | None = None) -> None:
+        """``last`` for the finished ``epoch``: weights, optimizer, random state and the plan."""
+        from ..checkpoint import optimizer_to_flat
+
+        weights = self._finite_weights(trainer, epoch) if weights is None else weights
         opt_tensors, opt_struct = optimizer_to_flat(trainer.optimizer)
-        run.save_checkpoint("last", weights,
-                            {**opt_tensors, "rng.torch": torch.get_rng_state()},
-                            {"epoch": epoch, "best": None if trainer.best == float("inf") else trainer.best,
-                             "monitor": trainer.monitor, "optimizer": opt_struct, "epochs": trainer.epochs,
-                             "step_size": trainer.step_size, "stopped": trainer.stop_reason or False})
-        self.saved = time.perf_counter()
+        trainer.run.save_checkpoint("last", weights,
+                                    {**opt_tensors, "rng.torch": torch.get_rng_state()},
+                                    {"epoch": epoch, "best": None if trainer.best == float("inf") else trainer.best,
+                                     "monitor": trainer.monitor, "optimizer": opt_struct, "epochs": trainer.epochs,
+                                     "step_size": trainer.step_size, "stopped": trainer.stop_reason or False})
+        self.saved, self.checkpointed = time.perf_counter(), epoch
 
 
 def default_callbacks(trainer, progress=None) -> list[Callback]:
