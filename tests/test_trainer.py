@@ -333,6 +333,11 @@ def test_metrics_are_buffered_but_every_finished_epoch_reaches_the_file(darcy, t
     assert [json.loads(x)["epoch"] for x in (tmp_path / "late/metrics.jsonl").read_text().splitlines()] == [0, 1]
     state = json.loads((tmp_path / "late/checkpoints/last/state.json").read_text())  # and `last` is that epoch's
     assert state["epoch"] == 1 and state["stopped"] == "late"
+    # the same when that epoch's `last` was already written (an evaluation every epoch) before the stop
+    run(cfg(data, tmp_path / "late1", epochs=4, eval_every=1, checkpoint_seconds=1000), log=quiet,
+        callbacks=[LateStop()])
+    state = json.loads((tmp_path / "late1/checkpoints/last/state.json").read_text())
+    assert state["epoch"] == 1 and state["stopped"] == "late"
 
     with pytest.raises(RuntimeError, match="boom"):
         run(cfg(data, tmp_path / "cut", epochs=4, eval_every=10, checkpoint_seconds=1000), log=quiet,

@@ -277,7 +277,7 @@ class FNO(Operator):
                     for p, (span, periodic), n in zip(self.period, spans, sizes)]
         coords = [torch.as_tensor(c) for c in coords]
         if torch.jit.is_tracing():  # concrete coordinates: the trace keeps the counts of this grid
-            return [max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 else 0
+            return [max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
                     for p, c, n in zip(self.period, coords, sizes)]
         return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), lambda: [
             max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0

@@ -223,7 +223,7 @@ class Checkpointing(Callback):
     def on_fit_start(self, trainer):
         self.saved = self.flushed = time.perf_counter()
         self.pending: list[dict] = []
-        self.checkpointed = trainer.start_epoch - 1  # the epoch ``last`` holds (a resumed run's)
+        self.checkpointed = (trainer.start_epoch - 1, trainer.stop_reason)  # what ``last`` holds: epoch, stop
 
     def _flush(self, trainer) -> None:
         if self.pending:
@@ -236,8 +236,8 @@ class Checkpointing(Callback):
 
     def on_fit_end(self, trainer):
         self._flush(trainer)  # (a callback after this one may have stopped the run)
-        if trainer.history and trainer.history[-1]["epoch"] != self.checkpointed:  # ... after its epoch's save
-            self._save_last(trainer, trainer.history[-1]["epoch"])
+        if trainer.history and (trainer.history[-1]["epoch"], trainer.stop_reason) != self.checkpointed:
+            self._save_last(trainer, trainer.history[-1]["epoch"])  # (... after its epoch's save, or before it)
 
     def on_epoch_end(self, trainer, record):
         run, epoch = trainer.run, record["epoch"]
@@ -277,7 +277,7 @@ class Checkpointing(Callback):
                                     {"epoch": epoch, "best": None if trainer.best == float("inf") else trainer.best,
                                      "monitor": trainer.monitor, "optimizer": opt_struct, "epochs": trainer.epochs,
                                      "step_size": trainer.step_size, "stopped": trainer.stop_reason or False})
-        self.saved, self.checkpointed = time.perf_counter(), epoch
+        self.saved, self.checkpointed = time.perf_counter(), (epoch, trainer.stop_reason)
 
 
 def default_callbacks(trainer, progress=None) -> list[Callback]:
