@@ -289,9 +289,9 @@ class SpectralConv(nn.Module):
         shape = (self.in_channels, self.out_channels, *[2 * m for m in modes[:-1]], modes[-1])
         self.weight = spectral_weight(shape, factorization, rank, scale=1.0 / (self.in_channels * self.out_channels))
         #: how the truncated transforms run: ``"fft"``, ``"matmul"`` (real matrix products, see
-        #: :meth:`_forward_matmul`) or ``"auto"`` (FFT; matmul while exporting, and on a CPU for an
-        #: axis whose length has a prime factor above 7, where the FFT is slow: :func:`_slow_fft`);
-        #: not in the state dict
+        #: :meth:`_forward_matmul`) or ``"auto"`` (FFT; matmul while exporting, and at inference on a
+        #: CPU for an axis whose length has a large prime factor, where the FFT is slow:
+        #: :func:`_slow_fft`); not in the state dict
         self.dft = "auto"
         #: the weight as a real constant ``[I, O, *2m, m_d, 2]`` (see :meth:`freeze`), or None
         self.frozen: torch.Tensor | None = None
