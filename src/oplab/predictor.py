@@ -94,6 +94,7 @@ class Predictor:
         self.checkpoint = run.load_into(self.bundle, checkpoint)
         self.device = torch.device(device)
         self.bundle.to(self.device).eval()
+        self._coords_kept: dict = {}  # (see _device_coords)
         self.kind = type(model).kind
         self.out_axes = [Axis(**a) for a in self.data["output_axes"]]
         self.in_axes = [Axis(**a) for a in self.data["input_axes"]]
@@ -107,7 +108,7 @@ class Predictor:
         """:meth:`coords_for` on the device, kept per grid (private to ``__call__``, never handed out):
         the same tensors call after call, so values derived from them stay cached (an FNO's period
         reads the spacing once per grid, not once per call with a device synchronisation)."""
-        kept = self.__dict__.setdefault("_coords_kept", {})
+        kept = self._coords_kept
         if in_spatial not in kept:
             if len(kept) >= 4:
                 kept.pop(next(iter(kept)))

@@ -48,9 +48,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn.modules import module as _global_hooks
 
-from .._fused import plain_autograd
+from .._fused import hooked, plain_autograd
 from .._memo import TensorMemo
 from ..errors import ParameterError, check_choice, check_floats, check_int, check_ints
 from ..layers.grid import grid_points
@@ -250,9 +249,7 @@ class DeepONet(_BranchTrunk):
 
     def _dense_chains(self, u: torch.Tensor, points: torch.Tensor):
         if (type(self)._branch is not DeepONet._branch or type(self)._trunk is not DeepONet._trunk
-                or u.requires_grad or points.requires_grad or _hooked(self) or _global_hooks._global_forward_hooks
-                or _global_hooks._global_forward_pre_hooks or _global_hooks._global_backward_hooks
-                or _global_hooks._global_backward_pre_hooks or torch.is_autocast_enabled(u.device.type)
+                or u.requires_grad or points.requires_grad or hooked(self) or torch.is_autocast_enabled(u.device.type)
                 or (torch.is_grad_enabled() and not plain_autograd(u.device.type))):
             return None
         branch, trunk = _chain(self.branch), _chain(self.trunk)
@@ -283,23 +280,17 @@ _DENSE_ACTS = {
 }
 
 
-def _hooked(module: nn.Module) -> bool:
-    """Whether ``module`` has forward or backward hooks of its own (the fused path would skip them)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
 def _chain(mlp: nn.Module):
     """``[(weight, bias, activation or None), ...]`` for an :class:`MLP` made of exactly
     ``nn.Linear`` (with bias) and the activations of ``_DENSE_ACTS``, none with hooks; else
     None: a LoRA-wrapped or parametrized layer (its class is not ``nn.Linear``), a sine or any other
     module takes the module path. (Written for speed: it runs every forward, about 5 us.)"""
-    if type(mlp) is not MLP or _hooked(mlp):
+    if type(mlp) is not MLP or hooked(mlp):
         return None
     out = []
     for layer in mlp._modules.values():
         kind = type(layer)
-        if _hooked(layer):
+        if hooked(layer):
             return None
         if kind is nn.Linear and layer.bias is not None:
             out.append([layer.weight, layer.bias, None])

@@ -64,8 +64,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _torch_module  # the global forward hooks
 
+from .._fused import hooked
 from .._memo import TensorMemo
 from ..errors import ParameterError, check_choice, check_floats, check_int, check_ints, is_int
 from ..layers.grid import append_positions, check_channels
@@ -244,7 +244,7 @@ class FNO(Operator):
             skip = self.skips[t] if self.skips is not None else None
             if (hasattr(skip, "add_to") and self.residual_scale == 1.0 and not _autocast(v)
                     and all(p.dtype == v.dtype for p in skip.parameters())
-                    and not _hooked(spectral) and not _hooked(skip)):  # Pointwise (LoRA's too)
+                    and not hooked(spectral) and not hooked(skip)):  # Pointwise (LoRA's too)
                 # K v + W v + b without extra passes: b as K's zero frequency, W v accumulated into K v
                 out = skip.add_to(spectral(v, bias=skip.bias), v)
             else:
@@ -266,22 +266,27 @@ class FNO(Operator):
         if self.period is None or coords is None:
             return [0] * len(sizes)
         spans = self.export_spans  # the exporter's grid description (deploy/export.py), else the coordinates
-        if torch.compiler.is_exporting() and spans is None:  # the coordinates are graph values there
-            raise ParameterError(f"{type(self).__name__}: with a period, exporting needs the grid's spacing: use "
-                                 f"`oplab export`, or set export_spans = [(hi - lo, periodic), ...] per axis")
         if spans is not None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
             if any(isinstance(n, torch.SymInt) for n in sizes):  # the export falls back to one grid
                 raise ParameterError(f"{type(self).__name__}: with a period the samples appended depend on the "
                                      f"grid's size, so the sizes cannot stay symbolic")
-            return [max(round(p * (int(n) - (0 if periodic else 1)) / span) - int(n), 0)
-                    for p, (span, periodic), n in zip(self.period, spans, sizes)]
+            steps = [span / (int(n) - (0 if periodic else 1)) if int(n) > 1 else 0.0
+                     for (span, periodic), n in zip(spans, sizes)]
+            return _gap_counts(self.period, steps, sizes)
+        if torch.compiler.is_exporting():  # the coordinates are graph values there
+            raise ParameterError(f"{type(self).__name__}: with a period, exporting needs the grid's spacing: use "
+                                 f"`oplab export`, or set export_spans = [(hi - lo, periodic), ...] per axis")
         coords = [torch.as_tensor(c) for c in coords]
+        count = lambda: _gap_counts(self.period, [abs(float(c[1] - c[0])) if c.numel() > 1 else 0.0  # noqa: E731
+                                                  for c in coords], sizes)
         if torch.jit.is_tracing():  # concrete coordinates: the trace keeps the counts of this grid
-            return [max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
-                    for p, c, n in zip(self.period, coords, sizes)]
-        return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), lambda: [
-            max(round(p / abs(float(c[1] - c[0]))) - int(n), 0) if int(n) > 1 and float(c[1] - c[0]) else 0
-            for p, c, n in zip(self.period, coords, sizes)])
+            return count()
+        return _GAPS.get(coords, (self.period, tuple(int(n) for n in sizes)), count)
+
+
+def _gap_counts(period, steps, sizes) -> list[int]:
+    """``round(period / step) - n`` per axis, at least 0 (and 0 where the step is 0 or ``n < 2``)."""
+    return [max(round(p / h) - int(n), 0) if int(n) > 1 and h else 0 for p, h, n in zip(period, steps, sizes)]
 
 
 _GAPS = TensorMemo()  # the gap samples per grid (reading the spacing off a device tensor would synchronise)
@@ -316,12 +321,6 @@ def _fill_gaps(v: torch.Tensor, gaps: Sequence[int]) -> torch.Tensor:
 def _autocast(t: torch.Tensor) -> bool:
     """Whether autocast is on for ``t``'s device (its casts do not apply to in-place products)."""
     return torch.is_autocast_enabled(t.device.type)
-
-
-def _hooked(module: nn.Module) -> bool:
-    """Whether forward hooks would see ``module``'s output (then the layer sum is not fused into it)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or _torch_module._global_forward_hooks
-                or _torch_module._global_forward_pre_hooks)
 
 
 @register("tfno")
