@@ -29,7 +29,13 @@ from .errors import DataFileError
 
 
 def _contiguous(tensors: dict) -> dict:
-    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    """Tensors safetensors can write: contiguous, on the CPU, each owning its storage (a view into a
+    larger buffer, e.g. :class:`~oplab.train.optim.FlatAdam`'s parameters, is copied out)."""
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach().contiguous().cpu()
+        out[k] = v.clone() if v.untyped_storage().nbytes() != v.numel() * v.element_size() else v
+    return out
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

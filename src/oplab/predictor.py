@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._fused import hooked
 from .data.normalize import ChannelNormalizer
 from .errors import DataFileError, OplabError
 from .problems.base import Axis
@@ -59,6 +60,21 @@ class Bundle(torch.nn.Module):
         fixed = fixed.unsqueeze(1).expand(-1, b, *fixed.shape[1:])
         states = torch.cat([y.unflatten(1, (b, d)), fixed], dim=2).index_select(2, self._order)
         return states.flatten(1, 2)
+
+    def vjp(self, x, coords):
+        """``(y, pullback)``: :meth:`forward` on a grid and the pairs ``(parameter, gradient)`` that
+        ``pullback(g)`` gives for the output's gradient ``g``, both without autograd, through the
+        model's own ``vjp`` (the fused DeepONet); None where that does not apply (a model without
+        one, static channels, query points, forward or backward hooks on the bundle)."""
+        model_vjp = getattr(self.model, "vjp", None)
+        if model_vjp is None or self.static or hooked(self) or isinstance(coords, torch.Tensor):
+            return None
+        with torch.no_grad():
+            out = model_vjp(self.in_norm.encode(x), coords)
+            if out is None:
+                return None
+            y, pullback = out
+            return self.out_norm.decode(y), lambda g: pullback(self.out_norm.decode_grad(g))
 
     def dynamic_part(self, y: torch.Tensor) -> torch.Tensor:
         """The predicted (not carried) channels of whole states ``y [B, k * state_channels, *S]``

@@ -44,6 +44,10 @@ class ChannelNormalizer(nn.Module):
         s = self._shape(x)  # one fused multiply-add: one node fewer for autograd than x * std + mean
         return torch.addcmul(self.mean.view(s), x, self.std.view(s) + self.eps)
 
+    def decode_grad(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient in :meth:`decode`'s input from ``g``, the gradient in its output."""
+        return g * (self.std.view(self._shape(g)) + self.eps)
+
 
 class ChannelStats:
     """Per-channel mean and standard deviation over samples and grid points, accumulated one chunk

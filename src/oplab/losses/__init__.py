@@ -115,9 +115,26 @@ class _RelativeL2(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         root, d, num, den = ctx.saved_tensors
-        # autograd's order: d / |d| first (at most 1), then 1 / |target| (up to 1e30 for a zero target)
-        unit = d * (1.0 / num).masked_fill_(num == 0, 0.0)[:, None]
-        return (unit * ((g / d.shape[0]) / den)[:, None]).view(ctx.shape) * root, None, None
+        return _relative_l2_grad(g, d, num, den, root, ctx.shape), None, None
+
+
+def _relative_l2_grad(g, d, num, den, root, shape) -> torch.Tensor:
+    """``g`` times the gradient of the batch mean of ``num / den`` in the prediction (of ``shape``;
+    ``d``, ``num``, ``den``: :func:`_relative_l2_parts`; ``root``: the weights' roots)."""
+    # autograd's order: d / |d| first (at most 1), then 1 / |target| (up to 1e30 for a zero target)
+    unit = d * num.reciprocal().masked_fill_(num == 0, 0.0)[:, None]
+    return unit.mul_(((g / d.shape[0]) / den)[:, None]).view(shape).mul_(root)
+
+
+def relative_l2_value_and_grad(pred: torch.Tensor, target: torch.Tensor, coords: Coords,
+                               periodic: Sequence[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch mean of :func:`relative_l2` and its gradient in ``pred`` (same shape), computed
+    directly, without autograd: what a training step's backward would give (the loss's half of
+    :meth:`oplab.train.tasks.MapTask.direct_step`)."""
+    root = quadrature_weights(coords, periodic, root=True).to(pred.dtype)
+    with torch.no_grad():
+        d, num, den = _relative_l2_parts(pred, target, root)
+        return (num / den).mean(), _relative_l2_grad(1.0, d, num, den, root, pred.shape)
 
 
 def channel_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],
@@ -193,6 +210,9 @@ def mse(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequ
 
 
 LOSSES = {"l2": relative_l2, "channel_l2": channel_l2, "h1": relative_h1, "hm1": relative_hm1, "mse": mse}
+#: the losses whose gradient in the prediction is written out (``name -> (pred, target, coords,
+#: periodic) -> (loss, d loss / d pred)``), for a training step without autograd
+VALUE_AND_GRAD = {"l2": relative_l2_value_and_grad}
 
 
 def get(name: str):

@@ -105,7 +105,8 @@ class _BranchTrunk(Operator):
     def _add_bias(self, y: torch.Tensor) -> torch.Tensor:  # y: [B, C, P]
         return y if self.bias is None else y + self.bias[:, None]
 
-    def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> tuple:
+        """The branch's input ``[B, n_sensors]``, the grid's points ``[P, d]`` and its shape."""
         if isinstance(coords, torch.Tensor) and coords.dim() == 1:
             coords = (coords,)
         if len(coords) != self.coord_dim:
@@ -115,7 +116,33 @@ class _BranchTrunk(Operator):
         coords = [torch.as_tensor(c) for c in coords]
         points = _POINTS.get(coords, (weight.dtype, str(weight.device)),
                              lambda: grid_points(coords, dtype=weight.dtype, device=weight.device))  # [P, d]
-        u = self._sensors(x)
+        return self._sensors(x), points, shape
+
+    def vjp(self, x: torch.Tensor, coords: Sequence[torch.Tensor]):
+        """``(y, pullback)`` without autograd, as ``torch.func.vjp`` gives them for the parameters:
+        ``y = self(x, coords)`` and ``pullback(g)``, the pairs ``(parameter, d <g, y> / d parameter)``
+        for the parameters that require grad, from the fused path's hand-written backward. None
+        where the fused path does not apply (see :meth:`_dense_chains`): then use autograd. It is
+        the model's half of :meth:`oplab.train.tasks.MapTask.direct_step`."""
+        u, points, shape = self._inputs(x, coords)
+        with torch.no_grad():
+            chains = self._dense_chains(u, points)
+            if chains is None:
+                return None
+            kept, bias, c = [], self.bias, self.out_channels
+            y = _product(_chain_run(u, chains[0], kept), _chain_run(self._embed(points), chains[1], kept), bias, c)
+        params = [bias, *(p for chain in chains for layer in chain for p in layer[:2])]
+        needs = [p is not None and p.requires_grad for p in params]
+
+        def pullback(g: torch.Tensor) -> list:
+            with torch.no_grad():
+                grads = _dense_backward(g.reshape(y.shape), bias, chains, kept, c, needs)
+            return [(p, d) for p, d, need in zip(params, grads, needs) if need]
+
+        return y.reshape(x.shape[0], c, *shape), pullback
+
+    def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
+        u, points, shape = self._inputs(x, coords)
         chains = self._dense_chains(u, points)
         if chains is not None:  # one autograd node with a hand-written backward (see _dense_forward)
             y = _dense_forward(u, self._embed(points), self.bias, chains, self.out_channels)
@@ -326,7 +353,7 @@ def _activate_backward(g: torch.Tensor, pre: torch.Tensor, out: torch.Tensor, ac
 def _chain_run(h: torch.Tensor, chain, keep: list | None) -> torch.Tensor:
     """``h`` through the chain; ``keep`` collects each layer's (input, pre-activation, output)."""
     for weight, bias, act in chain:
-        pre = torch.addmm(bias, h, weight.t())
+        pre = nn.functional.linear(h, weight, bias)
         out = pre if act is None else _activate(pre, act)
         if keep is not None:
             keep.append((h, pre if act is not None and not act[1] else None, out))
@@ -389,21 +416,28 @@ class _DenseDeepONet(torch.autograd.Function):
         bias, *rest = ctx.saved_tensors
         params, flat = rest[: ctx.n_params], rest[ctx.n_params :]
         kept = [flat[3 * i : 3 * i + 3] for i in range(len(flat) // 3)]
-        branch, trunk = _rebuild(ctx.acts, params)
-        kb, kt = kept[: len(branch)], kept[len(branch) :]
-        b, t, c = kb[-1][2], kt[-1][2], ctx.channels
-        if c == 1:
-            g2 = g.reshape(g.shape[0], g.shape[2])  # [B, P]
-            gb, gt = g2.mm(t), g2.t().mm(b)
-        else:
-            gc, p = g.transpose(0, 1), b.shape[1] // c  # [C, B, P], the latent width
-            gb = torch.bmm(gc, t.view(t.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
-            gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
-        needs = ctx.needs_input_grad[5:]
-        nb = 2 * len(branch)
-        gbias = g.sum((0, 2)) if bias is not None and ctx.needs_input_grad[2] else None
-        grads = _chain_backward(gb, branch, kb, needs[:nb]) + _chain_backward(gt, trunk, kt, needs[nb:])
-        return (None, None, gbias, None, None, *grads)
+        chains = _rebuild(ctx.acts, params)
+        grads = _dense_backward(g, bias, chains, kept, ctx.channels, ctx.needs_input_grad[2:3] + ctx.needs_input_grad[5:])
+        return (None, None, *grads[:1], None, None, *grads[1:])
+
+
+def _dense_backward(g, bias, chains, kept, channels: int, needs) -> list:
+    """The gradients ``[bias, *weights and biases of the chains]`` of the fused DeepONet for the
+    output's gradient ``g [B, C, P]`` (None where ``needs`` says not wanted); ``kept``: every layer's
+    (input, pre-activation, output) as :func:`_chain_run` collects them, the branch's first."""
+    branch, trunk = chains
+    kb, kt = kept[: len(branch)], kept[len(branch) :]
+    b, t, c = kb[-1][2], kt[-1][2], channels
+    if c == 1:
+        g2 = g.reshape(g.shape[0], g.shape[2])  # [B, P]
+        gb, gt = g2.mm(t), g2.t().mm(b)
+    else:
+        gc, p = g.transpose(0, 1), b.shape[1] // c  # [C, B, P], the latent width
+        gb = torch.bmm(gc, t.view(t.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
+        gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
+    nb = 1 + 2 * len(branch)
+    gbias = g.sum((0, 2)) if bias is not None and needs[0] else None
+    return [gbias, *_chain_backward(gb, branch, kb, needs[1:nb]), *_chain_backward(gt, trunk, kt, needs[nb:])]
 
 
 def _rebuild(acts, params) -> tuple:

@@ -33,6 +33,10 @@ class TrainingDiverged(OplabError):
 
 class Callback:
     order = 50
+    #: whether :meth:`on_loss` may use the loss's autograd graph. A callback that reads only the
+    #: value sets False; while every ``on_loss`` callback does, a model and loss that write out their
+    #: gradient train without autograd (:meth:`oplab.train.tasks.MapTask.direct_step`)
+    loss_graph = True
 
     def on_fit_start(self, trainer) -> None:
         """Before the first epoch (after a resumed run's state is loaded: ``trainer.start_epoch``)."""
@@ -115,6 +119,7 @@ class NaNGuard(Callback):
     """Stop with one clear message when the loss is NaN or Inf (before the step applies it)."""
 
     order = 0
+    loss_graph = False
 
     def on_loss(self, trainer, batch, loss):
         if not math.isfinite(trainer.loss_value):  # (the Trainer's one read of the loss; a float test)

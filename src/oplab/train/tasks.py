@@ -60,6 +60,11 @@ class Task:
     def evaluate(self, bundle, data, device) -> dict:
         return self.score(self.cfg, bundle, data, device)
 
+    def direct_step(self, trainer, batch, coords):
+        """``(loss, samples, [(parameter, gradient), ...])`` for the batch without autograd, or None:
+        then :meth:`loss` and its backward (see :meth:`MapTask.direct_step`)."""
+        return None
+
 
 class MapTask(Task):
     """Inputs to outputs in one shot (``train.task: map``). With ``train.loss_mask`` the points where
@@ -117,6 +122,31 @@ class MapTask(Task):
         if penalty is not None:
             loss = loss + penalty
         return loss, len(xb)
+
+    def direct_step(self, trainer, batch, coords):
+        """The batch's loss, its sample count and the parameters' gradients, with the gradients
+        written out instead of recorded and replayed by autograd: the model's :meth:`vjp
+        <oplab.predictor.Bundle.vjp>` (the fused DeepONet), the output normaliser's and the loss's
+        (``losses.VALUE_AND_GRAD``: the relative L2). The same arithmetic as :meth:`loss` and its
+        backward (tests/test_direct_step.py), without the autograd graph, which is most of a small
+        model's step on a CPU (benchmarks/RESULTS.md, issue 22). None where any part lacks it, or the
+        configuration adds terms (physics, masks, augmentation, point subsets, a model's own
+        regularisation): then :meth:`loss`."""
+        cfg = self.cfg
+        value_and_grad = losses.VALUE_AND_GRAD.get(cfg.loss)
+        if (value_and_grad is None or cfg.physics_only or cfg.points or self.mask is not None
+                or self.symmetries is not None or trainer.physics is not None
+                or getattr(trainer.bundle.model, "regularization", None) is not None):
+            return None
+        xb = batch[0].to(trainer.device)
+        out = trainer.bundle.vjp(xb, coords)
+        if out is None:
+            return None
+        pred, pullback = out
+        loss, grad = value_and_grad(pred.float(), batch[1].to(trainer.device), coords, self.train.periodic)
+        if cfg.data_weight != 1.0:
+            loss, grad = cfg.data_weight * loss, cfg.data_weight * grad
+        return loss, len(xb), pullback(grad.to(pred.dtype))
 
     def _points_loss(self, trainer, net, x, y, coords):
         """``train.points``: the data loss on a random subset of the grid's points (uniform weights)."""

@@ -110,7 +110,8 @@ def fastest(step, counts, repeats: int = 8, warmup: int = 2, limit: float = 0.05
 
 def probe_step(model, train, cfg):
     """One training step of a throwaway copy of ``model`` (a one-shot map on its first batch, the
-    configured loss, the run's optimizer), or None where the run is not a plain map: what :func:`fastest`
+    configured loss, the run's optimizer; the gradients written out where the model and loss can, as
+    the Trainer's direct step takes them), or None where the run is not a plain map: what :func:`fastest`
     times to choose between one thread and several for small models, whose steps are too short for
     several threads to pay (the DeepONet paper's 7,401-parameter model; benchmarks/RESULTS.md)."""
     import copy
@@ -123,14 +124,21 @@ def probe_step(model, train, cfg):
         return None
     net = copy.deepcopy(model)
     opt = _optimizer(cfg, list(net.parameters()), torch.device("cpu"))
-    loss_fn = losses.get(cfg.loss)
+    loss_fn, value_and_grad = losses.get(cfg.loss), losses.VALUE_AND_GRAD.get(cfg.loss)
     x, y = train.x[: cfg.batch_size], train.y[: cfg.batch_size]
     coords = tuple(train.out_coords)
+    vjp = getattr(net, "vjp", None) if value_and_grad is not None else None
 
     def step():
         with torch.random.fork_rng():  # (dropout draws nothing from the run's random state)
             opt.zero_grad(set_to_none=True)
-            loss_fn(net(x, coords), y, coords, train.periodic).backward()
+            out = vjp(x, coords) if vjp is not None else None
+            if out is None:
+                loss_fn(net(x, coords), y, coords, train.periodic).backward()
+            else:  # the gradients written out, as the Trainer's direct step takes them
+                pred, pullback = out
+                for p, grad in pullback(value_and_grad(pred, y, coords, train.periodic)[1]):
+                    p.grad = grad
             opt.step()
 
     return step

@@ -37,6 +37,7 @@ from . import tasks
 from .config import TrainConfig
 from .data import GridData
 from .distributed import Dist, is_main, resolve_device
+from .optim import FlatAdam, flat_eligible
 from .schedule import learning_rate
 
 
@@ -77,7 +78,7 @@ class Trainer:
             model.fit_data(self.bundle.in_norm.encode(train.x.to(self.device)),
                            self.bundle.out_norm.encode(train.y.to(self.device)))
         self.params = [p for p in self.bundle.parameters() if p.requires_grad]
-        self.optimizer = _optimizer(cfg, self.params, self.device)
+        self.optimizer = _optimizer(cfg, self.params, self.device, self.dist.world)
         self.loss_fn = losses.get(cfg.loss)
         #: the validation metric that chooses ``best`` (the physics residual when no solution is read)
         self.monitor = "residual" if cfg.physics_only else "l2"
@@ -173,17 +174,21 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train (from the run folder's last checkpoint if ``resume``); returns the history, the
         best validation error (``inf`` without validation) and the trained bundle."""
-        if resume and not self.restore():
-            return self._result()
         try:
-            return self._fit()
-        except BaseException as exc:
-            for hook in self._hooks["on_exception"]:
-                try:
-                    hook(self, exc)
-                except Exception:  # noqa: BLE001  the training error is the one to report
-                    pass
-            raise
+            if resume and not self.restore():
+                return self._result()
+            try:
+                return self._fit()
+            except BaseException as exc:
+                for hook in self._hooks["on_exception"]:
+                    try:
+                        hook(self, exc)
+                    except Exception:  # noqa: BLE001  the training error is the one to report
+                        pass
+                raise
+        finally:
+            if isinstance(self.optimizer, FlatAdam):
+                self.optimizer.release()  # the weights get their own storage again
 
     def _fit(self) -> dict:
         for hook in self._hooks["on_fit_start"]:
@@ -195,6 +200,11 @@ class Trainer:
         coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
         whole = range(n) if n <= cfg.batch_size and self.dist.world == 1 else None  # (batches of views)
+        # gradients written out by the model and loss where they can be (task.direct_step): not under
+        # DDP (its hooks reduce autograd's gradients), a compiled net, autocast, or a callback whose
+        # on_loss may use the graph
+        direct = (net is self.bundle and not (cfg.amp and self.device.type == "cuda")
+                  and not any(getattr(hook.__self__, "loss_graph", True) for hook in self._hooks["on_loss"]))
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
@@ -211,13 +221,21 @@ class Trainer:
             tic = time.perf_counter()
             total, seen = 0.0, 0
             for k, batch in enumerate(self.task.batches(plan)):
-                loss, size = self.task.loss(self, net, batch, coords)
+                step = self.task.direct_step(self, batch, coords) if direct else None
+                if step is None:
+                    loss, size = self.task.loss(self, net, batch, coords)
+                else:
+                    loss, size, grads = step
                 #: the current batch's loss as a float (read once: one host synchronisation per step on a GPU)
                 self.loss_value = value = loss.item()
                 for hook in self._hooks["on_loss"]:
                     hook(self, k, loss)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if step is None:
+                    loss.backward()
+                else:
+                    for p, grad in grads:
+                        p.grad = grad
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 if cfg.grad_noise > 0:  # the step's index over the run: a pure function of (epoch, k)
@@ -305,7 +323,9 @@ def _overrides(callback, name: str) -> bool:
     return getattr(type(callback), name) is not getattr(cb.Callback, name)
 
 
-def _optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(cfg: TrainConfig, params, device: torch.device, world: int = 1) -> torch.optim.Optimizer:
+    if world == 1 and flat_eligible(params):  # one kernel call on one buffer (oplab.train.optim)
+        return FlatAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     try:  # one fused kernel per step: -26% epoch time for FNO, -17% per DeepONet step (benchmarks/RESULTS.md)
         return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))

@@ -1,0 +1,141 @@
+"""Adam over one flat buffer: torch's fused Adam kernel, called once per step for all parameters.
+
+``torch.optim.Adam(fused=True)`` runs one kernel over all parameters, but its Python around the
+kernel (grouping the tensors, building the lists, the step counters) costs 40-100 us a step, which is
+a tenth of a small DeepONet's step on a CPU (benchmarks/RESULTS.md, issue 22). :class:`FlatAdam`
+keeps the parameters and Adam's two moments each in one contiguous buffer (the parameters become views
+into it) and copies the gradients into a fourth, so a step is one concatenation and one call of the
+same kernel (``torch.optim.adam.adam``, ``fused=True``) on four tensors. The kernel works element by element, so
+the weights are those of ``torch.optim.Adam(fused=True)`` to the last bit or two (an element can fall
+in the kernel's vector body in one layout and its scalar tail in the other; tests/test_optim.py); its
+``state_dict`` has torch's layout, so checkpoints move between the two.
+
+torch's Adam skips a parameter without a gradient (``grad`` None); a step where any parameter has none
+falls back to torch's own step, with its semantics, for the rest of the run (as does a checkpoint whose
+step counts differ between parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.adam import adam
+
+ALIGN = 16  # elements
+
+
+def flat_eligible(params) -> bool:
+    """Real floating parameters of one dtype on one CPU or CUDA device (what one buffer can hold)."""
+    params = list(params)
+    if not params:
+        return False
+    p0 = params[0]
+    return (p0.device.type in ("cpu", "cuda") and p0.is_floating_point()
+            and all(p.dtype == p0.dtype and p.device == p0.device and p.layout == torch.strided for p in params))
+
+
+class FlatAdam(torch.optim.Adam):
+    """Adam (``decoupled=True``: AdamW) with flat parameter and moment buffers (see the module's
+    text). One parameter group. The gradients stay per-parameter tensors (torch's semantics:
+    ``zero_grad`` drops them, autograd makes them); a step copies them into one buffer. Call
+    :meth:`release` when training ends: it gives every parameter its own storage back (safetensors
+    refuses to write tensors that share one)."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, decoupled: bool = False):
+        params = list(params)
+        if not flat_eligible(params):
+            raise ValueError("FlatAdam: the parameters must be real floating tensors of one dtype on one device")
+        super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, decoupled_weight_decay=decoupled)
+        self._params, p0 = params, params[0]
+        # each parameter starts at a multiple of ALIGN elements (64 bytes in float32): a real tensor
+        # viewed as complex needs an even offset, and vector loads like aligned rows; the gaps hold
+        # zeros, whose gradient is zero, so they stay zero
+        starts = [0]
+        for p in params:
+            starts.append(-(-(starts[-1] + p.numel()) // ALIGN) * ALIGN)
+        self._data = torch.zeros(starts[-1], dtype=p0.dtype, device=p0.device)
+        self._grad = torch.zeros_like(self._data)
+        self._m, self._v = torch.zeros_like(self._data), torch.zeros_like(self._data)
+        self._step = torch.zeros((), dtype=torch.float32, device=p0.device)  # the fused kernel's counter
+        self._moments = []
+        #: the zeros after each parameter (the gradient buffer is the gradients and these, concatenated)
+        self._gaps = [self._data.new_zeros(b - a - p.numel()) for p, a, b in zip(params, starts, starts[1:])]
+        with torch.no_grad():
+            for p, start in zip(params, starts):
+                part = slice(start, start + p.numel())
+                self._data[part].copy_(p.reshape(-1))
+                p.data = self._data[part].view_as(p)
+                self._moments.append((self._m[part].view_as(p), self._v[part].view_as(p)))
+        self._flat = True  # False after a fallback or release: torch's own step from then on
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not (self._flat and set_to_none):
+            return super().zero_grad(set_to_none)
+        for p in self._params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for p in self._params] if self._flat else None
+        if grads is not None and all(g is not None for g in grads):
+            torch.cat([t for g, gap in zip(grads, self._gaps) for t in (g.reshape(-1), gap)], out=self._grad)
+            self._flat_step()
+            return loss
+        if self._flat:  # a parameter without a gradient: torch's step skips it
+            self._unflatten(keep_storage=True)
+        super().step()
+        return loss
+
+    def _flat_step(self) -> None:
+        if not self.state:  # torch's state, as views of the buffers (its layout for state_dict)
+            self._point_state()
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        adam([self._data], [self._grad], [self._m], [self._v], [], [self._step], fused=True, amsgrad=group["amsgrad"],
+             beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+             maximize=group["maximize"], decoupled_weight_decay=group["decoupled_weight_decay"],
+             grad_scale=None, found_inf=None)
+
+    def _point_state(self) -> None:
+        for p, (m, v) in zip(self._params, self._moments):
+            self.state[p] = {"step": self._step, "exp_avg": m, "exp_avg_sq": v}
+
+    def state_dict(self):
+        sd = super().state_dict()
+        for state in sd["state"].values():  # one step counter shared by all: a copy each, as torch has
+            state["step"] = state["step"].clone()
+        return sd
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        if not self._flat or not self.state:
+            return
+        steps = {float(self.state[p]["step"]) for p in self._params if p in self.state}
+        if len(steps) != 1 or any(p not in self.state for p in self._params) or self.param_groups[0]["amsgrad"]:
+            self._unflatten(keep_storage=True)  # steps counted per parameter: torch's step from now on
+            return
+        with torch.no_grad():
+            for p, (m, v) in zip(self._params, self._moments):
+                m.copy_(self.state[p]["exp_avg"])
+                v.copy_(self.state[p]["exp_avg_sq"])
+            self._step.fill_(steps.pop())
+        self._point_state()
+
+    def _unflatten(self, keep_storage: bool) -> None:
+        """Give up the flat step: a step counter per parameter (and, unless ``keep_storage``, every
+        parameter and moment its own storage)."""
+        self._flat = False
+        for p in self._params:
+            if p in self.state:
+                self.state[p] = {k: v.clone() if torch.is_tensor(v) and (k == "step" or not keep_storage) else v
+                                 for k, v in self.state[p].items()}
+            if not keep_storage:
+                with torch.no_grad():
+                    p.data = p.data.clone()
+
+    def release(self) -> None:
+        """Every parameter and moment its own storage again; torch's step from now on."""
+        self._unflatten(keep_storage=False)

@@ -1,0 +1,171 @@
+"""A training step without autograd (MapTask.direct_step) and Adam over one flat buffer (FlatAdam):
+the written-out gradients must be autograd's, a run must train as the autograd path does, the flat
+optimizer must step as torch's fused Adam does, and both must step aside where they would differ."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from oplab import losses
+from oplab.models.deeponet import DeepONet
+from oplab.predictor import Bundle
+from oplab.train import Callback, Trainer
+from oplab.train.config import TrainConfig
+from oplab.train.data import GridData
+from oplab.train.optim import FlatAdam
+from oplab.train.tasks import MapTask
+
+
+def _bundle(channels=1, activation="relu", dtype=torch.float64):
+    torch.manual_seed(0)
+    model = DeepONet(n_sensors=2 * 9, coord_dim=2, out_channels=channels, branch_layers=[16], trunk_layers=[12, 10],
+                     latent=6, activation=activation).to(dtype)
+    bundle = Bundle(model, 2, channels).to(dtype)
+    bundle.in_norm.set(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5]))
+    bundle.out_norm.set(torch.linspace(-1, 1, channels), torch.linspace(0.5, 3, channels))
+    coords = (torch.linspace(0, 1, 7, dtype=dtype), torch.linspace(0, 2, 5, dtype=dtype))
+    x = torch.randn(4, 2, 9, dtype=dtype)
+    y = torch.randn(4, channels, 7, 5, dtype=dtype)
+    return bundle, x, y, coords
+
+
+@pytest.mark.parametrize("channels,activation", [(1, "relu"), (3, "tanh"), (2, "gelu")])
+def test_the_written_out_gradients_are_autograds(channels, activation):
+    bundle, x, y, coords = _bundle(channels, activation)
+    bundle.model.trunk[0].bias.requires_grad_(False)  # a frozen parameter gets no gradient
+    y[1] = bundle(x, coords)[1].detach()  # a sample without error: its gradient is 0, not NaN
+    periodic = (False, True)
+    loss = losses.relative_l2(bundle(x, coords), y, coords, periodic)
+    params = [p for p in bundle.parameters() if p.requires_grad]
+    ref = torch.autograd.grad(loss, params)
+
+    pred, pullback = bundle.vjp(x, coords)
+    value, grad = losses.relative_l2_value_and_grad(pred, y, coords, periodic)
+    pairs = pullback(grad)
+    torch.testing.assert_close(pred, bundle(x, coords), rtol=0, atol=1e-13)
+    torch.testing.assert_close(value, loss, rtol=1e-14, atol=0)
+    assert sorted(id(p) for p, _ in pairs) == sorted(id(p) for p in params)
+    got = {id(p): g for p, g in pairs}
+    for p, r in zip(params, ref):
+        torch.testing.assert_close(got[id(p)], r, rtol=1e-11, atol=1e-14)
+    assert torch.isfinite(grad).all()
+
+
+def test_vjp_steps_aside_where_it_would_differ():
+    bundle, x, y, coords = _bundle()
+    handle = bundle.model.register_forward_hook(lambda *a: None)  # a hook must see the module's call
+    assert bundle.vjp(x, coords) is None
+    handle.remove()
+    handle = bundle.register_forward_pre_hook(lambda *a: None)
+    assert bundle.vjp(x, coords) is None
+    handle.remove()
+    assert bundle.vjp(x, torch.rand(6, 2, dtype=torch.float64)) is None  # query points, not a grid
+    stacked = Bundle(DeepONet(n_sensors=18, coord_dim=2, branch_layers=[8], trunk_layers=[8], latent=4, stacked=True), 2, 1)
+    assert stacked.vjp(x.float(), tuple(c.float() for c in coords)) is None
+    assert "h1" not in losses.VALUE_AND_GRAD  # losses without a written-out gradient take autograd
+
+
+class _Graph(Callback):
+    """An on_loss callback that may use the loss's graph: the run takes the autograd path."""
+
+    def on_loss(self, trainer, batch, loss):
+        assert loss.requires_grad
+
+
+def _run(callbacks=(), epochs=5, optimizer="adam", weight_decay=0.0):
+    torch.manual_seed(1)
+    coords = (torch.linspace(0, 1, 20),)
+    x = torch.randn(24, 1, 20).cumsum(-1) / 5
+    y = (x.cumsum(-1) / 20)
+    data = GridData(x=x, y=y, in_coords=coords, out_coords=coords, periodic=(False,), n_times=None, resolution=20)
+    torch.manual_seed(0)
+    model = DeepONet(n_sensors=20, coord_dim=1, branch_layers=[16], trunk_layers=[16], latent=8)
+    cfg = TrainConfig(epochs=epochs, batch_size=10, lr=3e-3, weight_decay=weight_decay, optimizer=optimizer,
+                      scheduler="none", loss="l2", eval_every=10**9, seed=0, device="cpu", normalize=True)
+    trainer = Trainer(model, data, cfg, log=lambda *a: None, callbacks=list(callbacks))
+    return trainer, trainer.fit()
+
+
+def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
+    taken = []
+    real = MapTask.direct_step
+    monkeypatch.setattr(MapTask, "direct_step", lambda self, *a: taken.append(real(self, *a)) or taken[-1])
+    trainer, direct = _run(optimizer="adamw", weight_decay=1e-3)
+    assert len(taken) == 15 and all(step is not None for step in taken)  # 5 epochs of 3 batches
+    assert isinstance(trainer.optimizer, FlatAdam)
+    taken.clear()
+    _, graph = _run([_Graph()], optimizer="adamw", weight_decay=1e-3)
+    assert not taken  # the callback's on_loss may read the graph: no direct step was tried
+    losses_d = [h["train_loss"] for h in direct["history"]]
+    losses_g = [h["train_loss"] for h in graph["history"]]
+    assert losses_d[-1] < 0.75 * losses_d[0]  # it learns
+    torch.testing.assert_close(losses_d, losses_g, rtol=1e-5, atol=0)
+    for p, q in zip(direct["bundle"].parameters(), graph["bundle"].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+        assert p.untyped_storage().nbytes() == p.numel() * p.element_size()  # released from the flat buffer
+
+
+def _pair(weight_decay, decoupled, dtype=torch.float32):
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
+    b = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
+    b.load_state_dict(a.state_dict())
+    oa = torch.optim.Adam(a.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True,
+                          decoupled_weight_decay=decoupled)
+    ob = FlatAdam(b.parameters(), lr=1e-2, weight_decay=weight_decay, decoupled=decoupled)
+    return a, oa, b, ob
+
+
+def _steps(pairs, x, n):
+    for _ in range(n):
+        for model, opt in pairs:
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+
+
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (1e-2, False), (1e-2, True)])
+def test_flat_adam_steps_as_torchs_fused_adam(weight_decay, decoupled):
+    a, oa, b, ob = _pair(weight_decay, decoupled, torch.float64)
+    x = torch.randn(11, 5, dtype=torch.float64)
+    _steps([(a, oa), (b, ob)], x, 25)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+    assert b[0].weight.data_ptr() == ob._data.data_ptr()  # the parameters are views of the one buffer
+
+
+def test_flat_adam_checkpoints_move_to_and_from_torchs_adam():
+    a, oa, b, ob = _pair(0.0, False)
+    x = torch.randn(11, 5)
+    _steps([(a, oa), (b, ob)], x, 3)
+    save_file({k: v.contiguous() for k, v in ob.state_dict()["state"][0].items()}, "/dev/null")  # one storage each
+    a2, oa2, b2, ob2 = _pair(0.0, False)
+    a2.load_state_dict(b.state_dict())
+    b2.load_state_dict(a.state_dict())
+    oa2.load_state_dict(copy.deepcopy(ob.state_dict()))  # flat -> torch (copies, as through a file)
+    ob2.load_state_dict(copy.deepcopy(oa.state_dict()))  # torch -> flat
+    assert ob2._flat and float(ob2._step) == 3.0
+    _steps([(a, oa), (b, ob), (a2, oa2), (b2, ob2)], x, 4)
+    for p, q, r, s in zip(a.parameters(), b.parameters(), a2.parameters(), b2.parameters()):
+        torch.testing.assert_close(r, q, rtol=2e-6, atol=1e-7)  # torch's Adam from the flat one's state
+        torch.testing.assert_close(s, p, rtol=2e-6, atol=1e-7)  # and the other way
+
+
+def test_flat_adam_keeps_torchs_meaning_for_a_parameter_without_gradient():
+    a, oa, b, ob = _pair(1e-2, False)
+    x = torch.randn(11, 5)
+    _steps([(a, oa), (b, ob)], x, 2)
+    for model, opt in ((a, oa), (b, ob)):  # the first layer gets no gradient this step: torch skips it
+        opt.zero_grad()
+        model[2](torch.tanh(model[0](x)).detach()).square().mean().backward()
+        opt.step()
+    assert not ob._flat  # torch's own step from here on
+    _steps([(a, oa), (b, ob)], x, 2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
+    ob.release()
+    assert all(p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in b.parameters())
