@@ -76,7 +76,7 @@ class _Graph(Callback):
         assert loss.requires_grad
 
 
-def _run(callbacks=(), epochs=5, optimizer="adam", weight_decay=0.0):
+def _run(callbacks=(), epochs=5, optimizer="adam", weight_decay=0.0, train=True):
     torch.manual_seed(1)
     coords = (torch.linspace(0, 1, 20),)
     x = torch.randn(24, 1, 20).cumsum(-1) / 5
@@ -87,7 +87,7 @@ def _run(callbacks=(), epochs=5, optimizer="adam", weight_decay=0.0):
     cfg = TrainConfig(epochs=epochs, batch_size=10, lr=3e-3, weight_decay=weight_decay, optimizer=optimizer,
                       scheduler="none", loss="l2", eval_every=10**9, seed=0, device="cpu", normalize=True)
     trainer = Trainer(model, data, cfg, log=lambda *a: None, callbacks=list(callbacks))
-    return trainer, trainer.fit()
+    return trainer, trainer.fit() if train else None
 
 
 def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
@@ -103,10 +103,69 @@ def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
     losses_d = [h["train_loss"] for h in direct["history"]]
     losses_g = [h["train_loss"] for h in graph["history"]]
     assert losses_d[-1] < 0.75 * losses_d[0]  # it learns
-    torch.testing.assert_close(losses_d, losses_g, rtol=1e-5, atol=0)
+    assert losses_d == losses_g  # the same arithmetic, bit for bit
     for p, q in zip(direct["bundle"].parameters(), graph["bundle"].parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+        assert torch.equal(p, q)
         assert p.untyped_storage().nbytes() == p.numel() * p.element_size()  # released from the flat buffer
+
+
+def test_gradient_hooks_on_parameters_and_a_task_with_its_own_loss_take_autograd(monkeypatch):
+    seen = []
+    real = MapTask.direct_step
+    monkeypatch.setattr(MapTask, "direct_step", lambda self, *a: seen.append(1) or real(self, *a))
+
+    class Hook(Callback):
+        def on_fit_start(self, trainer):
+            trainer.bundle.model.bias.register_hook(lambda g: seen.append("hook"))
+
+    _run([Hook()], epochs=1)
+    assert seen == ["hook"] * 3  # no direct step was tried; the hook saw every batch's gradient
+
+    class OwnLoss(MapTask):
+        def loss(self, trainer, net, batch, coords):
+            return super().loss(trainer, net, batch, coords)
+
+    trainer, _ = _run(train=False)
+    trainer.task.__class__ = OwnLoss  # (as the distillation task overrides the loss)
+    batch = (trainer.train_data.x[:4], trainer.train_data.y[:4])
+    assert real(trainer.task, trainer, batch, trainer.task.coords(trainer.train_data, trainer.device)) is None
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """FlatAdam's state (its one step counter, the moments) goes through the checkpoint and back."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from oplab import problems
+    from oplab.data.generation import generate
+    from oplab.train import config as tc
+    from oplab.train import resume_run, run
+
+    data = tmp_path / "anti.h5"
+    generate(problems.create("antiderivative", resolution=20), 36, data, seed=0)
+
+    def cfg(out, **train):
+        return tc.from_dict({"data": {"train": str(data), "n_train": 30, "n_test": 6},
+                             "model": {"name": "deeponet", "branch_layers": [16], "trunk_layers": [16], "latent": 8},
+                             "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "eval_every": 4, "threads": 1,
+                                       "plot_samples": 0, **train}, "out": str(out)})
+
+    run(cfg(tmp_path / "full"), log=lambda s: None)
+
+    def crash(line):
+        if line.startswith("epoch    2"):
+            raise KeyboardInterrupt  # after epoch 2's metrics, before its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(tmp_path / "cut", checkpoint_seconds=0), log=crash)
+    assert json.loads((tmp_path / "cut/checkpoints/last/state.json").read_text())["epoch"] == 1
+    resume_run(tmp_path / "cut", log=lambda s: None)
+    a = load_file(str(tmp_path / "full/checkpoints/last/weights.safetensors"))
+    b = load_file(str(tmp_path / "cut/checkpoints/last/weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = load_file(str(tmp_path / "full/checkpoints/last/state.safetensors"))
+    assert {float(v) for k, v in state.items() if k.endswith(".step")} == {16.0}  # 4 epochs of 4 batches
 
 
 def _pair(weight_decay, decoupled, dtype=torch.float32):

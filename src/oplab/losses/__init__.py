@@ -127,14 +127,16 @@ def _relative_l2_grad(g, d, num, den, root, shape) -> torch.Tensor:
 
 
 def relative_l2_value_and_grad(pred: torch.Tensor, target: torch.Tensor, coords: Coords,
-                               periodic: Sequence[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch mean of :func:`relative_l2` and its gradient in ``pred`` (same shape), computed
-    directly, without autograd: what a training step's backward would give (the loss's half of
-    :meth:`oplab.train.tasks.MapTask.direct_step`)."""
+                               periodic: Sequence[bool], weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` times the batch mean of :func:`relative_l2`, and its gradient in ``pred`` (same
+    shape), computed directly, without autograd: what a training step's backward gives, bit for bit
+    (the loss's half of :meth:`oplab.train.tasks.MapTask.direct_step`)."""
     root = quadrature_weights(coords, periodic, root=True).to(pred.dtype)
     with torch.no_grad():
         d, num, den = _relative_l2_parts(pred, target, root)
-        return (num / den).mean(), _relative_l2_grad(1.0, d, num, den, root, pred.shape)
+        g = torch.full((), weight, dtype=pred.dtype, device=pred.device)  # as autograd hands it down
+        loss = (num / den).mean()
+        return (loss if weight == 1.0 else weight * loss), _relative_l2_grad(g, d, num, den, root, pred.shape)
 
 
 def channel_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, periodic: Sequence[bool],

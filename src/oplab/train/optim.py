@@ -8,7 +8,8 @@ into it) and copies the gradients into a fourth, so a step is one concatenation 
 same kernel (``torch.optim.adam.adam``, ``fused=True``) on four tensors. The kernel works element by element, so
 the weights are those of ``torch.optim.Adam(fused=True)`` to the last bit or two (an element can fall
 in the kernel's vector body in one layout and its scalar tail in the other; tests/test_optim.py); its
-``state_dict`` has torch's layout, so checkpoints move between the two.
+``state_dict`` has torch's layout, so checkpoints move between the two. The Trainer takes it for models
+of at most :data:`SMALL` parameters (one process); larger ones, and complex weights, keep torch's Adam.
 
 torch's Adam skips a parameter without a gradient (``grad`` None); a step where any parameter has none
 falls back to torch's own step, with its semantics, for the rest of the run (as does a checkpoint whose
@@ -17,16 +18,31 @@ step counts differ between parameters).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch.optim.adam import adam
 
 ALIGN = 16  # elements
+#: the functional fused Adam takes ``decoupled_weight_decay`` (AdamW) from torch 2.7 on
+_FUSED_ADAMW = "decoupled_weight_decay" in inspect.signature(adam).parameters
 
 
-def flat_eligible(params) -> bool:
-    """Real floating parameters of one dtype on one CPU or CUDA device (what one buffer can hold)."""
+def _torch_step(optimizer) -> None:
+    step = torch.optim.Adam.step
+    (step.__wrapped__ if getattr(step, "hooked", False) else step)(optimizer)
+
+
+#: the most parameters :func:`flat_eligible` takes: above it the copy of the gradients into the buffer
+#: costs more than the Python it saves (40-100 us a step)
+SMALL = 100_000
+
+
+def flat_eligible(params, most: int = SMALL) -> bool:
+    """Real floating parameters of one dtype on one CPU or CUDA device (what one buffer can hold),
+    ``most`` numbers in all at most."""
     params = list(params)
-    if not params:
+    if not _FUSED_ADAMW or not params or sum(p.numel() for p in params) > most:
         return False
     p0 = params[0]
     return (p0.device.type in ("cpu", "cuda") and p0.is_floating_point()
@@ -42,9 +58,10 @@ class FlatAdam(torch.optim.Adam):
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, decoupled: bool = False):
         params = list(params)
-        if not flat_eligible(params):
+        if not flat_eligible(params, most=sum(p.numel() for p in params)):
             raise ValueError("FlatAdam: the parameters must be real floating tensors of one dtype on one device")
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, decoupled_weight_decay=decoupled)
+        self._decoupled = decoupled
         self._params, p0 = params, params[0]
         # each parameter starts at a multiple of ALIGN elements (64 bytes in float32): a real tensor
         # viewed as complex needs an even offset, and vector loads like aligned rows; the gaps hold
@@ -86,7 +103,7 @@ class FlatAdam(torch.optim.Adam):
             return loss
         if self._flat:  # a parameter without a gradient: torch's step skips it
             self._unflatten(keep_storage=True)
-        super().step()
+        _torch_step(self)  # (this step's hooks have run: torch's step without its hook wrapper)
         return loss
 
     def _flat_step(self) -> None:
@@ -104,14 +121,18 @@ class FlatAdam(torch.optim.Adam):
             self.state[p] = {"step": self._step, "exp_avg": m, "exp_avg_sq": v}
 
     def state_dict(self):
-        sd = super().state_dict()
-        for state in sd["state"].values():  # one step counter shared by all: a copy each, as torch has
-            state["step"] = state["step"].clone()
+        sd = super().state_dict()  # (its per-parameter dicts are the live ones: new dicts, not edits)
+        sd["state"] = {k: {**v, "step": v["step"].clone()} for k, v in sd["state"].items()}  # a counter each
         return sd
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
-        if not self._flat or not self.state:
+        self.param_groups[0]["decoupled_weight_decay"] = self._decoupled  # (older torch's AdamW had no key)
+        if not self._flat:
+            return
+        if not self.state:  # a checkpoint from before the first step
+            for t in (self._m, self._v, self._step):
+                t.zero_()
             return
         steps = {float(self.state[p]["step"]) for p in self._params if p in self.state}
         if len(steps) != 1 or any(p not in self.state for p in self._params) or self.param_groups[0]["amsgrad"]:

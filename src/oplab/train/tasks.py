@@ -134,7 +134,8 @@ class MapTask(Task):
         regularisation): then :meth:`loss`."""
         cfg = self.cfg
         value_and_grad = losses.VALUE_AND_GRAD.get(cfg.loss)
-        if (value_and_grad is None or cfg.physics_only or cfg.points or self.mask is not None
+        if (value_and_grad is None or type(self).loss is not MapTask.loss  # (a subclass's own loss: distillation)
+                or cfg.physics_only or cfg.points or self.mask is not None
                 or self.symmetries is not None or trainer.physics is not None
                 or getattr(trainer.bundle.model, "regularization", None) is not None):
             return None
@@ -143,10 +144,9 @@ class MapTask(Task):
         if out is None:
             return None
         pred, pullback = out
-        loss, grad = value_and_grad(pred.float(), batch[1].to(trainer.device), coords, self.train.periodic)
-        if cfg.data_weight != 1.0:
-            loss, grad = cfg.data_weight * loss, cfg.data_weight * grad
-        return loss, len(xb), pullback(grad.to(pred.dtype))
+        loss, grad = value_and_grad(pred.float(), batch[1].to(trainer.device), coords, self.train.periodic,
+                                    cfg.data_weight)
+        return loss, len(xb), pullback(grad.float().to(pred.dtype))  # (autograd's casts, through pred.float())
 
     def _points_loss(self, trainer, net, x, y, coords):
         """``train.points``: the data loss on a random subset of the grid's points (uniform weights)."""

@@ -123,7 +123,7 @@ def probe_step(model, train, cfg):
             or hasattr(model, "fit_data")):  # (a POD basis is fitted by the Trainer, after this)
         return None
     net = copy.deepcopy(model)
-    opt = _optimizer(cfg, list(net.parameters()), torch.device("cpu"))
+    opt = _optimizer(cfg, [p for p in net.parameters() if p.requires_grad], torch.device("cpu"))
     loss_fn, value_and_grad = losses.get(cfg.loss), losses.VALUE_AND_GRAD.get(cfg.loss)
     x, y = train.x[: cfg.batch_size], train.y[: cfg.batch_size]
     coords = tuple(train.out_coords)

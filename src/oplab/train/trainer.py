@@ -201,10 +201,13 @@ class Trainer:
         n = len(self.task)
         whole = range(n) if n <= cfg.batch_size and self.dist.world == 1 else None  # (batches of views)
         # gradients written out by the model and loss where they can be (task.direct_step): not under
-        # DDP (its hooks reduce autograd's gradients), a compiled net, autocast, or a callback whose
-        # on_loss may use the graph
+        # DDP (its hooks reduce autograd's gradients), a compiled net, autocast, a Trainer or loss
+        # replaced, gradient hooks on the parameters, or a callback whose on_loss may use the graph
         direct = (net is self.bundle and not (cfg.amp and self.device.type == "cuda")
-                  and not any(getattr(hook.__self__, "loss_graph", True) for hook in self._hooks["on_loss"]))
+                  and type(self).forward is Trainer.forward and self.loss_fn is losses.get(cfg.loss)
+                  and not any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in self.params)
+                  and not any(getattr(getattr(hook, "__self__", None), "loss_graph", True)
+                              for hook in self._hooks["on_loss"]))
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
