@@ -130,7 +130,7 @@ class _BranchTrunk(Operator):
             if chains is None:
                 return None
             kept, bias, c = [], self.bias, self.out_channels
-            y = _product(_chain_run(u, chains[0], kept), _chain_run(self._embed(points), chains[1], kept), bias, c)
+            y = _dense_run(u, self._embed(points), bias, chains, c, kept)
         params = [bias, *(p for chain in chains for layer in chain for p in layer[:2])]
         needs = [p is not None and p.requires_grad for p in params]
 
@@ -400,15 +400,13 @@ class _DenseDeepONet(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, z, bias, acts, channels, *params):
-        branch, trunk = _rebuild(acts, params)
-        kb, kt = [], []
-        b = _chain_run(u, branch, kb)
-        t = _chain_run(z, trunk, kt)
+        kept = []
+        y = _dense_run(u, z, bias, _rebuild(acts, params), channels, kept)
         ctx.acts, ctx.channels, ctx.n_params = acts, channels, len(params)
         # the layers' (input, pre-activation, output) are saved with the inputs: autograd frees them
         # after the backward (unless the graph is retained) and checks the inputs for in-place changes
-        ctx.save_for_backward(bias, *params, *(t_ for k in kb + kt for t_ in k))
-        return _product(b, t, bias, channels)
+        ctx.save_for_backward(bias, *params, *(t_ for k in kept for t_ in k))
+        return y
 
     @staticmethod
     @once_differentiable
@@ -419,6 +417,12 @@ class _DenseDeepONet(torch.autograd.Function):
         chains = _rebuild(ctx.acts, params)
         grads = _dense_backward(g, bias, chains, kept, ctx.channels, ctx.needs_input_grad[2:3] + ctx.needs_input_grad[5:])
         return (None, None, *grads[:1], None, None, *grads[1:])
+
+
+def _dense_run(u, z, bias, chains, channels: int, keep: list | None = None) -> torch.Tensor:
+    """``[B, C, P]``: the branch on ``u``, the trunk on ``z`` and their product; ``keep`` collects every
+    layer's (input, pre-activation, output), the branch's first (what :func:`_dense_backward` reads)."""
+    return _product(_chain_run(u, chains[0], keep), _chain_run(z, chains[1], keep), bias, channels)
 
 
 def _dense_backward(g, bias, chains, kept, channels: int, needs) -> list:
@@ -455,7 +459,7 @@ def _dense_forward(u, z, bias, chains, channels: int) -> torch.Tensor:
     if torch.is_grad_enabled() and (any(p.requires_grad for p in params) or (bias is not None and bias.requires_grad)):
         acts = tuple(tuple(layer[2] for layer in chain) for chain in chains)
         return _DenseDeepONet.apply(u, z, bias, acts, channels, *params)
-    return _product(_chain_run(u, chains[0], None), _chain_run(z, chains[1], None), bias, channels)
+    return _dense_run(u, z, bias, chains, channels)
 
 
 # ----------------------------------------------------------------------------- sequence DeepONet
