@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from oplab import losses
 from oplab.models.deeponet import DeepONet
@@ -90,12 +91,25 @@ def _run(callbacks=(), epochs=5, optimizer="adam", weight_decay=0.0, train=True)
     return trainer, trainer.fit() if train else None
 
 
+class _InBuffer(Callback):
+    """Counts the steps whose gradients all lie in FlatAdam's buffer (written there, not copied)."""
+
+    loss_graph = False
+    steps = 0
+
+    def on_batch_end(self, trainer, batch, loss):
+        slots = trainer.optimizer.grad_views()
+        self.steps += all(p.grad is slots[p] for p in trainer.params)
+
+
 def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
     taken = []
     real = MapTask.direct_step
     monkeypatch.setattr(MapTask, "direct_step", lambda self, *a: taken.append(real(self, *a)) or taken[-1])
-    trainer, direct = _run(optimizer="adamw", weight_decay=1e-3)
+    in_buffer = _InBuffer()
+    trainer, direct = _run([in_buffer], optimizer="adamw", weight_decay=1e-3)
     assert len(taken) == 15 and all(step is not None for step in taken)  # 5 epochs of 3 batches
+    assert in_buffer.steps == 15 and trainer.grad_slots is None  # (the slots are the fit's only)
     assert isinstance(trainer.optimizer, FlatAdam)
     taken.clear()
     _, graph = _run([_Graph()], optimizer="adamw", weight_decay=1e-3)
@@ -228,3 +242,41 @@ def test_flat_adam_keeps_torchs_meaning_for_a_parameter_without_gradient():
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
     ob.release()
     assert all(p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in b.parameters())
+
+
+def test_flat_adam_reads_gradients_written_into_its_buffer_as_copied_ones(monkeypatch):
+    _, _, b, ob = _pair(1e-2, True)
+    _, _, twin, otwin = _pair(1e-2, True)  # the same start; its gradients copied in by the step
+    x = torch.randn(11, 5)
+    slots = ob.grad_views()
+    assert list(slots) == list(b.parameters()) and all(s.shape == p.shape for p, s in slots.items())
+    for _ in range(3):
+        grads = torch.autograd.grad(b(x).square().mean(), list(b.parameters()))
+        for p, q, g in zip(b.parameters(), twin.parameters(), grads):
+            p.grad, q.grad = slots[p].copy_(g), g.clone()
+        with monkeypatch.context() as m:
+            m.setattr(torch, "cat", None)  # gradients already in the buffer: nothing is copied
+            ob.step()
+        otwin.step()
+        for p, q in zip(b.parameters(), twin.parameters()):
+            assert torch.equal(p, q)
+
+
+def test_flat_adam_runs_torchs_step_hooks_and_profiler_label():
+    a, oa, b, ob = _pair(0.0, False)
+    x = torch.randn(11, 5)
+    calls = []
+    handles = [ob.register_step_pre_hook(lambda *args: calls.append("pre")),
+               ob.register_step_post_hook(lambda *args: calls.append("post")),
+               register_optimizer_step_pre_hook(lambda *args: calls.append("global"))]
+    with torch.profiler.profile() as prof:
+        _steps([(a, oa), (b, ob)], x, 2)
+    for h in handles:
+        h.remove()
+    assert calls.count("pre") == 2 and calls.count("post") == 2 and calls.count("global") == 4  # (both optimizers)
+    assert any(e.name == "Optimizer.step#FlatAdam.step" for e in prof.events())
+    calls.clear()
+    _steps([(a, oa), (b, ob)], x, 2)  # no hooks, no profiler: the plain step, the same arithmetic
+    assert not calls
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)

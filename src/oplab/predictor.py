@@ -63,9 +63,10 @@ class Bundle(torch.nn.Module):
 
     def vjp(self, x, coords):
         """``(y, pullback)``: :meth:`forward` on a grid and the pairs ``(parameter, gradient)`` that
-        ``pullback(g)`` gives for the output's gradient ``g``, both without autograd, through the
-        model's own ``vjp`` (the fused DeepONet); None where that does not apply (a model without
-        one, static channels, query points, forward or backward hooks on the bundle)."""
+        ``pullback(g, into=None)`` gives for the output's gradient ``g`` (written into
+        ``into[parameter]`` where given), both without autograd, through the model's own ``vjp`` (the
+        fused DeepONet); None where that does not apply (a model without one, static channels, query
+        points, forward or backward hooks on the bundle)."""
         model_vjp = getattr(self.model, "vjp", None)
         if model_vjp is None or self.static or hooked(self) or isinstance(coords, torch.Tensor):
             return None
@@ -74,7 +75,7 @@ class Bundle(torch.nn.Module):
             if out is None:
                 return None
             y, pullback = out
-            return self.out_norm.decode(y), lambda g: pullback(self.out_norm.decode_grad(g))
+            return self.out_norm.decode(y), lambda g, into=None: pullback(self.out_norm.decode_grad(g), into)
 
     def dynamic_part(self, y: torch.Tensor) -> torch.Tensor:
         """The predicted (not carried) channels of whole states ``y [B, k * state_channels, *S]``

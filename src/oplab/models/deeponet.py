@@ -120,8 +120,9 @@ class _BranchTrunk(Operator):
 
     def vjp(self, x: torch.Tensor, coords: Sequence[torch.Tensor]):
         """``(y, pullback)`` without autograd, as ``torch.func.vjp`` gives them for the parameters:
-        ``y = self(x, coords)`` and ``pullback(g)``, the pairs ``(parameter, d <g, y> / d parameter)``
-        for the parameters that require grad, from the fused path's hand-written backward. None
+        ``y = self(x, coords)`` and ``pullback(g, into=None)``, the pairs ``(parameter, d <g, y> / d
+        parameter)`` for the parameters that require grad, from the fused path's hand-written backward,
+        each written into ``into[parameter]`` where given (the optimizer's gradient buffer). None
         where the fused path does not apply (see :meth:`_dense_chains`): then use autograd. It is
         the model's half of :meth:`oplab.train.tasks.MapTask.direct_step`."""
         u, points, shape = self._inputs(x, coords)
@@ -134,9 +135,9 @@ class _BranchTrunk(Operator):
         params = [bias, *(p for chain in chains for layer in chain for p in layer[:2])]
         needs = [p is not None and p.requires_grad for p in params]
 
-        def pullback(g: torch.Tensor) -> list:
+        def pullback(g: torch.Tensor, into: dict | None = None) -> list:
             with torch.no_grad():
-                grads = _dense_backward(g.reshape(y.shape), bias, chains, kept, c, needs)
+                grads = _dense_backward(g.reshape(y.shape), bias, chains, kept, c, needs, into)
             return [(p, d) for p, d, need in zip(params, grads, needs) if need]
 
         return y.reshape(x.shape[0], c, *shape), pullback
@@ -361,8 +362,9 @@ def _chain_run(h: torch.Tensor, chain, keep: list | None) -> torch.Tensor:
     return h
 
 
-def _chain_backward(g: torch.Tensor, chain, kept, needs) -> list:
-    """The gradients of the chain's weights and biases (None where ``needs`` says not wanted)."""
+def _chain_backward(g: torch.Tensor, chain, kept, needs, into: dict | None = None) -> list:
+    """The gradients of the chain's weights and biases (None where ``needs`` says not wanted),
+    written into ``into[parameter]`` where given."""
     grads = [None] * (2 * len(chain))
     for i in reversed(range(len(chain))):
         weight, bias, act = chain[i]
@@ -370,9 +372,9 @@ def _chain_backward(g: torch.Tensor, chain, kept, needs) -> list:
         if act is not None:
             g = _activate_backward(g, pre, out, act)
         if needs[2 * i]:
-            grads[2 * i] = g.t().mm(h)
+            grads[2 * i] = torch.mm(g.t(), h, out=into.get(weight) if into else None)
         if needs[2 * i + 1]:
-            grads[2 * i + 1] = g.sum(0)
+            grads[2 * i + 1] = torch.sum(g, 0, out=into.get(bias) if into else None)
         if i > 0:
             g = g.mm(weight)
     return grads
@@ -425,10 +427,11 @@ def _dense_run(u, z, bias, chains, channels: int, keep: list | None = None) -> t
     return _product(_chain_run(u, chains[0], keep), _chain_run(z, chains[1], keep), bias, channels)
 
 
-def _dense_backward(g, bias, chains, kept, channels: int, needs) -> list:
+def _dense_backward(g, bias, chains, kept, channels: int, needs, into: dict | None = None) -> list:
     """The gradients ``[bias, *weights and biases of the chains]`` of the fused DeepONet for the
-    output's gradient ``g [B, C, P]`` (None where ``needs`` says not wanted); ``kept``: every layer's
-    (input, pre-activation, output) as :func:`_chain_run` collects them, the branch's first."""
+    output's gradient ``g [B, C, P]`` (None where ``needs`` says not wanted; written into
+    ``into[parameter]`` where given); ``kept``: every layer's (input, pre-activation, output) as
+    :func:`_chain_run` collects them, the branch's first."""
     branch, trunk = chains
     kb, kt = kept[: len(branch)], kept[len(branch) :]
     b, t, c = kb[-1][2], kt[-1][2], channels
@@ -440,8 +443,8 @@ def _dense_backward(g, bias, chains, kept, channels: int, needs) -> list:
         gb = torch.bmm(gc, t.view(t.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(b.shape)
         gt = torch.bmm(gc.transpose(1, 2), b.view(b.shape[0], c, p).transpose(0, 1)).transpose(0, 1).reshape(t.shape)
     nb = 1 + 2 * len(branch)
-    gbias = g.sum((0, 2)) if bias is not None and needs[0] else None
-    return [gbias, *_chain_backward(gb, branch, kb, needs[1:nb]), *_chain_backward(gt, trunk, kt, needs[nb:])]
+    gbias = torch.sum(g, (0, 2), out=into.get(bias) if into else None) if bias is not None and needs[0] else None
+    return [gbias, *_chain_backward(gb, branch, kb, needs[1:nb], into), *_chain_backward(gt, trunk, kt, needs[nb:], into)]
 
 
 def _rebuild(acts, params) -> tuple:

@@ -11,6 +11,13 @@ in the kernel's vector body in one layout and its scalar tail in the other; test
 ``state_dict`` has torch's layout, so checkpoints move between the two. The Trainer takes it for models
 of at most :data:`SMALL` parameters (one process); larger ones, and complex weights, keep torch's Adam.
 
+The gradients can skip the copy: :meth:`FlatAdam.grad_views` are views of the fourth buffer shaped as the
+parameters, and a step whose gradients are those very tensors (what the Trainer's direct step writes,
+:meth:`oplab.train.tasks.MapTask.direct_step`) reads them in place. The step calls the kernel itself
+(``torch._fused_adam_``, after the functional Adam's ``step += 1``), and runs torch's optimizer hooks and
+profiler label only when one is in use: in a small DeepONet's loop torch's wrapper and functional Adam
+took 110 us of a 230 us step and the copy 70 us more (benchmarks/RESULTS.md, issue 22).
+
 torch's Adam skips a parameter without a gradient (``grad`` None); a step where any parameter has none
 falls back to torch's own step, with its semantics, for the rest of the run (as does a checkpoint whose
 step counts differ between parameters).
@@ -21,6 +28,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 from torch.optim.adam import adam
 
 ALIGN = 16  # elements
@@ -76,13 +84,21 @@ class FlatAdam(torch.optim.Adam):
         self._moments = []
         #: the zeros after each parameter (the gradient buffer is the gradients and these, concatenated)
         self._gaps = [self._data.new_zeros(b - a - p.numel()) for p, a, b in zip(params, starts, starts[1:])]
+        self._grad_views = []
         with torch.no_grad():
             for p, start in zip(params, starts):
                 part = slice(start, start + p.numel())
                 self._data[part].copy_(p.reshape(-1))
                 p.data = self._data[part].view_as(p)
                 self._moments.append((self._m[part].view_as(p), self._v[part].view_as(p)))
+                self._grad_views.append(self._grad[part].view_as(p))
         self._flat = True  # False after a fallback or release: torch's own step from then on
+
+    def grad_views(self) -> dict | None:
+        """``{parameter: its slot in the gradient buffer}``: a gradient written there and set as the
+        parameter's ``grad`` is read in place by the next step (no copy); None once the buffers are
+        given up (:meth:`release`, a fallback). A slot is overwritten by the next such write."""
+        return dict(zip(self._params, self._grad_views)) if self._flat else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not (self._flat and set_to_none):
@@ -90,15 +106,26 @@ class FlatAdam(torch.optim.Adam):
         for p in self._params:
             p.grad = None
 
-    @torch.no_grad()
     def step(self, closure=None):
+        """torch's optimizer step: with its step hooks and profiler label when one is in use (torch's
+        own wrapper, which ``Optimizer.__init__`` would put around every call), else without them."""
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _torch_optimizer._global_optimizer_pre_hooks
+                or _torch_optimizer._global_optimizer_post_hooks or torch._C._autograd._profiler_enabled()):
+            return self._hooked_step(closure)
+        return self._plain_step(closure)
+
+    step.hooked = True  # (what tells Optimizer.__init__ that the class's step is wrapped already)
+
+    @torch.no_grad()
+    def _plain_step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         grads = [p.grad for p in self._params] if self._flat else None
         if grads is not None and all(g is not None for g in grads):
-            torch.cat([t for g, gap in zip(grads, self._gaps) for t in (g.reshape(-1), gap)], out=self._grad)
+            if not all(g is v for g, v in zip(grads, self._grad_views)):  # (else written in place already)
+                torch.cat([t for g, gap in zip(grads, self._gaps) for t in (g.reshape(-1), gap)], out=self._grad)
             self._flat_step()
             return loss
         if self._flat:  # a parameter without a gradient: torch's step skips it
@@ -106,15 +133,26 @@ class FlatAdam(torch.optim.Adam):
         _torch_step(self)  # (this step's hooks have run: torch's step without its hook wrapper)
         return loss
 
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_plain_step)
+
     def _flat_step(self) -> None:
         if not self.state:  # torch's state, as views of the buffers (its layout for state_dict)
             self._point_state()
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
-        adam([self._data], [self._grad], [self._m], [self._v], [], [self._step], fused=True, amsgrad=group["amsgrad"],
-             beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-             maximize=group["maximize"], decoupled_weight_decay=group["decoupled_weight_decay"],
-             grad_scale=None, found_inf=None)
+        lr, decoupled = group["lr"], group["decoupled_weight_decay"]
+        if group["amsgrad"] or torch.is_tensor(lr) or torch.is_tensor(beta1) or torch.is_tensor(beta2):
+            adam([self._data], [self._grad], [self._m], [self._v], [], [self._step], fused=True,
+                 amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=lr, weight_decay=group["weight_decay"],
+                 eps=group["eps"], maximize=group["maximize"], decoupled_weight_decay=decoupled,
+                 grad_scale=None, found_inf=None)
+            return
+        # what the functional fused Adam does for one tensor of each kind, without its grouping
+        self._step.add_(1)
+        (torch._fused_adamw_ if decoupled else torch._fused_adam_)(
+            [self._data], [self._grad], [self._m], [self._v], [], [self._step], amsgrad=False, lr=lr, beta1=beta1,
+            beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+            grad_scale=None, found_inf=None)
 
     def _point_state(self) -> None:
         for p, (m, v) in zip(self._params, self._moments):

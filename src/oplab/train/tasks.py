@@ -146,7 +146,8 @@ class MapTask(Task):
         pred, pullback = out
         loss, grad = value_and_grad(pred.float(), batch[1].to(trainer.device), coords, self.train.periodic,
                                     cfg.data_weight)
-        return loss, len(xb), pullback(grad.float().to(pred.dtype))  # (autograd's casts, through pred.float())
+        # (autograd's casts, through pred.float()); the gradients go straight into the optimizer's buffer
+        return loss, len(xb), pullback(grad.float().to(pred.dtype), trainer.grad_slots)
 
     def _points_loss(self, trainer, net, x, y, coords):
         """``train.points``: the data loss on a random subset of the grid's points (uniform weights)."""

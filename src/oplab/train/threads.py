@@ -128,6 +128,7 @@ def probe_step(model, train, cfg):
     x, y = train.x[: cfg.batch_size], train.y[: cfg.batch_size]
     coords = tuple(train.out_coords)
     vjp = getattr(net, "vjp", None) if value_and_grad is not None else None
+    slots = getattr(opt, "grad_views", lambda: None)()  # (FlatAdam's buffer, as the Trainer's step writes it)
 
     def step():
         with torch.random.fork_rng():  # (dropout draws nothing from the run's random state)
@@ -137,7 +138,7 @@ def probe_step(model, train, cfg):
                 loss_fn(net(x, coords), y, coords, train.periodic).backward()
             else:  # the gradients written out, as the Trainer's direct step takes them
                 pred, pullback = out
-                for p, grad in pullback(value_and_grad(pred, y, coords, train.periodic)[1]):
+                for p, grad in pullback(value_and_grad(pred, y, coords, train.periodic)[1], slots):
                     p.grad = grad
             opt.step()
 

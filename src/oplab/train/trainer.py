@@ -87,6 +87,8 @@ class Trainer:
         self.best = math.inf
         self.history: list[dict] = []
         self.loss_value = math.nan  # the current batch's loss (set every step)
+        #: where a direct step writes each parameter's gradient (FlatAdam's buffer), during a fit
+        self.grad_slots: dict | None = None
         self.should_stop, self.stop_reason = False, ""
         self._eval_requested = False
         self.callbacks = cb.default_callbacks(self, progress) + list(callbacks)
@@ -187,6 +189,7 @@ class Trainer:
                         pass
                 raise
         finally:
+            self.grad_slots = None
             if isinstance(self.optimizer, FlatAdam):
                 self.optimizer.release()  # the weights get their own storage again
 
@@ -208,6 +211,7 @@ class Trainer:
                   and not any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in self.params)
                   and not any(getattr(getattr(hook, "__self__", None), "loss_graph", True)
                               for hook in self._hooks["on_loss"]))
+        self.grad_slots = self.optimizer.grad_views() if direct and isinstance(self.optimizer, FlatAdam) else None
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
