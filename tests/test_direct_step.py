@@ -1,4 +1,4 @@
-"""A training step without autograd (MapTask.direct_step) and Adam over one flat buffer (FlatAdam):
+"""A training step without autograd (MapTask.direct_stepper) and Adam over one flat buffer (FlatAdam):
 the written-out gradients must be autograd's, a run must train as the autograd path does, the flat
 optimizer must step as torch's fused Adam does, and both must step aside where they would differ."""
 
@@ -102,10 +102,20 @@ class _InBuffer(Callback):
         self.steps += all(p.grad is slots[p] for p in trainer.params)
 
 
+def _count_steps(monkeypatch, taken):
+    """Every direct step's result appended to ``taken``."""
+    real = MapTask.direct_stepper
+
+    def stepper(self, *args):
+        step = real(self, *args)
+        return None if step is None else (lambda batch: taken.append(step(batch)) or taken[-1])
+
+    monkeypatch.setattr(MapTask, "direct_stepper", stepper)
+
+
 def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
     taken = []
-    real = MapTask.direct_step
-    monkeypatch.setattr(MapTask, "direct_step", lambda self, *a: taken.append(real(self, *a)) or taken[-1])
+    _count_steps(monkeypatch, taken)
     in_buffer = _InBuffer()
     trainer, direct = _run([in_buffer], optimizer="adamw", weight_decay=1e-3)
     assert len(taken) == 15 and all(step is not None for step in taken)  # 5 epochs of 3 batches
@@ -123,10 +133,27 @@ def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
         assert p.untyped_storage().nbytes() == p.numel() * p.element_size()  # released from the flat buffer
 
 
+@pytest.mark.parametrize("where", ["bundle", "model", "layer"])
+def test_a_hook_added_during_a_fit_sees_every_later_batch(monkeypatch, where):
+    taken, calls = [], []
+    _count_steps(monkeypatch, taken)
+
+    class Hook(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 1:
+                bundle = trainer.bundle
+                module = {"bundle": bundle, "model": bundle.model, "layer": bundle.model.branch[0]}[where]
+                module.register_forward_hook(lambda *a: calls.append(epoch))
+
+    _run([Hook()], epochs=2)
+    assert calls == [1, 1, 1]  # the three batches after it: the stepper set up at the start steps aside
+    assert [step is None for step in taken] == [False] * 3 + [True] * 3
+
+
 def test_gradient_hooks_on_parameters_and_a_task_with_its_own_loss_take_autograd(monkeypatch):
     seen = []
-    real = MapTask.direct_step
-    monkeypatch.setattr(MapTask, "direct_step", lambda self, *a: seen.append(1) or real(self, *a))
+    real = MapTask.direct_stepper
+    monkeypatch.setattr(MapTask, "direct_stepper", lambda self, *a: seen.append(1) or real(self, *a))
 
     class Hook(Callback):
         def on_fit_start(self, trainer):
@@ -141,8 +168,7 @@ def test_gradient_hooks_on_parameters_and_a_task_with_its_own_loss_take_autograd
 
     trainer, _ = _run(train=False)
     trainer.task.__class__ = OwnLoss  # (as the distillation task overrides the loss)
-    batch = (trainer.train_data.x[:4], trainer.train_data.y[:4])
-    assert real(trainer.task, trainer, batch, trainer.task.coords(trainer.train_data, trainer.device)) is None
+    assert real(trainer.task, trainer, trainer.task.coords(trainer.train_data, trainer.device)) is None
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):

@@ -67,15 +67,28 @@ class Bundle(torch.nn.Module):
         ``into[parameter]`` where given), both without autograd, through the model's own ``vjp`` (the
         fused DeepONet); None where that does not apply (a model without one, static channels, query
         points, forward or backward hooks on the bundle)."""
-        model_vjp = getattr(self.model, "vjp", None)
-        if model_vjp is None or self.static or hooked(self) or isinstance(coords, torch.Tensor):
+        run = self.vjp_plan(coords)
+        return None if run is None else run(x)
+
+    def vjp_plan(self, coords):
+        """:meth:`vjp` on one grid, set up once (the model's ``vjp_plan``): ``run(x)`` is ``vjp(x,
+        coords)`` (None for a call where it does not apply); None where it never does."""
+        model_plan = getattr(self.model, "vjp_plan", None)
+        if model_plan is None or self.static or isinstance(coords, torch.Tensor):
             return None
-        with torch.no_grad():
-            out = model_vjp(self.in_norm.encode(x), coords)
-            if out is None:
+        model_run, in_norm, out_norm = model_plan(coords), self.in_norm, self.out_norm
+
+        def run(x):
+            if hooked(self):
                 return None
-            y, pullback = out
-            return self.out_norm.decode(y), lambda g, into=None: pullback(self.out_norm.decode_grad(g), into)
+            with torch.no_grad():
+                out = model_run(in_norm.encode(x))
+                if out is None:
+                    return None
+                y, pullback = out
+                return out_norm.decode(y), lambda g, into=None: pullback(out_norm.decode_grad(g), into)
+
+        return run
 
     def dynamic_part(self, y: torch.Tensor) -> torch.Tensor:
         """The predicted (not carried) channels of whole states ``y [B, k * state_channels, *S]``

@@ -127,11 +127,14 @@ def _relative_l2_grad(g, d, num, den, root, shape) -> torch.Tensor:
 
 
 def relative_l2_value_and_grad(pred: torch.Tensor, target: torch.Tensor, coords: Coords,
-                               periodic: Sequence[bool], weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                               periodic: Sequence[bool], weight: float = 1.0,
+                               root: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight`` times the batch mean of :func:`relative_l2`, and its gradient in ``pred`` (same
     shape), computed directly, without autograd: what a training step's backward gives, bit for bit
-    (the loss's half of :meth:`oplab.train.tasks.MapTask.direct_step`)."""
-    root = quadrature_weights(coords, periodic, root=True).to(pred.dtype)
+    (the loss's half of :meth:`oplab.train.tasks.MapTask.direct_stepper`). ``root``: the quadrature
+    weights' roots in ``pred``'s dtype, where the caller keeps them (else looked up)."""
+    if root is None:
+        root = quadrature_weights(coords, periodic, root=True).to(pred.dtype)
     with torch.no_grad():
         d, num, den = _relative_l2_parts(pred, target, root)
         g = torch.full((), weight, dtype=pred.dtype, device=pred.device)  # as autograd hands it down

@@ -107,6 +107,10 @@ class _BranchTrunk(Operator):
 
     def _inputs(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> tuple:
         """The branch's input ``[B, n_sensors]``, the grid's points ``[P, d]`` and its shape."""
+        return (self._sensors(x), *self._grid(coords))
+
+    def _grid(self, coords: Sequence[torch.Tensor]) -> tuple:
+        """The grid's points ``[P, d]`` (in the weights' dtype and device) and its shape."""
         if isinstance(coords, torch.Tensor) and coords.dim() == 1:
             coords = (coords,)
         if len(coords) != self.coord_dim:
@@ -116,7 +120,7 @@ class _BranchTrunk(Operator):
         coords = [torch.as_tensor(c) for c in coords]
         points = _POINTS.get(coords, (weight.dtype, str(weight.device)),
                              lambda: grid_points(coords, dtype=weight.dtype, device=weight.device))  # [P, d]
-        return self._sensors(x), points, shape
+        return points, shape
 
     def vjp(self, x: torch.Tensor, coords: Sequence[torch.Tensor]):
         """``(y, pullback)`` without autograd, as ``torch.func.vjp`` gives them for the parameters:
@@ -124,23 +128,36 @@ class _BranchTrunk(Operator):
         parameter)`` for the parameters that require grad, from the fused path's hand-written backward,
         each written into ``into[parameter]`` where given (the optimizer's gradient buffer). None
         where the fused path does not apply (see :meth:`_dense_chains`): then use autograd. It is
-        the model's half of :meth:`oplab.train.tasks.MapTask.direct_step`."""
-        u, points, shape = self._inputs(x, coords)
+        the model's half of :meth:`oplab.train.tasks.MapTask.direct_stepper`."""
+        return self.vjp_plan(coords)(x)
+
+    def vjp_plan(self, coords: Sequence[torch.Tensor]):
+        """:meth:`vjp` on one grid, set up once: ``run(x)`` is ``vjp(x, coords)``, the grid's points and
+        the trunk's inputs made here (a training step repeats them; about 60 us of a 0.9 ms step).
+        What can change between steps (hooks, the layers, autocast) is checked on every call."""
+        points, shape = self._grid(coords)
         with torch.no_grad():
-            chains = self._dense_chains(u, points)
-            if chains is None:
-                return None
-            kept, bias, c = [], self.bias, self.out_channels
-            y = _dense_run(u, self._embed(points), bias, chains, c, kept)
-        params = [bias, *(p for chain in chains for layer in chain for p in layer[:2])]
-        needs = [p is not None and p.requires_grad for p in params]
+            z = self._embed(points)
 
-        def pullback(g: torch.Tensor, into: dict | None = None) -> list:
+        def run(x: torch.Tensor):
+            u = self._sensors(x)
             with torch.no_grad():
-                grads = _dense_backward(g.reshape(y.shape), bias, chains, kept, c, needs, into)
-            return [(p, d) for p, d, need in zip(params, grads, needs) if need]
+                chains = self._dense_chains(u, points)
+                if chains is None:
+                    return None
+                kept, bias, c = [], self.bias, self.out_channels
+                y = _dense_run(u, z, bias, chains, c, kept)
+            params = [bias, *(p for chain in chains for layer in chain for p in layer[:2])]
+            needs = [p is not None and p.requires_grad for p in params]
 
-        return y.reshape(x.shape[0], c, *shape), pullback
+            def pullback(g: torch.Tensor, into: dict | None = None) -> list:
+                with torch.no_grad():
+                    grads = _dense_backward(g.reshape(y.shape), bias, chains, kept, c, needs, into)
+                return [(p, d) for p, d, need in zip(params, grads, needs) if need]
+
+            return y.reshape(x.shape[0], c, *shape), pullback
+
+        return run
 
     def forward(self, x: torch.Tensor, coords: Sequence[torch.Tensor]) -> torch.Tensor:
         u, points, shape = self._inputs(x, coords)

@@ -60,9 +60,10 @@ class Task:
     def evaluate(self, bundle, data, device) -> dict:
         return self.score(self.cfg, bundle, data, device)
 
-    def direct_step(self, trainer, batch, coords):
-        """``(loss, samples, [(parameter, gradient), ...])`` for the batch without autograd, or None:
-        then :meth:`loss` and its backward (see :meth:`MapTask.direct_step`)."""
+    def direct_stepper(self, trainer, coords):
+        """None, or ``step(batch)``: ``(loss, samples, [(parameter, gradient), ...])`` for the batch
+        without autograd, or None for a batch it does not take; then :meth:`loss` and its backward
+        (see :meth:`MapTask.direct_stepper`). Made once per fit."""
         return None
 
 
@@ -123,31 +124,41 @@ class MapTask(Task):
             loss = loss + penalty
         return loss, len(xb)
 
-    def direct_step(self, trainer, batch, coords):
-        """The batch's loss, its sample count and the parameters' gradients, with the gradients
-        written out instead of recorded and replayed by autograd: the model's :meth:`vjp
-        <oplab.predictor.Bundle.vjp>` (the fused DeepONet), the output normaliser's and the loss's
-        (``losses.VALUE_AND_GRAD``: the relative L2). The same arithmetic as :meth:`loss` and its
-        backward (tests/test_direct_step.py), without the autograd graph, which is most of a small
-        model's step on a CPU (benchmarks/RESULTS.md, issue 22). None where any part lacks it, or the
-        configuration adds terms (physics, masks, augmentation, point subsets, a model's own
+    def direct_stepper(self, trainer, coords):
+        """A step that gives the batch's loss, its sample count and the parameters' gradients, with
+        the gradients written out instead of recorded and replayed by autograd: the model's
+        :meth:`vjp_plan <oplab.predictor.Bundle.vjp_plan>` (the fused DeepONet), the output
+        normaliser's and the loss's (``losses.VALUE_AND_GRAD``: the relative L2), the gradients written
+        into the optimizer's buffer (``trainer.grad_slots``). The same arithmetic as :meth:`loss` and
+        its backward (tests/test_direct_step.py), without the autograd graph, which is most of a small
+        model's step on a CPU (benchmarks/RESULTS.md, issue 22). What stays fixed through a fit (the
+        grid, its weights, the configuration) is set up here, once. None where any part lacks it, or
+        the configuration adds terms (physics, masks, augmentation, point subsets, a model's own
         regularisation): then :meth:`loss`."""
-        cfg = self.cfg
+        cfg, device, periodic = self.cfg, trainer.device, self.train.periodic
         value_and_grad = losses.VALUE_AND_GRAD.get(cfg.loss)
         if (value_and_grad is None or type(self).loss is not MapTask.loss  # (a subclass's own loss: distillation)
                 or cfg.physics_only or cfg.points or self.mask is not None
                 or self.symmetries is not None or trainer.physics is not None
                 or getattr(trainer.bundle.model, "regularization", None) is not None):
             return None
-        xb = batch[0].to(trainer.device)
-        out = trainer.bundle.vjp(xb, coords)
-        if out is None:
+        run = trainer.bundle.vjp_plan(coords)
+        if run is None:
             return None
-        pred, pullback = out
-        loss, grad = value_and_grad(pred.float(), batch[1].to(trainer.device), coords, self.train.periodic,
-                                    cfg.data_weight)
-        # (autograd's casts, through pred.float()); the gradients go straight into the optimizer's buffer
-        return loss, len(xb), pullback(grad.float().to(pred.dtype), trainer.grad_slots)
+        root = losses.quadrature_weights(coords, periodic, root=True).float()  # (the loss takes pred.float())
+
+        def step(batch):
+            xb = batch[0].to(device)
+            out = run(xb)
+            if out is None:
+                return None
+            pred, pullback = out
+            loss, grad = value_and_grad(pred.float(), batch[1].to(device), coords, periodic, cfg.data_weight,
+                                        root=root)
+            # (autograd's casts, through pred.float()); the gradients go straight into the optimizer's buffer
+            return loss, len(xb), pullback(grad.float().to(pred.dtype), trainer.grad_slots)
+
+        return step
 
     def _points_loss(self, trainer, net, x, y, coords):
         """``train.points``: the data loss on a random subset of the grid's points (uniform weights)."""

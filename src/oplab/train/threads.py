@@ -127,18 +127,20 @@ def probe_step(model, train, cfg):
     loss_fn, value_and_grad = losses.get(cfg.loss), losses.VALUE_AND_GRAD.get(cfg.loss)
     x, y = train.x[: cfg.batch_size], train.y[: cfg.batch_size]
     coords = tuple(train.out_coords)
-    vjp = getattr(net, "vjp", None) if value_and_grad is not None else None
+    plan = getattr(net, "vjp_plan", None) if value_and_grad is not None else None
+    run = plan(coords) if plan is not None else None
+    root = losses.quadrature_weights(coords, train.periodic, root=True).float()
     slots = getattr(opt, "grad_views", lambda: None)()  # (FlatAdam's buffer, as the Trainer's step writes it)
 
     def step():
         with torch.random.fork_rng():  # (dropout draws nothing from the run's random state)
             opt.zero_grad(set_to_none=True)
-            out = vjp(x, coords) if vjp is not None else None
+            out = run(x) if run is not None else None
             if out is None:
                 loss_fn(net(x, coords), y, coords, train.periodic).backward()
             else:  # the gradients written out, as the Trainer's direct step takes them
                 pred, pullback = out
-                for p, grad in pullback(value_and_grad(pred, y, coords, train.periodic)[1], slots):
+                for p, grad in pullback(value_and_grad(pred, y, coords, train.periodic, root=root)[1], slots):
                     p.grad = grad
             opt.step()
 

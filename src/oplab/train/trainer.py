@@ -203,7 +203,7 @@ class Trainer:
         coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
         whole = range(n) if n <= cfg.batch_size and self.dist.world == 1 else None  # (batches of views)
-        # gradients written out by the model and loss where they can be (task.direct_step): not under
+        # gradients written out by the model and loss where they can be (task.direct_stepper): not under
         # DDP (its hooks reduce autograd's gradients), a compiled net, autocast, a Trainer or loss
         # replaced, gradient hooks on the parameters, or a callback whose on_loss may use the graph
         direct = (net is self.bundle and not (cfg.amp and self.device.type == "cuda")
@@ -212,6 +212,7 @@ class Trainer:
                   and not any(getattr(getattr(hook, "__self__", None), "loss_graph", True)
                               for hook in self._hooks["on_loss"]))
         self.grad_slots = self.optimizer.grad_views() if direct and isinstance(self.optimizer, FlatAdam) else None
+        stepper = self.task.direct_stepper(self, coords) if direct else None
         self.epoch = self.start_epoch
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
@@ -228,7 +229,7 @@ class Trainer:
             tic = time.perf_counter()
             total, seen = 0.0, 0
             for k, batch in enumerate(self.task.batches(plan)):
-                step = self.task.direct_step(self, batch, coords) if direct else None
+                step = stepper(batch) if stepper is not None else None
                 if step is None:
                     loss, size = self.task.loss(self, net, batch, coords)
                 else:
