@@ -77,16 +77,20 @@ class Bundle(torch.nn.Module):
         if model_plan is None or self.static or isinstance(coords, torch.Tensor):
             return None
         model_run, in_norm, out_norm = model_plan(coords), self.in_norm, self.out_norm
+        if model_run is None:
+            return None
+        in_parts, out_parts = in_norm.kept_parts(), out_norm.kept_parts()
 
         def run(x):
             if hooked(self):
                 return None
             with torch.no_grad():
-                out = model_run(in_norm.encode(x))
+                out = model_run(in_norm.encode(x, in_parts(x.ndim)))
                 if out is None:
                     return None
                 y, pullback = out
-                return out_norm.decode(y), lambda g, into=None: pullback(out_norm.decode_grad(g), into)
+                parts = out_parts(y.ndim)
+                return out_norm.decode(y, parts), lambda g, into=None: pullback(out_norm.decode_grad(g, parts), into)
 
         return run
 

@@ -15,6 +15,7 @@ summed inside the norm; the loss of a batch is the **mean** over samples.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -93,7 +94,7 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor, coords: Coords, period
 
 def _relative_l2_parts(pred, target, root):
     """The scaled difference ``[B, N]``, its norms ``[B]`` and the target's (clamped) norms ``[B]``."""
-    d = ((pred - target) * root).reshape(pred.shape[0], -1)
+    d = torch.sub(pred, target).mul_(root).reshape(pred.shape[0], -1)
     den = torch.linalg.vector_norm((target * root).reshape(target.shape[0], -1), dim=1).clamp_min(1e-30)
     return d, torch.linalg.vector_norm(d, dim=1), den
 
@@ -122,7 +123,7 @@ def _relative_l2_grad(g, d, num, den, root, shape) -> torch.Tensor:
     """``g`` times the gradient of the batch mean of ``num / den`` in the prediction (of ``shape``;
     ``d``, ``num``, ``den``: :func:`_relative_l2_parts`; ``root``: the weights' roots)."""
     # autograd's order: d / |d| first (at most 1), then 1 / |target| (up to 1e30 for a zero target)
-    unit = d * num.reciprocal().masked_fill_(num == 0, 0.0)[:, None]
+    unit = d * num.reciprocal().nan_to_num_(nan=math.nan, posinf=0.0)[:, None]  # (1 / 0 -> 0; NaN stays)
     return unit.mul_(((g / d.shape[0]) / den)[:, None]).view(shape).mul_(root)
 
 

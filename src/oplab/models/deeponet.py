@@ -129,12 +129,16 @@ class _BranchTrunk(Operator):
         each written into ``into[parameter]`` where given (the optimizer's gradient buffer). None
         where the fused path does not apply (see :meth:`_dense_chains`): then use autograd. It is
         the model's half of :meth:`oplab.train.tasks.MapTask.direct_stepper`."""
-        return self.vjp_plan(coords)(x)
+        run = self.vjp_plan(coords)
+        return None if run is None else run(x)
 
     def vjp_plan(self, coords: Sequence[torch.Tensor]):
         """:meth:`vjp` on one grid, set up once: ``run(x)`` is ``vjp(x, coords)``, the grid's points and
         the trunk's inputs made here (a training step repeats them; about 60 us of a 0.9 ms step).
-        What can change between steps (hooks, the layers, autocast) is checked on every call."""
+        What can change between steps (hooks, the layers, autocast) is checked on every call. None
+        for a model without the fused path."""
+        if type(self)._dense_chains is _BranchTrunk._dense_chains:
+            return None
         points, shape = self._grid(coords)
         with torch.no_grad():
             z = self._embed(points)
