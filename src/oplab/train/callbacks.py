@@ -35,7 +35,7 @@ class Callback:
     order = 50
     #: whether :meth:`on_loss` may use the loss's autograd graph. A callback that reads only the
     #: value sets False; while every ``on_loss`` callback does, a model and loss that write out their
-    #: gradient train without autograd (:meth:`oplab.train.tasks.MapTask.direct_step`)
+    #: gradient train without autograd (:meth:`oplab.train.tasks.MapTask.direct_stepper`)
     loss_graph = True
 
     def on_fit_start(self, trainer) -> None:

@@ -13,7 +13,7 @@ of at most :data:`SMALL` parameters (one process); larger ones, and complex weig
 
 The gradients can skip the copy: :meth:`FlatAdam.grad_views` are views of the fourth buffer shaped as the
 parameters, and a step whose gradients are those very tensors (what the Trainer's direct step writes,
-:meth:`oplab.train.tasks.MapTask.direct_step`) reads them in place. The step calls the kernel itself
+:meth:`oplab.train.tasks.MapTask.direct_stepper`) reads them in place. The step calls the kernel itself
 (``torch._fused_adam_``, after the functional Adam's ``step += 1``), and runs torch's optimizer hooks and
 profiler label only when one is in use: in a small DeepONet's loop torch's wrapper and functional Adam
 took 110 us of a 230 us step and the copy 70 us more (benchmarks/RESULTS.md, issue 22).
