@@ -306,3 +306,18 @@ def test_flat_adam_runs_torchs_step_hooks_and_profiler_label():
     assert not calls
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_flat_adam_calls_the_kernel_as_the_functional_adam_does(monkeypatch, decoupled):
+    import oplab.train.optim as optim
+
+    _, _, a, oa = _pair(1e-2, decoupled)
+    _, _, b, ob = _pair(1e-2, decoupled)
+    x = torch.randn(11, 5)
+    _steps([(a, oa)], x, 4)
+    monkeypatch.setattr(optim, "_KERNELS", (None, None))  # (a torch without the private kernels)
+    _steps([(b, ob)], x, 4)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert float(oa._step) == float(ob._step) == 4.0

@@ -32,6 +32,9 @@ from torch.optim import optimizer as _torch_optimizer
 from torch.optim.adam import adam
 
 ALIGN = 16  # elements
+#: the fused kernels the functional Adam calls (private torch functions, present since torch 2.0; without
+#: them the step goes through the functional Adam)
+_KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
 #: the functional fused Adam takes ``decoupled_weight_decay`` (AdamW) from torch 2.7 on
 _FUSED_ADAMW = "decoupled_weight_decay" in inspect.signature(adam).parameters
 
@@ -141,7 +144,8 @@ class FlatAdam(torch.optim.Adam):
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
         lr, decoupled = group["lr"], group["decoupled_weight_decay"]
-        if group["amsgrad"] or torch.is_tensor(lr) or torch.is_tensor(beta1) or torch.is_tensor(beta2):
+        kernel = _KERNELS[bool(decoupled)]
+        if kernel is None or group["amsgrad"] or torch.is_tensor(lr) or torch.is_tensor(beta1) or torch.is_tensor(beta2):
             adam([self._data], [self._grad], [self._m], [self._v], [], [self._step], fused=True,
                  amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=lr, weight_decay=group["weight_decay"],
                  eps=group["eps"], maximize=group["maximize"], decoupled_weight_decay=decoupled,
@@ -149,7 +153,7 @@ class FlatAdam(torch.optim.Adam):
             return
         # what the functional fused Adam does for one tensor of each kind, without its grouping
         self._step.add_(1)
-        (torch._fused_adamw_ if decoupled else torch._fused_adam_)(
+        kernel(
             [self._data], [self._grad], [self._m], [self._v], [], [self._step], amsgrad=False, lr=lr, beta1=beta1,
             beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
             grad_scale=None, found_inf=None)
