@@ -150,6 +150,23 @@ def test_a_hook_added_during_a_fit_sees_every_later_batch(monkeypatch, where):
     assert [step is None for step in taken] == [False] * 3 + [True] * 3
 
 
+def test_a_step_hook_that_replaces_some_gradients_trains_as_the_autograd_path_does():
+    class Halve(Callback):  # an optimizer step hook that replaces one gradient (the others stay in the slots)
+        def on_fit_start(self, trainer):
+            bias = trainer.bundle.model.bias
+
+            def hook(opt, args, kwargs):
+                bias.grad = bias.grad * 0.5
+
+            trainer.optimizer.register_step_pre_hook(hook)
+
+    _, direct = _run([Halve()], epochs=3)
+    _, graph = _run([Halve(), _Graph()], epochs=3)
+    assert [h["train_loss"] for h in direct["history"]] == [h["train_loss"] for h in graph["history"]]
+    for p, q in zip(direct["bundle"].parameters(), graph["bundle"].parameters()):
+        assert torch.equal(p, q)
+
+
 def test_gradient_hooks_on_parameters_and_a_task_with_its_own_loss_take_autograd(monkeypatch):
     seen = []
     real = MapTask.direct_stepper

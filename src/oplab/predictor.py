@@ -73,23 +73,24 @@ class Bundle(torch.nn.Module):
     def vjp_plan(self, coords):
         """:meth:`vjp` on one grid, set up once (the model's ``vjp_plan``): ``run(x)`` is ``vjp(x,
         coords)`` (None for a call where it does not apply); None where it never does."""
-        model_plan = getattr(self.model, "vjp_plan", None)
-        if model_plan is None or self.static or isinstance(coords, torch.Tensor):
+        model = self.model
+        if not hasattr(model, "vjp") or self.static or isinstance(coords, torch.Tensor):
             return None
-        model_run, in_norm, out_norm = model_plan(coords), self.in_norm, self.out_norm
+        model_plan = getattr(model, "vjp_plan", None)  # (else the model's vjp, its grid looked up per call)
+        model_run = model_plan(coords) if model_plan is not None else lambda x: model.vjp(x, coords)
         if model_run is None:
             return None
-        in_parts, out_parts = in_norm.kept_parts(), out_norm.kept_parts()
+        in_norm, out_norm = self.in_norm, self.out_norm
 
         def run(x):
             if hooked(self):
                 return None
             with torch.no_grad():
-                out = model_run(in_norm.encode(x, in_parts(x.ndim)))
+                out = model_run(in_norm.encode(x))
                 if out is None:
                     return None
                 y, pullback = out
-                parts = out_parts(y.ndim)
+                parts = out_norm.parts(y.ndim)  # (std + eps once for the output and its gradient)
                 return out_norm.decode(y, parts), lambda g, into=None: pullback(out_norm.decode_grad(g, parts), into)
 
         return run

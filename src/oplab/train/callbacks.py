@@ -35,7 +35,9 @@ class Callback:
     order = 50
     #: whether :meth:`on_loss` may use the loss's autograd graph. A callback that reads only the
     #: value sets False; while every ``on_loss`` callback does, a model and loss that write out their
-    #: gradient train without autograd (:meth:`oplab.train.tasks.MapTask.direct_stepper`)
+    #: gradient train without autograd (:meth:`oplab.train.tasks.MapTask.direct_stepper`); there each
+    #: parameter's ``grad`` is its slot in the optimizer's buffer, rewritten every step (the next batch's
+    #: is written before ``on_loss``): clone a gradient you keep
     loss_graph = True
 
     def on_fit_start(self, trainer) -> None:

@@ -100,7 +100,9 @@ class FlatAdam(torch.optim.Adam):
     def grad_views(self) -> dict | None:
         """``{parameter: its slot in the gradient buffer}``: a gradient written there and set as the
         parameter's ``grad`` is read in place by the next step (no copy); None once the buffers are
-        given up (:meth:`release`, a fallback). A slot is overwritten by the next such write."""
+        given up (:meth:`release`, a fallback). A slot is overwritten by the next such write: like
+        torch's ``zero_grad(set_to_none=False)``, ``p.grad`` is then the same tensor every step, so a
+        gradient kept past its step must be cloned."""
         return dict(zip(self._params, self._grad_views)) if self._flat else None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -114,7 +116,7 @@ class FlatAdam(torch.optim.Adam):
         own wrapper, which ``Optimizer.__init__`` would put around every call), else without them."""
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _torch_optimizer._global_optimizer_pre_hooks
                 or _torch_optimizer._global_optimizer_post_hooks or torch._C._autograd._profiler_enabled()):
-            return self._hooked_step(closure)
+            return self._hooked_step() if closure is None else self._hooked_step(closure)  # (the hooks' args)
         return self._plain_step(closure)
 
     step.hooked = True  # (what tells Optimizer.__init__ that the class's step is wrapped already)
@@ -127,8 +129,13 @@ class FlatAdam(torch.optim.Adam):
                 loss = closure()
         grads = [p.grad for p in self._params] if self._flat else None
         if grads is not None and all(g is not None for g in grads):
-            if not all(g is v for g, v in zip(grads, self._grad_views)):  # (else written in place already)
+            written = [g is v for g, v in zip(grads, self._grad_views)]
+            if not any(written):
                 torch.cat([t for g, gap in zip(grads, self._gaps) for t in (g.reshape(-1), gap)], out=self._grad)
+            elif not all(written):  # some replaced (a step hook's doing): those copied into their slots
+                for g, v, done in zip(grads, self._grad_views, written):
+                    if not done:
+                        v.copy_(g)
             self._flat_step()
             return loss
         if self._flat:  # a parameter without a gradient: torch's step skips it
