@@ -348,7 +348,7 @@ class SpectralConv(nn.Module):
         # forward transform axis by axis, the last (real) axis first, each leading axis transformed
         # only over the frequencies already retained on the axes after it: the same numbers as
         # rfftn then truncation (bit for bit on the quickstart's sizes), fewer flops both ways
-        x_ft = torch.fft.rfft(x, dim=-1)[..., : keep[-1][0]]  # [B, I, n_1, ..., k_d]
+        x_ft = _first(torch.fft.rfft(x, dim=-1), keep[-1][0])  # [B, I, n_1, ..., k_d]
         for axis in reversed(range(d - 1)):
             x_ft = _gather(torch.fft.fft(x_ft, dim=2 + axis), 2 + axis, *keep[axis], sizes[axis])
         # x_ft: [B, I, *M], w: [I, O, *M] with M = (p_1 + q_1, ..., k_d): one batched
@@ -384,8 +384,7 @@ class SpectralConv(nn.Module):
                and len(self._cached[1]) == len(params) and all(a is b for a, b in zip(self._cached[1], params)))
         if hit:
             return self._cached[2]
-        w = self.weight()  # [I, O, 2 m_1, ..., m_d]
-        w = w[..., : keep[-1][0]]
+        w = _first(self.weight(), keep[-1][0])  # [I, O, 2 m_1, ..., m_d]
         for axis, m in enumerate(self.max_n_modes[:-1]):
             w = _gather(w, 2 + axis, *keep[axis], 2 * m)
         wm = w.to(dtype).reshape(self.in_channels, self.out_channels, -1).permute(2, 0, 1).contiguous()
@@ -518,6 +517,13 @@ def _dft_basis(n, p: int, q: int, dtype, device) -> tuple[torch.Tensor, torch.Te
 def _along(t: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
     """``t`` with ``axis`` contracted against the rows of ``matrix`` (``[n, m]``: length n -> m)."""
     return (t.movedim(axis, -1) @ matrix).movedim(-1, axis)
+
+
+def _first(t: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` entries of the last axis; ``t`` itself when that is all of it (a slice that keeps
+    everything still costs its backward a zero-filled copy: two per layer and step at the peer's 16 x 16
+    with 9 modes on the last axis)."""
+    return t if t.shape[-1] == k else t[..., :k]
 
 
 def _gather(t: torch.Tensor, axis: int, p: int, q: int, n: int) -> torch.Tensor:
