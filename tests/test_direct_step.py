@@ -133,7 +133,7 @@ def test_a_run_trains_as_the_autograd_path_does(monkeypatch):
         assert p.untyped_storage().nbytes() == p.numel() * p.element_size()  # released from the flat buffer
 
 
-@pytest.mark.parametrize("where", ["bundle", "model", "layer"])
+@pytest.mark.parametrize("where", ["bundle", "model", "layer", "parameter"])
 def test_a_hook_added_during_a_fit_sees_every_later_batch(monkeypatch, where):
     taken, calls = [], []
     _count_steps(monkeypatch, taken)
@@ -142,6 +142,9 @@ def test_a_hook_added_during_a_fit_sees_every_later_batch(monkeypatch, where):
         def on_epoch_start(self, trainer, epoch):
             if epoch == 1:
                 bundle = trainer.bundle
+                if where == "parameter":
+                    bundle.model.bias.register_hook(lambda g: calls.append(epoch))
+                    return
                 module = {"bundle": bundle, "model": bundle.model, "layer": bundle.model.branch[0]}[where]
                 module.register_forward_hook(lambda *a: calls.append(epoch))
 
@@ -168,16 +171,16 @@ def test_a_step_hook_that_replaces_some_gradients_trains_as_the_autograd_path_do
 
 
 def test_gradient_hooks_on_parameters_and_a_task_with_its_own_loss_take_autograd(monkeypatch):
-    seen = []
+    seen, taken = [], []
     real = MapTask.direct_stepper
-    monkeypatch.setattr(MapTask, "direct_stepper", lambda self, *a: seen.append(1) or real(self, *a))
+    _count_steps(monkeypatch, taken)
 
     class Hook(Callback):
         def on_fit_start(self, trainer):
             trainer.bundle.model.bias.register_hook(lambda g: seen.append("hook"))
 
     _run([Hook()], epochs=1)
-    assert seen == ["hook"] * 3  # no direct step was tried; the hook saw every batch's gradient
+    assert seen == ["hook"] * 3 and taken == [None] * 3  # autograd ran every batch; the hook saw each gradient
 
     class OwnLoss(MapTask):
         def loss(self, trainer, net, batch, coords):

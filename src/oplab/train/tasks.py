@@ -146,8 +146,11 @@ class MapTask(Task):
         if run is None:
             return None
         root = losses.quadrature_weights(coords, periodic, root=True).float()  # (the loss takes pred.float())
+        params = trainer.params
 
         def step(batch):
+            if any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in params):
+                return None  # a gradient hook added during the fit: autograd runs it
             xb = batch[0].to(device)
             out = run(xb)
             if out is None:

@@ -203,12 +203,11 @@ class Trainer:
         coords = self.task.coords(self.train_data, self.device)
         n = len(self.task)
         whole = range(n) if n <= cfg.batch_size and self.dist.world == 1 else None  # (batches of views)
-        # gradients written out by the model and loss where they can be (task.direct_stepper): not under
-        # DDP (its hooks reduce autograd's gradients), a compiled net, autocast, a Trainer or loss
-        # replaced, gradient hooks on the parameters, or a callback whose on_loss may use the graph
+        # gradients written out by the model and loss where they can be (task.direct_stepper, which also
+        # steps aside for hooks, every step): not under DDP (its hooks reduce autograd's gradients), a
+        # compiled net, autocast, a Trainer or loss replaced, or a callback whose on_loss may use the graph
         direct = (net is self.bundle and not (cfg.amp and self.device.type == "cuda")
                   and type(self).forward is Trainer.forward and self.loss_fn is losses.get(cfg.loss)
-                  and not any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in self.params)
                   and not any(getattr(getattr(hook, "__self__", None), "loss_graph", True)
                               for hook in self._hooks["on_loss"]))
         self.grad_slots = self.optimizer.grad_views() if direct and isinstance(self.optimizer, FlatAdam) else None
