@@ -4,10 +4,10 @@
 kernel (grouping the tensors, building the lists, the step counters) costs 40-100 us a step, which is
 a tenth of a small DeepONet's step on a CPU (benchmarks/RESULTS.md, issue 22). :class:`FlatAdam`
 keeps the parameters and Adam's two moments each in one contiguous buffer (the parameters become views
-into it) and copies the gradients into a fourth, so a step is one concatenation and one call of the
-same kernel (``torch.optim.adam.adam``, ``fused=True``) on four tensors. The kernel works element by element, so
-the weights are those of ``torch.optim.Adam(fused=True)`` to the last bit or two (an element can fall
-in the kernel's vector body in one layout and its scalar tail in the other; tests/test_optim.py); its
+into it) and the gradients in a fourth, so a step is one call of the same fused kernel on four tensors.
+The kernel works element by element, so the weights are those of ``torch.optim.Adam(fused=True)`` to the
+last bit or two (an element can fall in the kernel's vector body in one layout and its scalar tail in the
+other; tests/test_direct_step.py); its
 ``state_dict`` has torch's layout, so checkpoints move between the two. The Trainer takes it for models
 of at most :data:`SMALL` parameters (one process); larger ones, and complex weights, keep torch's Adam.
 
@@ -35,6 +35,8 @@ ALIGN = 16  # elements
 #: the fused kernels the functional Adam calls (private torch functions, present since torch 2.0; without
 #: them the step goes through the functional Adam)
 _KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
+#: whether torch's profiler is recording (private too; where missing, every step takes torch's wrapper)
+_profiling = getattr(torch._C._autograd, "_profiler_enabled", lambda: True)
 #: the functional fused Adam takes ``decoupled_weight_decay`` (AdamW) from torch 2.7 on
 _FUSED_ADAMW = "decoupled_weight_decay" in inspect.signature(adam).parameters
 
@@ -63,7 +65,8 @@ def flat_eligible(params, most: int = SMALL) -> bool:
 class FlatAdam(torch.optim.Adam):
     """Adam (``decoupled=True``: AdamW) with flat parameter and moment buffers (see the module's
     text). One parameter group. The gradients stay per-parameter tensors (torch's semantics:
-    ``zero_grad`` drops them, autograd makes them); a step copies them into one buffer. Call
+    ``zero_grad`` drops them, autograd makes them); a step copies them into one buffer unless they are
+    already its slots (:meth:`grad_views`). Call
     :meth:`release` when training ends: it gives every parameter its own storage back (safetensors
     refuses to write tensors that share one)."""
 
@@ -115,7 +118,7 @@ class FlatAdam(torch.optim.Adam):
         """torch's optimizer step: with its step hooks and profiler label when one is in use (torch's
         own wrapper, which ``Optimizer.__init__`` would put around every call), else without them."""
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _torch_optimizer._global_optimizer_pre_hooks
-                or _torch_optimizer._global_optimizer_post_hooks or torch._C._autograd._profiler_enabled()):
+                or _torch_optimizer._global_optimizer_post_hooks or _profiling()):
             return self._hooked_step() if closure is None else self._hooked_step(closure)  # (the hooks' args)
         return self._plain_step(closure)
 
