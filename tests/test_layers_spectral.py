@@ -365,3 +365,49 @@ def test_auto_transform_takes_the_products_only_at_slow_fft_lengths_without_grad
             assert bool(calls) is slow
             layer.dft = "fft"
             torch.testing.assert_close(auto, layer(x), rtol=1e-10, atol=1e-12)
+
+
+def test_last_axis_products_equal_the_fft_with_gradients():
+    """On a CPU, ``dft="auto"`` runs the last axis's truncated transforms as real matrix products when
+    at most ``6 log2 n`` frequencies are kept there (:func:`oplab.layers.spectral._products_last`);
+    output, input gradient and weight gradient are the FFT path's to float64 rounding, for 1-3
+    dimensions, a grid coarser than the modes, an odd last axis and ``torch.func.vmap``."""
+    from oplab.layers import spectral
+
+    torch.manual_seed(11)
+    for modes, sizes in (([8, 9], (16, 16)), ([12, 12], (64, 40)), ([5], (20,)), ([3, 3, 3], (8, 9, 10)),
+                         ([4, 3], (13, 7)), ([6, 6], (8, 8))):
+        layer = SpectralConv(3, 4, modes).double()
+        x = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=True)
+        assert spectral._products_last(x, layer.kept(sizes)[-1][0]), (modes, sizes)
+        out, grads = [], []
+        for dft in ("auto", "fft"):
+            layer.dft = dft
+            y = layer(x)
+            grads.append(torch.autograd.grad(y, [x, *layer.parameters()], torch.cos(y.detach())))
+            out.append(y.detach())
+        torch.testing.assert_close(out[0], out[1], rtol=1e-12, atol=1e-13)
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+        layer.dft = "auto"
+        batched = torch.func.vmap(layer)(x.detach()[:, None])  # each sample as a batch of one
+        torch.testing.assert_close(batched[:, 0], out[1], rtol=1e-12, atol=1e-13)
+    # the rule: few frequencies on a long axis take the products, many take the FFT; autocast keeps the FFT
+    x = torch.randn(1, 1, 1024)
+    assert spectral._products_last(x, 60) and not spectral._products_last(x, 61)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not spectral._products_last(x, 8)
+
+
+def test_last_axis_bases_made_at_inference_serve_training():
+    """The products' bases are kept per size; ones first made under ``torch.inference_mode`` (the
+    predictor) are ordinary tensors that a later training step's backward can save."""
+    torch.manual_seed(12)
+    layer = SpectralConv(2, 2, [3, 5])
+    x = torch.randn(2, 2, 12, 20)  # (no large prime factor: not the inference-only products of _slow_fft)
+    with torch.inference_mode():
+        before = layer(x)
+    y = layer(x.requires_grad_())
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(layer.weight.weight.grad).all()
+    torch.testing.assert_close(y.detach(), before)
