@@ -6,7 +6,8 @@ Part 1, one axis: ``rows`` real signals of length ``n``, ``k`` frequencies kept.
 transform (``rfft`` then truncation, or ``x @ fwd``), "c2r" the inverse (``irfft`` of the ``k``
 frequencies, or ``y @ inv``), each timed forward and backward (the gradient of the input), as a
 training step runs them. The ratio is products / FFT over both: below 1 the products win.
-``oplab.layers.spectral._products_last`` takes the products where ``k <= 6 log2 n``.
+``oplab.layers.spectral._products_last`` takes the products where ``k <= 32`` and
+``n <= 8192``.
 
 Part 2, one layer: ``SpectralConv`` forward and backward with ``dft="fft"`` (FFTs on every axis) and
 ``dft="auto"`` (the last axis as products where the rule says so), at the peer comparison's size
@@ -33,8 +34,9 @@ from oplab.layers import SpectralConv  # noqa: E402
 from oplab.layers.spectral import _products_last, _real_dft  # noqa: E402
 
 AXES = [(16, 9, 32768), (32, 16, 16384), (64, 12, 32768), (64, 32, 16384), (128, 16, 8192), (128, 32, 8192),
-        (128, 64, 8192), (256, 32, 4096), (256, 64, 4096), (512, 32, 2048), (512, 128, 2048), (1024, 64, 1024),
-        (1024, 256, 1024)]
+        (128, 64, 8192), (256, 32, 4096), (256, 48, 4096), (256, 64, 4096), (512, 32, 2048), (512, 128, 2048),
+        (1024, 32, 1024), (1024, 48, 1024), (1024, 64, 1024), (1024, 256, 1024), (2048, 32, 512), (2048, 64, 512),
+        (4096, 32, 256), (4096, 64, 256), (8192, 32, 128)]
 LAYERS = {"peer 16x16, modes [8, 9], batch 32": (32, 16, [8, 9]), "quickstart 64x64, modes [12, 12], batch 10": (10, 64, [12, 12])}
 
 

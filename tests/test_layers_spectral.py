@@ -369,7 +369,7 @@ def test_auto_transform_takes_the_products_only_at_slow_fft_lengths_without_grad
 
 def test_last_axis_products_equal_the_fft_with_gradients():
     """On a CPU, ``dft="auto"`` runs the last axis's truncated transforms as real matrix products when
-    at most ``6 log2 n`` frequencies are kept there (:func:`oplab.layers.spectral._products_last`);
+    at most 32 frequencies are kept there (on at most 8192 points) (:func:`oplab.layers.spectral._products_last`);
     output, input gradient and weight gradient are the FFT path's to float64 rounding, for 1-3
     dimensions, a grid coarser than the modes, an odd last axis and ``torch.func.vmap``."""
     from oplab.layers import spectral
@@ -394,7 +394,8 @@ def test_last_axis_products_equal_the_fft_with_gradients():
         torch.testing.assert_close(batched[:, 0], out[1], rtol=1e-12, atol=1e-13)
     # the rule: few frequencies on a long axis take the products, many take the FFT; autocast keeps the FFT
     x = torch.randn(1, 1, 1024)
-    assert spectral._products_last(x, 60) and not spectral._products_last(x, 61)
+    assert spectral._products_last(x, 32) and not spectral._products_last(x, 33)
+    assert not spectral._products_last(torch.randn(1, 1, 8193), 8) and not spectral._products_last(x.long(), 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not spectral._products_last(x, 8)
 
@@ -411,3 +412,27 @@ def test_last_axis_bases_made_at_inference_serve_training():
     y.square().sum().backward()
     assert x.grad is not None and torch.isfinite(layer.weight.weight.grad).all()
     torch.testing.assert_close(y.detach(), before)
+
+
+def test_tracing_with_fake_tensors_leaves_the_kept_bases_real():
+    """``make_fx`` with fake or symbolic tensors traces the layer (on the FFT path: the products keep
+    their bases between calls, and those must not be fake), and eager calls afterwards stay real."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(13)
+    layer = SpectralConv(2, 2, [3, 5])
+    x = torch.randn(2, 2, 12, 28)
+    params = dict(layer.named_parameters())
+    for mode in ("fake", "symbolic"):
+        graph = make_fx(lambda p, t: torch.func.functional_call(layer, p, (t,)), tracing_mode=mode)(params, x)
+        torch.testing.assert_close(graph(params, x), layer(x), rtol=1e-5, atol=1e-6)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = torch.randn(2, 2, 12, 20)
+    with FakeTensorMode(allow_non_fake_inputs=True):  # a real input, fake results
+        layer(real)
+    assert type(layer(real)) is torch.Tensor
+    out = layer(x)
+    assert type(out) is torch.Tensor
+    layer.dft = "fft"
+    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-6)

@@ -515,20 +515,30 @@ def _slow_fft(x: torch.Tensor, layer: "SpectralConv") -> bool:
 
 def _products_last(x: torch.Tensor, k: int) -> bool:
     """Whether the last axis's truncated transforms run as real matrix products (:func:`_rfft_last`):
-    on a CPU, outside tracing, compiling and autocast (which would take the products to half
-    precision), when the frequencies kept ``k`` are at most ``6 log2 n``. There the products beat
-    torch's FFT with its backward: the ``rfft``'s backward zero-fills the whole spectrum and runs a
-    complex FFT over it, and ``irfft`` runs at a third of ``rfft``'s speed on this CPU. Forward and
-    backward of both directions took 0.32-0.80x the FFTs' time at the 9 measured lengths and counts
-    inside the rule (``n`` = 16-512, ``k`` = 9-32), 1.0-3.6x at the 4 outside it (``k`` = 64-256), two
-    runs; a spectral layer's forward and backward 0.75-0.77x at the peer comparison's size and
-    0.70-0.74x at the quickstart's (``benchmarks/dft_last_axis.py``, benchmarks/RESULTS.md, issue 22)."""
+    for a plain float32/float64 tensor on a CPU, outside tracing, compiling, a dispatch mode
+    (``make_fx``, fake tensors: the bases are kept across calls, :func:`_real_dft`) and autocast
+    (which would take the products to half precision), on an axis of ``2 <= n <= 8192`` points with
+    at most 32 frequencies kept. There the products beat torch's FFT with its backward: the
+    ``rfft``'s backward zero-fills the whole spectrum and runs a complex FFT over it, and ``irfft``
+    runs at a third of ``rfft``'s speed on this CPU. Forward and backward of both directions took
+    0.35-0.87x the FFTs' time at the 12 lengths and counts measured inside the rule (``n`` = 16-8192)
+    and 1.05-3.9x at the 9 outside it (48-256 frequencies); a spectral layer's forward and backward
+    0.75-0.77x at the peer comparison's size and 0.71-0.74x at the quickstart's, in three runs
+    (``benchmarks/dft_last_axis.py``, benchmarks/RESULTS.md, issue 22)."""
     n = x.shape[-1]
-    return (x.device.type == "cpu" and n > 1 and k <= 6 * math.log2(n) and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+    return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and isinstance(n, int) and 2 <= n <= 8192 and k <= 32 and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu") and not _dispatch_mode())
 
 
-@functools.lru_cache(maxsize=64)
+def _dispatch_mode() -> bool:
+    """Whether a Python dispatch mode is active (``make_fx``, ``FakeTensorMode``): tensors made there
+    must not be kept for later calls."""
+    current = getattr(torch.utils._python_dispatch, "_get_current_dispatch_mode", None)
+    return current is None or current() is not None
+
+
+@functools.lru_cache(maxsize=32)
 def _real_dft(n: int, k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The truncated real DFT of length ``n`` and its inverse as real matrices over interleaved real
     and imaginary parts: ``fwd [n, 2k]`` (``x @ fwd`` is ``rfft(x)[:k]``) and ``inv [2k, n]``
