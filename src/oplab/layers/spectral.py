@@ -521,9 +521,9 @@ def _products_last(x: torch.Tensor, k: int) -> bool:
     at most 32 frequencies kept. There the products beat torch's FFT with its backward: the
     ``rfft``'s backward zero-fills the whole spectrum and runs a complex FFT over it, and ``irfft``
     runs at a third of ``rfft``'s speed on this CPU. Forward and backward of both directions took
-    0.35-0.87x the FFTs' time at the 12 lengths and counts measured inside the rule (``n`` = 16-8192)
-    and 1.05-3.9x at the 9 outside it (48-256 frequencies); a spectral layer's forward and backward
-    0.75-0.77x at the peer comparison's size and 0.71-0.74x at the quickstart's, in three runs
+    0.32-0.87x the FFTs' time at the 12 lengths and counts measured inside the rule (``n`` = 16-8192)
+    and 1.0-3.9x at the 9 outside it (48-256 frequencies); a spectral layer's forward and backward
+    0.75-0.77x at the peer comparison's size and 0.70-0.74x at the quickstart's, in four runs
     (``benchmarks/dft_last_axis.py``, benchmarks/RESULTS.md, issue 22)."""
     n = x.shape[-1]
     return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
