@@ -309,7 +309,7 @@ def main(argv=None) -> int:
                 continue
             s = summary[m]
             ratios[m] = {
-                "epoch_ratio": s["epoch_s_median"] / ref["epoch_s_median"], "epoch_goal": 0.67,
+                "epoch_ratio": s["epoch_s_median"] / ref["epoch_s_median"], "epoch_goal": 0.5,  # issue 22 (0.67 before it)
                 "infer_ratio": s["infer100x32_ms_median"] / ref["infer100x32_ms_median"], "infer_goal": 0.5,
                 "l2_16_vs_ref_mean": s["l2_16_mean"] - ref["l2_16_mean"],
                 "l2_32_vs_ref_mean": s["l2_32_mean"] - ref["l2_32_mean"],

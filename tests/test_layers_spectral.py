@@ -367,13 +367,15 @@ def test_auto_transform_takes_the_products_only_at_slow_fft_lengths_without_grad
             torch.testing.assert_close(auto, layer(x), rtol=1e-10, atol=1e-12)
 
 
-def test_last_axis_products_equal_the_fft_with_gradients():
+def test_last_axis_products_equal_the_fft_with_gradients(monkeypatch):
     """On a CPU, ``dft="auto"`` runs the last axis's truncated transforms as real matrix products when
     at most 32 frequencies are kept there (on at most 8192 points) (:func:`oplab.layers.spectral._products_last`);
     output, input gradient and weight gradient are the FFT path's to float64 rounding, for 1-3
     dimensions, a grid coarser than the modes, an odd last axis and ``torch.func.vmap``."""
     from oplab.layers import spectral
 
+    calls = []
+    monkeypatch.setattr(spectral, "_bases", lambda *a, _f=spectral._bases: calls.append(a) or _f(*a))
     torch.manual_seed(11)
     for modes, sizes in (([8, 9], (16, 16)), ([12, 12], (64, 40)), ([5], (20,)), ([3, 3, 3], (8, 9, 10)),
                          ([4, 3], (13, 7)), ([6, 6], (8, 8))):
@@ -382,8 +384,9 @@ def test_last_axis_products_equal_the_fft_with_gradients():
         assert spectral._products_last(x, layer.kept(sizes)[-1][0]), (modes, sizes)
         out, grads = [], []
         for dft in ("auto", "fft"):
-            layer.dft = dft
+            layer.dft, calls[:] = dft, []
             y = layer(x)
+            assert len(calls) == (2 if dft == "auto" else 0), (modes, sizes, dft)  # forward and inverse bases
             grads.append(torch.autograd.grad(y, [x, *layer.parameters()], torch.cos(y.detach())))
             out.append(y.detach())
         torch.testing.assert_close(out[0], out[1], rtol=1e-12, atol=1e-13)
@@ -403,6 +406,9 @@ def test_last_axis_products_equal_the_fft_with_gradients():
 def test_last_axis_bases_made_at_inference_serve_training():
     """The products' bases are kept per size; ones first made under ``torch.inference_mode`` (the
     predictor) are ordinary tensors that a later training step's backward can save."""
+    from oplab.layers import spectral
+
+    spectral._real_dft.cache_clear()  # (made here first, whatever ran before)
     torch.manual_seed(12)
     layer = SpectralConv(2, 2, [3, 5])
     x = torch.randn(2, 2, 12, 20)  # (no large prime factor: not the inference-only products of _slow_fft)
@@ -428,6 +434,9 @@ def test_tracing_with_fake_tensors_leaves_the_kept_bases_real():
         torch.testing.assert_close(graph(params, x), layer(x), rtol=1e-5, atol=1e-6)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from oplab.layers import spectral
+
+    spectral._real_dft.cache_clear()  # (made here first, whatever ran before)
     real = torch.randn(2, 2, 12, 20)
     with FakeTensorMode(allow_non_fake_inputs=True):  # a real input, fake results
         layer(real)

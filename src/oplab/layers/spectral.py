@@ -554,13 +554,21 @@ def _real_dft(n: int, k: int, dtype: torch.dtype, device: torch.device) -> tuple
         return fwd.to(dtype), inv.to(dtype)
 
 
+def _bases(n: int, k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_real_dft`'s kept bases; made afresh inside a ``torch.func`` transform, whose tensors are
+    not kept for calls outside it."""
+    if torch._C._are_functorch_transforms_active():
+        return _real_dft.__wrapped__(n, k, dtype, device)
+    return _real_dft(n, k, dtype, device)
+
+
 def _rfft_last(x: torch.Tensor, k: int, products: bool) -> torch.Tensor:
     """``rfft`` over the last axis, its first ``k`` frequencies (complex ``[..., k]``); as one real
     matrix product when ``products``."""
     if not products:
         return _first(torch.fft.rfft(x, dim=-1), k)
     n = x.shape[-1]
-    fwd, _ = _real_dft(n, k, x.dtype, x.device)
+    fwd, _ = _bases(n, k, x.dtype, x.device)
     return torch.view_as_complex((x.reshape(-1, n) @ fwd).view(*x.shape[:-1], k, 2))
 
 
@@ -572,7 +580,7 @@ def _irfft_last(y: torch.Tensor, n: int, products: bool) -> torch.Tensor:
     if not products:
         return torch.fft.irfft(y, n=n, dim=-1)
     k = y.shape[-1]
-    _, inv = _real_dft(n, k, y.real.dtype, y.device)
+    _, inv = _bases(n, k, y.real.dtype, y.device)
     return (torch.view_as_real(y.contiguous()).view(-1, 2 * k) @ inv).view(*y.shape[:-1], n)
 
 
