@@ -446,8 +446,7 @@ class SpectralConv(nn.Module):
             re, im = _along(re, 2 + axis, c) - _along(im, 2 + axis, s), _along(re, 2 + axis, s) + _along(im, 2 + axis, c)
         n = sizes[-1]
         c, s = _dft_basis(n, keep[-1][0], 0, dtype, x.device)
-        k = torch.arange(keep[-1][0], device=x.device)
-        half = torch.where((k == 0) | (2 * k == n), 1.0, 2.0).to(dtype) / n  # irfft's weights
+        half = _irfft_weights(n, keep[-1][0], dtype, x.device)
         return re @ (c * half).T - im @ (s * half).T
 
 
@@ -531,11 +530,21 @@ def _products_last(x: torch.Tensor, k: int) -> bool:
             and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu") and not _dispatch_mode())
 
 
+#: the innermost Python dispatch mode (a private torch function; where missing, every call counts as in one)
+_current_mode = getattr(torch.utils._python_dispatch, "_get_current_dispatch_mode", None)
+
+
 def _dispatch_mode() -> bool:
     """Whether a Python dispatch mode is active (``make_fx``, ``FakeTensorMode``): tensors made there
     must not be kept for later calls."""
-    current = getattr(torch.utils._python_dispatch, "_get_current_dispatch_mode", None)
-    return current is None or current() is not None
+    return _current_mode is None or _current_mode() is not None
+
+
+def _irfft_weights(n, k: int, dtype, device) -> torch.Tensor:
+    """``irfft``'s weights of the frequencies ``0..k-1`` on ``n`` points: 2 for those whose conjugates
+    ``rfft`` leaves out, 1 for 0 and ``n/2``, over ``n`` (``n`` may be symbolic while exporting)."""
+    kk = torch.arange(k, device=device)
+    return torch.where((kk == 0) | (2 * kk == n), 1.0, 2.0).to(dtype) / n
 
 
 @functools.lru_cache(maxsize=32)
@@ -548,8 +557,7 @@ def _real_dft(n: int, k: int, dtype: torch.dtype, device: torch.device) -> tuple
     with torch.inference_mode(False), torch.no_grad():
         cos, sin = _dft_basis(n, k, 0, torch.float64, device)  # [n, k]
         fwd = torch.stack([cos, -sin], -1).reshape(n, 2 * k)
-        kk = torch.arange(k, device=device)
-        half = torch.where((kk == 0) | (2 * kk == n), 1.0, 2.0).to(torch.float64) / n
+        half = _irfft_weights(n, k, torch.float64, device)
         inv = torch.stack([cos.T * half[:, None], -sin.T * half[:, None]], 1).reshape(2 * k, n)
         return fwd.to(dtype), inv.to(dtype)
 
